@@ -1,0 +1,40 @@
+"""aggressive-vi: aggressive inference-network training against posterior collapse in VAEs.
+
+He, Spokoyny, Neubig, Berg-Kirkpatrick, "Lagging Inference Networks and Posterior Collapse in
+Variational Autoencoders", ICLR 2019.
+"""
+from . import estimators
+from .callbacks import Callback, PrintLogger, ProgressBar, StepInfo
+from .history import EpochRecord, History
+from .model import VAE, ELBOTerms
+from .protocols import Decoder, Encoder, KLSchedule, StoppingCriterion, TrainingEvent
+from .schedules import ConstantKL, CyclicalKLAnnealing, LinearKLAnnealing
+from .stopping import Always, FixedEpochs, FixedSteps, MIPlateau
+from .trainer import AggressiveTrainer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AggressiveTrainer",
+    "VAE",
+    "ELBOTerms",
+    "Encoder",
+    "Decoder",
+    "StoppingCriterion",
+    "KLSchedule",
+    "TrainingEvent",
+    "MIPlateau",
+    "FixedSteps",
+    "FixedEpochs",
+    "Always",
+    "ConstantKL",
+    "LinearKLAnnealing",
+    "CyclicalKLAnnealing",
+    "History",
+    "EpochRecord",
+    "Callback",
+    "StepInfo",
+    "PrintLogger",
+    "ProgressBar",
+    "estimators",
+]

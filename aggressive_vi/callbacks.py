@@ -1,0 +1,168 @@
+"""Hooks into ``AggressiveTrainer.fit``: a no-op base plus printing and progress-bar callbacks.
+
+A callback is any object with some of these methods (duck-typed; subclassing :class:`Callback` is
+optional)::
+
+    on_fit_start(trainer)
+    on_epoch_start(trainer, epoch)
+    on_step_end(trainer, info: StepInfo)      # after every decoder (or joint) update
+    on_phase_change(trainer, step)            # the trainer just left the aggressive phase
+    on_epoch_end(trainer, record: EpochRecord)
+    on_fit_end(trainer)
+
+Setting ``trainer.stop_training = True`` in any hook ends ``fit`` after the current step (the epoch
+is closed and recorded first).
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Optional, TextIO
+
+import torch
+
+from .distributed import is_main_process
+from .history import EpochRecord
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trainer import AggressiveTrainer
+
+__all__ = ["StepInfo", "Callback", "PrintLogger", "ProgressBar"]
+
+
+@dataclass(frozen=True)
+class StepInfo:
+    """One decoder (or joint) update.
+
+    Attributes:
+        epoch: 0-based epoch.
+        step: decoder updates so far, this one included.
+        batch_index: index of the minibatch within the epoch.
+        loss: weighted negative ELBO of the batch, nats per example (a 0-d tensor, not synced to
+            the host: call ``.item()`` only when you need the number).
+        kl: mean KL of the batch (0-d tensor), nats per example.
+        kl_weight: the KL weight used.
+        aggressive: whether an inner loop preceded this update.
+        inner_steps: encoder-only steps taken before it (0 in basic training).
+    """
+
+    epoch: int
+    step: int
+    batch_index: int
+    loss: torch.Tensor
+    kl: torch.Tensor
+    kl_weight: float
+    aggressive: bool
+    inner_steps: int
+
+
+class Callback:
+    """Base class with every hook as a no-op; override the ones you need."""
+
+    def on_fit_start(self, trainer: "AggressiveTrainer") -> None: ...
+
+    def on_epoch_start(self, trainer: "AggressiveTrainer", epoch: int) -> None: ...
+
+    def on_step_end(self, trainer: "AggressiveTrainer", info: StepInfo) -> None: ...
+
+    def on_phase_change(self, trainer: "AggressiveTrainer", step: int) -> None: ...
+
+    def on_epoch_end(self, trainer: "AggressiveTrainer", record: EpochRecord) -> None: ...
+
+    def on_fit_end(self, trainer: "AggressiveTrainer") -> None: ...
+
+
+def format_record(record: EpochRecord) -> str:
+    """One line for an epoch: losses, KL weight, validation MI/AU/KL, phase and time."""
+    parts = [
+        f"epoch {record.epoch:3d}",
+        f"loss {record.loss:.4f}",
+        f"rec {record.reconstruction:.4f}",
+        f"kl {record.kl:.4f}",
+        f"klw {record.kl_weight:.3f}",
+    ]
+    if record.val_mi is not None:
+        parts.append(f"val_mi {record.val_mi:.4f}")
+    if record.val_au is not None:
+        parts.append(f"val_au {record.val_au}")
+    if record.val_kl is not None:
+        parts.append(f"val_kl {record.val_kl:.4f}")
+    if record.val_elbo is not None:
+        parts.append(f"val_elbo {record.val_elbo:.4f}")
+    phase = f"aggressive (inner {record.inner_steps_mean:.1f})" if record.aggressive else "basic"
+    parts += [phase, f"{record.wall_time:.1f}s"]
+    return " | ".join(parts)
+
+
+class PrintLogger(Callback):
+    """Prints one line per epoch (and the switch out of the aggressive phase), on rank 0 only.
+
+    Args:
+        stream: where to write (``sys.stdout`` by default).
+    """
+
+    def __init__(self, stream: Optional[TextIO] = None) -> None:
+        self.stream = stream
+
+    def _print(self, text: str) -> None:
+        if is_main_process():
+            print(text, file=self.stream or sys.stdout, flush=True)
+
+    def on_phase_change(self, trainer: "AggressiveTrainer", step: int) -> None:
+        self._print(f"leaving the aggressive phase after {step} decoder updates")
+
+    def on_epoch_end(self, trainer: "AggressiveTrainer", record: EpochRecord) -> None:
+        self._print(format_record(record))
+
+
+class ProgressBar(Callback):
+    """A progress bar over each epoch's batches (``tqdm`` when installed, else a plain line).
+
+    Shows the running loss, KL and whether the trainer is aggressive, refreshed every
+    ``refresh_every`` steps (each refresh syncs one number from the device). Rank 0 only.
+    """
+
+    def __init__(self, refresh_every: int = 10, stream: Optional[TextIO] = None) -> None:
+        if refresh_every < 1:
+            raise ValueError(f"refresh_every must be >= 1; got {refresh_every}")
+        self.refresh_every = refresh_every
+        self.stream = stream
+        self._bar: Any = None
+        self._total: Optional[int] = None
+
+    def on_epoch_start(self, trainer: "AggressiveTrainer", epoch: int) -> None:
+        if not is_main_process():
+            return
+        self._total = trainer.steps_per_epoch
+        try:
+            from tqdm.auto import tqdm
+        except ImportError:
+            self._bar = None
+            return
+        self._bar = tqdm(total=self._total, desc=f"epoch {epoch}", leave=False,
+                         file=self.stream or sys.stderr)
+
+    def on_step_end(self, trainer: "AggressiveTrainer", info: StepInfo) -> None:
+        if not is_main_process():
+            return
+        if self._bar is not None:
+            self._bar.update(1)
+        if info.batch_index % self.refresh_every:
+            return
+        phase = f"aggr({info.inner_steps})" if info.aggressive else "basic"
+        text = f"loss {info.loss.item():.3f} kl {info.kl.item():.3f} {phase}"
+        if self._bar is not None:
+            self._bar.set_postfix_str(text, refresh=True)
+        else:
+            stream = self.stream or sys.stderr
+            stream.write(f"\repoch {info.epoch} [{info.batch_index + 1}/{self._total or '?'}] {text}")
+            stream.flush()
+
+    def on_epoch_end(self, trainer: "AggressiveTrainer", record: EpochRecord) -> None:
+        if not is_main_process():
+            return
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
+        else:
+            (self.stream or sys.stderr).write("\n")

@@ -1,0 +1,100 @@
+"""The per-epoch record that ``AggressiveTrainer.fit`` returns (and shows callbacks as it grows)."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union, overload
+
+__all__ = ["EpochRecord", "History"]
+
+
+@dataclass
+class EpochRecord:
+    """What happened in one epoch. Losses are means over the epoch's decoder/joint steps, nats per
+    example; ``val_*`` are computed on the validation loader after the epoch (``None`` without one).
+
+    Attributes:
+        epoch: 0-based index.
+        steps: decoder updates taken in this epoch (one per training minibatch).
+        loss: weighted negative ELBO, ``reconstruction + kl_weight * kl``.
+        reconstruction: -E_q[log p(x|z)].
+        kl: KL(q(z|x) || p(z)).
+        kl_weight: the KL weight at the epoch's last step.
+        aggressive: whether the epoch began in the aggressive phase.
+        aggressive_steps: decoder updates in this epoch that were preceded by an inner loop.
+        inner_steps_mean: encoder-only steps per aggressive decoder update (0 when none).
+        val_mi, val_au, val_kl, val_elbo, val_reconstruction: validation estimates
+            (MI by the minibatch-mixture estimator; AU with the trainer's threshold).
+        wall_time: seconds spent in the epoch, validation included.
+    """
+
+    epoch: int
+    steps: int
+    loss: float
+    reconstruction: float
+    kl: float
+    kl_weight: float
+    aggressive: bool
+    aggressive_steps: int
+    inner_steps_mean: float
+    val_mi: Optional[float] = None
+    val_au: Optional[int] = None
+    val_kl: Optional[float] = None
+    val_elbo: Optional[float] = None
+    val_reconstruction: Optional[float] = None
+    wall_time: float = 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+
+class History(Sequence[EpochRecord]):
+    """A list of :class:`EpochRecord`, with column access and JSON export."""
+
+    def __init__(self, records: Optional[List[EpochRecord]] = None) -> None:
+        self.records: List[EpochRecord] = list(records or [])
+
+    def append(self, record: EpochRecord) -> None:
+        self.records.append(record)
+
+    @overload
+    def __getitem__(self, index: int) -> EpochRecord: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> "History": ...
+
+    def __getitem__(self, index: Union[int, slice]) -> Union[EpochRecord, "History"]:
+        if isinstance(index, slice):
+            return History(self.records[index])
+        return self.records[index]
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[EpochRecord]:
+        return iter(self.records)
+
+    def column(self, name: str) -> List[Any]:
+        """One field over all epochs, e.g. ``history.column("val_mi")``."""
+        valid = [f.name for f in fields(EpochRecord)]
+        if name not in valid:
+            raise KeyError(f"unknown column {name!r}; expected one of {valid}")
+        return [getattr(r, name) for r in self.records]
+
+    def to_dicts(self) -> List[Dict[str, Any]]:
+        return [r.to_dict() for r in self.records]
+
+    @classmethod
+    def from_dicts(cls, rows: List[Dict[str, Any]]) -> "History":
+        return cls([EpochRecord(**row) for row in rows])
+
+    def to_json(self, path: Union[str, "os.PathLike[str]"]) -> None:
+        """Write the records as a JSON list (atomically: temporary file, then rename)."""
+        tmp = f"{os.fspath(path)}.tmp"
+        with open(tmp, "w") as fh:
+            json.dump(self.to_dicts(), fh, indent=1)
+        os.replace(tmp, path)
+
+    def __repr__(self) -> str:
+        return f"History({len(self)} epochs)"
