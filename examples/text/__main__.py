@@ -1,0 +1,4 @@
+"""``python -m examples.text train|evaluate|generate`` (see examples/text/cli.py)."""
+from .cli import main
+
+main()

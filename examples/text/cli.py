@@ -1,0 +1,239 @@
+"""``python -m examples.text train|evaluate|generate``: the paper's text VAE from the command line.
+
+    python -m examples.text train --data bundled --preset cpu --epochs 6 --out runs/text
+    python -m examples.text evaluate --checkpoint runs/text --iw-samples 500
+    python -m examples.text generate --checkpoint runs/text --prior 5 --strategy beam
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from aggressive_vi import AggressiveTrainer, ConstantKL, FixedEpochs, LinearKLAnnealing, MIPlateau
+
+from . import generation
+from .corpus import Vocab
+from .experiment import (build_vae, evaluate, format_table, json_safe, load_checkpoint, load_data,
+                         save_checkpoint, sentences_to_batch)
+from .presets import PRESETS, get_preset
+from .schedule import FirstOf, PaperLRDecay
+from .tokens import tokenize
+
+
+class _RunFiles:
+    """After every epoch: write ``history.json`` and ``trainer_last.pt`` (for ``--resume``)."""
+
+    def __init__(self, out: Path, meta: Dict[str, Any]):
+        self.out, self.meta = out, meta
+
+    def on_epoch_end(self, trainer: AggressiveTrainer, record: Any) -> None:
+        (self.out / "history.json").write_text(json.dumps(json_safe(trainer.history.to_dicts()), indent=1))
+        torch.save({"trainer": trainer.state_dict(), **self.meta}, self.out / "trainer_last.pt")
+
+
+def _log(text: str) -> None:
+    print(text, flush=True)
+
+
+# ---------------------------------------------------------------------------------------- train
+def train(args: argparse.Namespace) -> Dict[str, Any]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    preset = get_preset(args.preset).override(
+        epochs=args.epochs, kl_start=args.kl_start, warm_up=args.warm_up, iw_samples=args.iw_samples,
+        batch_size=args.batch_size, max_vocab=args.max_vocab, max_aggressive_epochs=args.max_aggressive_epochs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    data = load_data(args.data, max_vocab=preset.max_vocab, labels=args.labels, max_length=args.max_length,
+                     seed=args.seed)
+    sizes = {s: len(d) for s, d in data.splits.items()}
+    _log(f"data {args.data}: {sizes} sentences, vocabulary {len(data.vocab)}; preset {args.preset}: "
+         f"{json.dumps(preset.to_dict())}")
+    vae = build_vae(preset, len(data.vocab))
+    enc_opt = torch.optim.SGD(vae.encoder.parameters(), lr=preset.lr)
+    dec_opt = torch.optim.SGD(vae.decoder.parameters(), lr=preset.lr)
+    aggressive = args.aggressive == "on"
+    stopping: Any = MIPlateau()
+    if preset.max_aggressive_epochs is not None:
+        stopping = FirstOf(MIPlateau(), FixedEpochs(preset.max_aggressive_epochs))
+    kl_schedule = (ConstantKL(1.0) if preset.kl_start >= 1.0
+                   else LinearKLAnnealing(start=preset.kl_start, warmup_epochs=preset.warm_up))
+    lr_decay = PaperLRDecay(patience=preset.decay_patience, factor=preset.decay_factor,
+                            min_epoch=preset.decay_min_epoch, max_decays=preset.max_decays)
+    meta = {"vocab": data.vocab.to_list(), "preset": preset.to_dict(), "args": vars(args)}
+    trainer = AggressiveTrainer(
+        vae, enc_opt, dec_opt, stopping=stopping, kl_schedule=kl_schedule, aggressive=aggressive,
+        window=preset.window, max_inner_steps=preset.max_inner_steps, clip_grad_norm=preset.clip_grad_norm,
+        callbacks=[lr_decay, _RunFiles(out, meta)], verbose=True, progress=not args.no_progress)
+    if args.resume:
+        state = torch.load(out / "trainer_last.pt", map_location="cpu", weights_only=False)
+        if state["vocab"] != meta["vocab"]:
+            raise ValueError(f"--resume: {out}/trainer_last.pt was trained with another vocabulary")
+        trainer.load_state_dict(state["trainer"])
+        _log(f"resumed after epoch {trainer.epoch - 1}")
+    train_loader = data.loader("train", preset.batch_size, shuffle=True, seed=args.seed)
+    val_loader = data.loader("valid", preset.eval_batch_size, shuffle=False)
+    start = time.perf_counter()
+    history = trainer.fit(train_loader, val_loader=val_loader, epochs=preset.epochs)
+    train_time = time.perf_counter() - start
+    history.to_json(str(out / "history.json"))
+    save_checkpoint(out / "checkpoint.pt", vae, data.vocab, preset,
+                    {"args": vars(args), "data": str(args.data), "best_epoch": lr_decay.best_epoch})
+    _log(f"training took {train_time:.0f}s; best validation epoch {lr_decay.best_epoch} "
+         f"(-ELBO {lr_decay.best_loss:.3f}); evaluating on test with {preset.iw_samples} importance samples")
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+    test_loader = data.loader("test", preset.eval_batch_size, shuffle=False)
+    metrics = evaluate(vae, test_loader, iw_samples=preset.iw_samples, iw_chunk=preset.iw_chunk)
+    metrics.update({"split": "test", "aggressive": aggressive, "epochs": len(history),
+                    "aggressive_epochs": sum(r.aggressive for r in history), "train_seconds": train_time,
+                    "eval_seconds": time.perf_counter() - start, "best_epoch": lr_decay.best_epoch,
+                    "preset": args.preset, "data": str(args.data)})
+    (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=1))
+    label = f"{'aggressive' if aggressive else 'basic'} (test)"
+    _log("\n" + format_table({label: metrics}))
+    _log(f"\nwrote {out}/history.json, {out}/metrics.json, {out}/checkpoint.pt")
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------- evaluate
+def evaluate_cmd(args: argparse.Namespace) -> Dict[str, Any]:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    vae, vocab, preset, ckpt = load_checkpoint(args.checkpoint)
+    data_arg = args.data or ckpt["data"]
+    data = load_data(data_arg, vocab=vocab, labels=args.labels, seed=ckpt["args"].get("seed", 783435))
+    torch.manual_seed(args.seed)
+    loader = data.loader(args.split, args.batch_size or preset.eval_batch_size, shuffle=False)
+    start = time.perf_counter()
+    metrics = evaluate(vae, loader, iw_samples=args.iw_samples, iw_chunk=preset.iw_chunk)
+    metrics.update({"split": args.split, "data": str(data_arg), "eval_seconds": time.perf_counter() - start})
+    out = Path(args.checkpoint)
+    out = out if out.is_dir() else out.parent
+    path = out / f"eval_{args.split}_{args.iw_samples}.json"
+    path.write_text(json.dumps(json_safe(metrics), indent=1))
+    _log(format_table({f"{args.split} ({args.iw_samples} samples)": metrics}))
+    _log(f"wrote {path}")
+    return metrics
+
+
+# ---------------------------------------------------------------------------------------- generate
+def _read_sentences(args: argparse.Namespace, data_source: str, vocab: Vocab, lines: Sequence[str]) -> List[List[str]]:
+    tokenized = args.tokenize if args.tokenize is not None else data_source == "bundled"
+    return [tokenize(line) if tokenized else line.split() for line in lines if line.strip()]
+
+
+def generate_cmd(args: argparse.Namespace) -> List[str]:
+    vae, vocab, preset, ckpt = load_checkpoint(args.checkpoint)
+    gen = torch.Generator().manual_seed(args.seed)
+    torch.manual_seed(args.seed)
+    opts = dict(beam_size=args.beam_size, temperature=args.temperature, max_len=args.max_len)
+    out: List[str] = []
+
+    def emit(header: str, rows: List[str]) -> None:
+        out.append(header)
+        out.extend(rows)
+        _log(header)
+        for row in rows:
+            _log("  " + row)
+
+    if args.prior:
+        ids = generation.from_prior(vae.decoder, args.prior, args.strategy, generator=gen, **opts)
+        emit(f"# from the prior ({args.strategy})", [generation.to_text(vocab, s) for s in ids])
+    if args.reconstruct:
+        lines = Path(args.reconstruct).read_text(encoding="utf-8").splitlines()[: args.max_sentences]
+        sents = _read_sentences(args, ckpt["data"], vocab, lines)
+        if not sents:
+            raise ValueError(f"--reconstruct {args.reconstruct}: no non-empty line")
+        x = sentences_to_batch(sents, vocab)
+        ids = generation.reconstruct(vae.encoder, vae.decoder, x, args.strategy, use_mean=not args.posterior_sample,
+                                     generator=gen, **opts)
+        rows = []
+        for tokens, rec in zip(sents, ids):
+            rows.append(f"> {generation.to_text(vocab, vocab.encode(tokens))}")
+            rows.append(f"< {generation.to_text(vocab, rec)}")
+        emit(f"# reconstructions ({args.strategy}, z = {'a posterior sample' if args.posterior_sample else 'posterior mean'})", rows)
+    if args.interpolate:
+        a, b = _read_sentences(args, ckpt["data"], vocab, args.interpolate)
+        xa, xb = sentences_to_batch([a], vocab), sentences_to_batch([b], vocab)
+        ids = generation.interpolate(vae.encoder, vae.decoder, xa, xb, steps=args.steps, strategy=args.strategy, **opts)
+        emit(f"# interpolation ({args.strategy}, {args.steps} points)", [generation.to_text(vocab, s) for s in ids])
+    if not out:
+        raise SystemExit("generate: nothing to do; pass --prior N, --reconstruct FILE and/or --interpolate A B")
+    if args.output:
+        Path(args.output).write_text("\n".join(out) + "\n", encoding="utf-8")
+    return out
+
+
+# ---------------------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m examples.text", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a text VAE, then evaluate it on the test split")
+    t.add_argument("--data", default="bundled", help="bundled | synthetic | DIR | PREFIX (PREFIX.train.txt ...)")
+    t.add_argument("--labels", action="store_true", help="lines are label<TAB>text (Yelp)")
+    t.add_argument("--max-length", type=int, default=None, help="drop sentences longer than this")
+    t.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
+    t.add_argument("--aggressive", default="on", choices=["on", "off"])
+    t.add_argument("--kl-start", type=float, default=None, help="initial KL weight (preset: 1.0 = no annealing)")
+    t.add_argument("--warm-up", type=float, default=None, help="epochs of KL annealing up to 1")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--max-vocab", type=int, default=None)
+    t.add_argument("--max-aggressive-epochs", type=int, default=None)
+    t.add_argument("--iw-samples", type=int, default=None, help="importance samples in the final evaluation")
+    t.add_argument("--out", required=True)
+    t.add_argument("--seed", type=int, default=783435)
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/trainer_last.pt")
+    t.add_argument("--no-progress", action="store_true")
+    t.set_defaults(func=train)
+
+    e = sub.add_parser("evaluate", help="IW-NLL, PPL, KL, MI, AU of a checkpoint")
+    e.add_argument("--checkpoint", required=True, help="run directory or checkpoint.pt")
+    e.add_argument("--data", default=None, help="default: the data the checkpoint was trained on")
+    e.add_argument("--labels", action="store_true")
+    e.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    e.add_argument("--iw-samples", type=int, default=500)
+    e.add_argument("--batch-size", type=int, default=None)
+    e.add_argument("--seed", type=int, default=783435)
+    e.add_argument("--threads", type=int, default=0)
+    e.set_defaults(func=evaluate_cmd)
+
+    g = sub.add_parser("generate", help="sentences from the prior, reconstructions, interpolations")
+    g.add_argument("--checkpoint", required=True)
+    g.add_argument("--strategy", default="greedy", choices=list(generation.STRATEGIES))
+    g.add_argument("--beam-size", type=int, default=5)
+    g.add_argument("--temperature", type=float, default=1.0)
+    g.add_argument("--max-len", type=int, default=60)
+    g.add_argument("--prior", type=int, default=0, metavar="N", help="decode N codes drawn from the prior")
+    g.add_argument("--reconstruct", metavar="FILE", help="reconstruct the sentences in FILE (one per line)")
+    g.add_argument("--max-sentences", type=int, default=20)
+    g.add_argument("--posterior-sample", action="store_true", help="decode z ~ q(z|x) instead of its mean")
+    g.add_argument("--interpolate", nargs=2, metavar=("A", "B"), help="interpolate between two sentences")
+    g.add_argument("--steps", type=int, default=5)
+    g.add_argument("--tokenize", dest="tokenize", action="store_true", default=None,
+                   help="tokenise input text like the bundled corpus (default for bundled checkpoints)")
+    g.add_argument("--no-tokenize", dest="tokenize", action="store_false", help="split input on whitespace")
+    g.add_argument("--output", help="also write the text to this file")
+    g.add_argument("--seed", type=int, default=0)
+    g.set_defaults(func=generate_cmd)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> Any:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main() and 0)

@@ -1,0 +1,139 @@
+"""Glue for the text CLI: data splits, model construction, evaluation table, checkpoints."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+from torch.utils.data import DataLoader
+
+from aggressive_vi import VAE, estimators
+
+from .corpus import Corpus, TextDataset, Vocab, count_predicted_tokens, make_loader, read_corpus, resolve_splits
+from .models import LSTMDecoder, LSTMEncoder, init_paper_
+from .presets import Preset
+
+__all__ = ["TextData", "load_data", "build_vae", "evaluate", "format_table", "save_checkpoint",
+           "load_checkpoint", "CHECKPOINT_FORMAT"]
+
+CHECKPOINT_FORMAT = "examples.text/1"
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass
+class TextData:
+    vocab: Vocab
+    splits: Dict[str, TextDataset]
+    source: str
+
+    def loader(self, split: str, batch_size: int, *, shuffle: bool, seed: int = 0) -> DataLoader:
+        return make_loader(self.splits[split], batch_size, shuffle=shuffle, seed=seed)
+
+
+def _synthetic_corpora(seed: int) -> Dict[str, Corpus]:
+    """The paper's synthetic data (``examples.synthetic``), CPU-sized, as corpora of ``w<id>`` words."""
+    from examples.synthetic.data import CPU_SPLIT_SIZES, make_synthetic_data
+
+    sizes = {f"n_{k}": v for k, v in CPU_SPLIT_SIZES.items()}
+    data = make_synthetic_data(seed, **sizes)
+    out = {}
+    for split in SPLITS:
+        rows = getattr(data, split).tokens.tolist()
+        out[split] = Corpus([[f"w{t}" for t in row] for row in rows], None, 0)
+    return out
+
+
+def load_data(data: Union[str, Path], *, max_vocab: Optional[int] = None, vocab: Optional[Vocab] = None,
+              labels: bool = False, max_length: Optional[int] = None, seed: int = 783435) -> TextData:
+    """Read the three splits of ``data`` (``bundled``, ``synthetic``, a directory or a file prefix;
+    see :func:`examples.text.corpus.resolve_splits`) and build the vocabulary from the training split
+    (or use ``vocab``, e.g. a checkpoint's)."""
+    if str(data) == "synthetic":
+        corpora = _synthetic_corpora(seed)
+    else:
+        files = resolve_splits(data)
+        corpora = {s: read_corpus(files[s], labels=labels, max_length=max_length) for s in SPLITS}
+    for split, corpus in corpora.items():
+        if len(corpus) == 0:
+            raise ValueError(f"--data {data}: the {split} split has no sentences")
+    if vocab is None:
+        vocab = Vocab.build(corpora["train"].sentences, max_size=max_vocab)
+    return TextData(vocab, {s: TextDataset(c, vocab) for s, c in corpora.items()}, str(data))
+
+
+def build_vae(preset: Preset, vocab_size: int, pad_id: int = Vocab.pad_id) -> VAE:
+    """The paper's LSTM VAE at ``preset``'s sizes, with the paper's initialisation."""
+    encoder = LSTMEncoder(vocab_size, preset.embed_dim, preset.hidden_dim, preset.latent_dim, pad_id=pad_id)
+    decoder = LSTMDecoder(vocab_size, preset.embed_dim, preset.hidden_dim, preset.latent_dim, pad_id=pad_id,
+                          dropout_in=preset.dropout_in, dropout_out=preset.dropout_out)
+    init_paper_(encoder, decoder, scale=preset.init_scale, embed_scale=preset.embed_init_scale)
+    return VAE(encoder, decoder)
+
+
+def evaluate(vae: VAE, loader: DataLoader, *, iw_samples: int, iw_chunk: int,
+             au_threshold: float = 0.01) -> Dict[str, Any]:
+    """IW-NLL (nats per sentence), PPL (per predicted token: words + ``</s>``), negative ELBO, KL,
+    MI (nats; the paper's per-minibatch estimator, so it depends on the batch size) and AU."""
+    iw = estimators.iw_nll(vae, loader, n_samples=iw_samples, chunk_size=min(iw_chunk, iw_samples),
+                           count_tokens=lambda x: count_predicted_tokens(x, Vocab.pad_id))
+    stats = estimators.summary(vae, loader, au_threshold=au_threshold)
+    return {
+        "iw_nll": iw.nll, "ppl": iw.perplexity, "neg_elbo": -stats["elbo"], "reconstruction": stats["reconstruction"],
+        "kl": stats["kl"], "mi": stats["mi"], "au": stats["au"], "n_sentences": iw.n_examples,
+        "n_tokens": iw.n_tokens, "iw_samples": iw_samples,
+    }
+
+
+def format_table(rows: Dict[str, Dict[str, Any]]) -> str:
+    """A plain-text table with one row per run/split: IW-NLL, PPL, -ELBO, KL, MI, AU."""
+    cols = [("IW-NLL", "iw_nll", "{:.2f}"), ("PPL", "ppl", "{:.2f}"), ("-ELBO", "neg_elbo", "{:.2f}"),
+            ("KL", "kl", "{:.3f}"), ("MI", "mi", "{:.3f}"), ("AU", "au", "{:d}")]
+    width = max([len("run")] + [len(name) for name in rows]) + 2
+    lines = ["run".ljust(width) + "".join(f"{c[0]:>10}" for c in cols)]
+    for name, metrics in rows.items():
+        cells = []
+        for _, key, fmt in cols:
+            value = metrics.get(key)
+            cells.append(f"{'-' if value is None else fmt.format(value):>10}")
+        lines.append(name.ljust(width) + "".join(cells))
+    return "\n".join(lines)
+
+
+def save_checkpoint(path: Path, vae: VAE, vocab: Vocab, preset: Preset, extra: Dict[str, Any]) -> None:
+    torch.save({"format": CHECKPOINT_FORMAT, "model": vae.state_dict(), "vocab": vocab.to_list(),
+                "preset": preset.to_dict(), **extra}, path)
+
+
+def load_checkpoint(path: Union[str, Path], map_location: str = "cpu"):
+    """-> ``(vae, vocab, preset, checkpoint dict)``. ``path`` may be the run directory."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "checkpoint.pt"
+    if not path.is_file():
+        raise FileNotFoundError(f"--checkpoint {path}: no such file (train writes OUT/checkpoint.pt)")
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    if ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"--checkpoint {path}: format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
+    vocab = Vocab.from_list(ckpt["vocab"])
+    preset = Preset.from_dict(ckpt["preset"])
+    vae = build_vae(preset, len(vocab))
+    vae.load_state_dict(ckpt["model"])
+    return vae, vocab, preset, ckpt
+
+
+def json_safe(value: Any) -> Any:
+    """Replace non-finite floats with ``None`` for strict JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def sentences_to_batch(lines: List[List[str]], vocab: Vocab) -> torch.Tensor:
+    from .corpus import pad_batch
+    return pad_batch([vocab.encode(tokens) for tokens in lines], vocab.pad_id, vocab.bos_id, vocab.eos_id)

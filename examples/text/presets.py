@@ -1,0 +1,74 @@
+"""Named hyper-parameter sets for the text VAE.
+
+* ``paper``: the paper's Yahoo/Yelp setting (He et al., 2019, section 6.1 and its code).
+* ``cpu``: small enough that the README command (bundled corpus, a few epochs, aggressive and basic
+  phases, final evaluation) finishes in about ten minutes on 2 CPU cores. Differences from the paper,
+  all for speed: smaller networks and vocabulary, a shorter catch-up window (5 steps instead of 15,
+  so at least 10 inner steps per decoder update instead of 30) with a cap of 30 inner steps, at most
+  2 aggressive epochs, and 50 importance samples in the final evaluation (``evaluate --iw-samples
+  500`` gives the paper's estimator).
+* ``tiny``: for tests and smoke runs (seconds).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import Any, Dict, Optional
+
+__all__ = ["Preset", "PRESETS", "get_preset"]
+
+
+@dataclass(frozen=True)
+class Preset:
+    embed_dim: int
+    hidden_dim: int
+    latent_dim: int
+    batch_size: int
+    max_vocab: Optional[int]  # vocabulary cap, specials included; None keeps every training word
+    lr: float = 1.0  # SGD, both networks
+    clip_grad_norm: float = 5.0
+    dropout_in: float = 0.5
+    dropout_out: float = 0.5
+    init_scale: float = 0.01
+    embed_init_scale: float = 0.1
+    window: int = 15
+    max_inner_steps: int = 100
+    max_aggressive_epochs: Optional[int] = None  # cap on top of the MI-plateau rule
+    kl_start: float = 1.0
+    warm_up: float = 10.0
+    epochs: int = 100
+    iw_samples: int = 500
+    iw_chunk: int = 100
+    eval_batch_size: int = 50
+    # the paper's learning-rate decay (examples.text.schedule.PaperLRDecay)
+    decay_patience: int = 2
+    decay_factor: float = 0.5
+    decay_min_epoch: int = 15
+    max_decays: int = 5
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "Preset":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def override(self, **changes: Any) -> "Preset":
+        """A copy with the non-``None`` ``changes`` applied."""
+        return replace(self, **{k: v for k, v in changes.items() if v is not None})
+
+
+PRESETS: Dict[str, Preset] = {
+    "paper": Preset(embed_dim=512, hidden_dim=1024, latent_dim=32, batch_size=32, max_vocab=None),
+    "cpu": Preset(embed_dim=64, hidden_dim=128, latent_dim=32, batch_size=32, max_vocab=5000,
+                  window=5, max_inner_steps=30, max_aggressive_epochs=2, epochs=6,
+                  iw_samples=50, iw_chunk=50),
+    "tiny": Preset(embed_dim=8, hidden_dim=16, latent_dim=4, batch_size=16, max_vocab=300,
+                   window=2, max_inner_steps=4, epochs=2, iw_samples=5, iw_chunk=5, eval_batch_size=64),
+}
+
+
+def get_preset(name: str) -> Preset:
+    if name not in PRESETS:
+        raise ValueError(f"--preset must be one of {sorted(PRESETS)}, got {name!r}")
+    return PRESETS[name]
