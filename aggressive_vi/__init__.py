@@ -9,7 +9,8 @@ from .history import EpochRecord, History
 from .model import VAE, ELBOTerms
 from .protocols import Decoder, Encoder, KLSchedule, StoppingCriterion, TrainingEvent
 from .schedules import ConstantKL, CyclicalKLAnnealing, LinearKLAnnealing
-from .stopping import Always, FixedEpochs, FixedSteps, MIPlateau
+from .lr_decay import LRDecayOnPlateau
+from .stopping import Always, AnyOf, FixedEpochs, FixedSteps, MIPlateau
 from .trainer import AggressiveTrainer
 
 __version__ = "0.1.0"
@@ -27,6 +28,8 @@ __all__ = [
     "FixedSteps",
     "FixedEpochs",
     "Always",
+    "AnyOf",
+    "LRDecayOnPlateau",
     "ConstantKL",
     "LinearKLAnnealing",
     "CyclicalKLAnnealing",

@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from typing import Any, Dict
 
-from .protocols import TrainingEvent
+from .protocols import TrainingEvent, optional_state
 
-__all__ = ["MIPlateau", "FixedSteps", "FixedEpochs", "Always"]
+__all__ = ["MIPlateau", "FixedSteps", "FixedEpochs", "Always", "AnyOf"]
 
 
 class MIPlateau:
@@ -127,3 +127,34 @@ class Always:
 
     def __repr__(self) -> str:
         return "Always()"
+
+
+class AnyOf:
+    """Leave the aggressive phase as soon as any of ``criteria`` says so.
+
+    Every criterion sees every event (so stateful ones such as :class:`MIPlateau` stay up to date),
+    e.g. ``AnyOf(MIPlateau(), FixedEpochs(10))``: the MI rule, but aggressive for 10 epochs at most.
+    """
+
+    def __init__(self, *criteria: Any) -> None:
+        if not criteria:
+            raise ValueError("AnyOf needs at least one stopping criterion; got none")
+        for c in criteria:
+            if not callable(getattr(c, "should_stop", None)):
+                raise TypeError(f"AnyOf takes objects with should_stop(event); got {type(c).__name__}")
+        self.criteria = criteria
+        self.requires_validation = any(getattr(c, "requires_validation", False) for c in criteria)
+
+    def should_stop(self, event: TrainingEvent) -> bool:
+        return any([c.should_stop(event) for c in self.criteria])
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"criteria": [optional_state(c) for c in self.criteria]}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        for c, s in zip(self.criteria, state["criteria"]):
+            if s is not None:
+                c.load_state_dict(s)
+
+    def __repr__(self) -> str:
+        return f"AnyOf({', '.join(map(repr, self.criteria))})"
