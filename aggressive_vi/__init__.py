@@ -5,6 +5,8 @@ Variational Autoencoders", ICLR 2019.
 """
 from . import estimators
 from .callbacks import Callback, PrintLogger, ProgressBar, StepInfo
+from .checkpoint import Checkpoint, CheckpointError, latest_checkpoint
+from .faults import NonFiniteError
 from .history import EpochRecord, History
 from .model import VAE, ELBOTerms
 from .protocols import Decoder, Encoder, KLSchedule, StoppingCriterion, TrainingEvent
@@ -39,5 +41,9 @@ __all__ = [
     "StepInfo",
     "PrintLogger",
     "ProgressBar",
+    "Checkpoint",
+    "CheckpointError",
+    "latest_checkpoint",
+    "NonFiniteError",
     "estimators",
 ]

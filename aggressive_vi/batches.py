@@ -1,9 +1,11 @@
 """Turning whatever a data loader yields into the model's input on the model's device."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Iterator, Mapping, Optional
+from typing import Any, Dict, Iterable, Mapping, Optional
 
 import torch
+
+from .resume import LoaderPosition
 
 __all__ = ["extract_input", "move_to_device", "model_device", "loader_length", "FreshBatches"]
 
@@ -73,28 +75,40 @@ class FreshBatches:
     """An endless stream of minibatches from a loader, re-iterated (re-shuffled) whenever exhausted.
 
     The aggressive inner loop draws its "fresh" batches from here, independent of the iterator that
-    drives the epoch. Calls ``sampler.set_epoch`` on every new pass when the loader has a sampler
-    that supports it, so a ``DistributedSampler`` gives distinct shuffles.
+    drives the epoch. Pass ``p`` (from 0) calls ``set_epoch(10_000 + p)`` on the loader's sampler when
+    it has one, so a ``DistributedSampler`` gives distinct shuffles. Its position (passes, batches
+    drawn in the current pass, the random state the pass began with) is part of a checkpoint:
+    :meth:`state_dict` / :meth:`replay`.
     """
 
     def __init__(self, loader: Iterable[Any]) -> None:
         self.loader = loader
         self.passes = 0
-        self._it: Optional[Iterator[Any]] = None
+        self.current: Optional[LoaderPosition] = None
 
     def __next__(self) -> Any:
         for _ in range(2):
-            if self._it is None:
-                sampler = getattr(self.loader, "sampler", None)
-                if hasattr(sampler, "set_epoch"):
-                    sampler.set_epoch(10_000 + self.passes)  # type: ignore[union-attr]
-                self._it = iter(self.loader)
+            if self.current is None:
+                self.current = LoaderPosition(self.loader, 10_000 + self.passes)
                 self.passes += 1
             try:
-                return next(self._it)
+                return next(self.current)
             except StopIteration:
-                self._it = None
+                self.current = None
         raise ValueError("inner_loader yielded no batch; expected a non-empty loader")
 
     def __iter__(self) -> "FreshBatches":
         return self
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Passes begun and the current pass's position (the same on every rank)."""
+        return {"passes": self.passes,
+                "current": self.current.state_dict() if self.current is not None else None}
+
+    def replay(self, state: Dict[str, Any], random_state: Optional[Dict[str, Any]]) -> None:
+        """Return to a saved position (``random_state``: the current pass's starting snapshot)."""
+        self.passes = int(state["passes"])
+        self.current = None
+        if state.get("current") is not None and random_state is not None:
+            self.current = LoaderPosition.replay(self.loader, state["current"], random_state,
+                                                 "the inner loop's loader")

@@ -8,7 +8,12 @@ optional)::
     on_step_end(trainer, info: StepInfo)      # after every decoder (or joint) update
     on_phase_change(trainer, step)            # the trainer just left the aggressive phase
     on_epoch_end(trainer, record: EpochRecord)
+    on_interrupt(trainer)                     # Ctrl-C / KeyboardInterrupt inside fit, before it
+                                              # propagates (trainer.at_step_boundary tells whether
+                                              # the state is a clean step boundary)
     on_fit_end(trainer)
+
+``on_epoch_start`` runs again when a checkpoint taken mid-epoch is resumed.
 
 Setting ``trainer.stop_training = True`` in any hook ends ``fit`` after the current step (the epoch
 is closed and recorded first).
@@ -44,6 +49,8 @@ class StepInfo:
         kl_weight: the KL weight used.
         aggressive: whether an inner loop preceded this update.
         inner_steps: encoder-only steps taken before it (0 in basic training).
+        skipped: the update was not applied: its loss or gradient was not finite
+            (``on_nonfinite="skip"``).
     """
 
     epoch: int
@@ -54,6 +61,7 @@ class StepInfo:
     kl_weight: float
     aggressive: bool
     inner_steps: int
+    skipped: bool = False
 
 
 class Callback:
@@ -68,6 +76,8 @@ class Callback:
     def on_phase_change(self, trainer: "AggressiveTrainer", step: int) -> None: ...
 
     def on_epoch_end(self, trainer: "AggressiveTrainer", record: EpochRecord) -> None: ...
+
+    def on_interrupt(self, trainer: "AggressiveTrainer") -> None: ...
 
     def on_fit_end(self, trainer: "AggressiveTrainer") -> None: ...
 

@@ -1,14 +1,37 @@
-"""The few collectives the trainer and the estimators need under ``torch.distributed``.
+"""What the trainer and the estimators need under ``torch.distributed`` (launched with ``torchrun``).
 
-Every function is a no-op (or returns the single-process answer) when no process group is
-initialised, so the same code runs with and without ``torchrun``.
+Every function is a no-op (or returns the single-process answer) when no process group of more than
+one process is initialised, so the same code runs with and without ``torchrun``.
+
+Gradient synchronisation: encoder and decoder get **separate** ``DistributedDataParallel`` wrappers
+(:func:`data_parallel`). One wrapper around the whole VAE cannot work here: in an inner step only the
+encoder has gradients (the decoder's are not computed at all), and a single DDP reducer would wait for
+the decoder's. With two wrappers, each training phase calls exactly the wrappers whose gradients it
+computes (:class:`TrainingNetworks`):
+
+=============  ============================  ============================
+phase          encoder                       decoder
+=============  ============================  ============================
+inner step     DDP (gradients all-reduced)   plain module (no gradient)
+decoder step   plain module, ``no_grad``     DDP (gradients all-reduced)
+joint step     DDP                           DDP
+=============  ============================  ============================
+
+The model itself (``trainer.model``) is never modified: its ``state_dict`` has no ``module.``
+prefixes, and checkpoints move freely between single-process and distributed runs.
 """
 from __future__ import annotations
 
+from typing import Any, List, Optional
+
 import torch
 import torch.distributed as dist
+from torch import nn
 
-__all__ = ["is_distributed", "rank", "world_size", "is_main_process", "all_reduce_sum"]
+__all__ = [
+    "is_distributed", "rank", "world_size", "is_main_process", "all_reduce_sum", "any_rank",
+    "all_gather_object", "DistributedDecoder", "data_parallel", "unwrap", "TrainingNetworks",
+]
 
 
 def is_distributed() -> bool:
@@ -36,3 +59,117 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     if is_distributed():
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def any_rank(*flags: bool, device: Optional[torch.device] = None) -> List[bool]:
+    """Each flag OR-ed over all ranks (one all-reduce of ``len(flags)`` numbers; none alone)."""
+    if not is_distributed():
+        return [bool(f) for f in flags]
+    t = torch.tensor([float(bool(f)) for f in flags], device=device)
+    return [v > 0 for v in all_reduce_sum(t).tolist()]
+
+
+def all_gather_object(obj: Any) -> List[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` (pickled; a collective every rank must call)."""
+    if not is_distributed():
+        return [obj]
+    out: List[Any] = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+# ---------------------------------------------------------------------------- DDP wrappers
+class _LogProbAsForward(nn.Module):
+    """``forward(x, z) = decoder.log_prob(x, z)``: DDP synchronises only what runs in ``forward``."""
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        self.decoder = decoder
+
+    def forward(self, x: Any, z: torch.Tensor) -> torch.Tensor:
+        return self.decoder.log_prob(x, z)
+
+
+class DistributedDecoder(nn.Module):
+    """A decoder whose ``log_prob`` runs through ``DistributedDataParallel``.
+
+    Args:
+        decoder: the user's decoder (``log_prob(x, z) -> [batch, n_samples]``).
+        **ddp_kwargs: passed to ``DistributedDataParallel`` (e.g. ``device_ids=[local_rank]``,
+            ``find_unused_parameters=True``, ``broadcast_buffers=False``).
+    """
+
+    def __init__(self, decoder: nn.Module, **ddp_kwargs: Any) -> None:
+        super().__init__()
+        self.ddp = nn.parallel.DistributedDataParallel(_LogProbAsForward(decoder), **ddp_kwargs)
+
+    @property
+    def module(self) -> nn.Module:
+        """The user's decoder."""
+        return self.ddp.module.decoder
+
+    def log_prob(self, x: Any, z: torch.Tensor) -> torch.Tensor:
+        return self.ddp(x, z)
+
+
+def unwrap(module: nn.Module) -> nn.Module:
+    """The user's module inside a ``DistributedDataParallel``/``DataParallel``/
+    :class:`DistributedDecoder` wrapper (the module itself when unwrapped)."""
+    while isinstance(module, (DistributedDecoder, nn.parallel.DistributedDataParallel,
+                              nn.DataParallel)):
+        module = module.module
+    return module
+
+
+def _is_wrapped(module: nn.Module) -> bool:
+    return unwrap(module) is not module
+
+
+def data_parallel(model: nn.Module, **ddp_kwargs: Any) -> nn.Module:
+    """A VAE sharing ``model``'s encoder and decoder, each in its own DDP wrapper.
+
+    Parameters are shared, not copied (DDP broadcasts rank 0's values into them on construction), so
+    optimisers built over ``model.encoder.parameters()`` keep working. ``AggressiveTrainer`` calls this
+    itself under an initialised process group; call it yourself only to pass ``ddp_kwargs`` and hand
+    the result to the trainer.
+    """
+    from .model import VAE, as_vae  # model.py does not depend on this module; avoid a cycle
+
+    vae = as_vae(model)
+    encoder, decoder = vae.encoder, vae.decoder
+    if not _is_wrapped(encoder):
+        encoder = nn.parallel.DistributedDataParallel(encoder, **ddp_kwargs)
+    if not _is_wrapped(decoder):
+        decoder = DistributedDecoder(decoder, **ddp_kwargs)
+    return VAE(encoder, decoder)
+
+
+class TrainingNetworks:
+    """The VAE views each training phase runs (see the table in the module docstring).
+
+    Without a process group (or with ``ddp=False``) all three are the model itself. With one, the
+    encoder and decoder are wrapped by :func:`data_parallel` unless ``model`` already has wrappers.
+
+    Attributes:
+        inner: VAE for inner steps (encoder synchronised, decoder plain).
+        decoder: VAE for decoder steps (decoder synchronised; the encoder runs plain, under no_grad).
+        joint: VAE for joint steps (both synchronised).
+        plain: the unwrapped VAE (validation, state).
+    """
+
+    def __init__(self, model: nn.Module, ddp: Optional[bool] = None) -> None:
+        from .model import VAE, as_vae
+
+        vae = as_vae(model)
+        self.plain = VAE(unwrap(vae.encoder), unwrap(vae.decoder))
+        wrapped = _is_wrapped(vae.encoder) or _is_wrapped(vae.decoder)
+        if ddp is None:
+            ddp = is_distributed()
+        if wrapped or not ddp:
+            joint = vae
+        else:
+            joint = data_parallel(self.plain)
+        self.joint = joint
+        self.inner = VAE(joint.encoder, self.plain.decoder) if joint is not vae or wrapped else vae
+        self.decoder = VAE(self.plain.encoder, joint.decoder) if joint is not vae or wrapped else vae
+        self.synchronised = _is_wrapped(joint.encoder) or _is_wrapped(joint.decoder)

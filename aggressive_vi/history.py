@@ -27,6 +27,9 @@ class EpochRecord:
         val_mi, val_au, val_kl, val_elbo, val_reconstruction: validation estimates
             (MI by the minibatch-mixture estimator; AU with the trainer's threshold).
         wall_time: seconds spent in the epoch, validation included.
+        skipped_batches: decoder/joint updates skipped for a non-finite loss or gradient
+            (``on_nonfinite="skip"``); their batches are left out of the epoch's means.
+        skipped_inner_steps: encoder-only inner steps skipped for the same reason.
     """
 
     epoch: int
@@ -44,6 +47,8 @@ class EpochRecord:
     val_elbo: Optional[float] = None
     val_reconstruction: Optional[float] = None
     wall_time: float = 0.0
+    skipped_batches: int = 0
+    skipped_inner_steps: int = 0
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)

@@ -27,19 +27,25 @@ Deviations from the paper's code, on purpose:
 from __future__ import annotations
 
 import math
-import time
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+import os
+import warnings
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
 
 from .batches import FreshBatches, extract_input, loader_length, model_device, move_to_device
 from .callbacks import Callback, PrintLogger, ProgressBar, StepInfo
-from .distributed import all_reduce_sum
+from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, load_plain_state_dict, plain_state_dict
+from .distributed import TrainingNetworks, all_reduce_sum, any_rank, rank, world_size
 from .estimators import summary
-from .history import EpochRecord, History
+from .faults import (ON_NONFINITE, DeferredInterrupt, NonFiniteError, batch_context, clip_and_check,
+                     describe_input, nonfinite_message)
+from .history import History
 from .model import ELBOTerms, as_vae
 from .protocols import KLSchedule, StoppingCriterion, TrainingEvent, optional_state
+from .resume import EpochProgress, LoaderPosition
+from .rng import loader_generators, rng_state, set_rng_state
 from .schedules import ConstantKL
 from .stopping import MIPlateau
 
@@ -90,6 +96,12 @@ class AggressiveTrainer:
         clip_grad_norm: max gradient norm (paper: 5.0); ``None`` disables clipping.
         n_samples: z samples per example in the training ELBO (paper: 1).
         au_threshold: variance threshold of the validation active-unit count (paper: 0.01).
+        on_nonfinite: ``"raise"`` (default): a NaN/inf loss or gradient stops training with a
+            :class:`~aggressive_vi.NonFiniteError` before the step is applied; ``"skip"``: the step is
+            not applied, training goes on, and the skips are counted in the history.
+        ddp: under an initialised ``torch.distributed`` process group, wrap encoder and decoder in
+            separate ``DistributedDataParallel`` wrappers (``None``: whenever there are several
+            processes). See :mod:`aggressive_vi.distributed`.
         callbacks: objects with any of the hooks in :mod:`aggressive_vi.callbacks`.
         verbose: print one line per epoch (adds a :class:`~aggressive_vi.PrintLogger`).
         progress: show a progress bar (adds a :class:`~aggressive_vi.ProgressBar`).
@@ -113,6 +125,8 @@ class AggressiveTrainer:
         clip_grad_norm: Optional[float] = 5.0,
         n_samples: int = 1,
         au_threshold: float = 0.01,
+        on_nonfinite: str = "raise",
+        ddp: Optional[bool] = None,
         callbacks: Sequence[Any] = (),
         verbose: bool = False,
         progress: bool = False,
@@ -128,6 +142,8 @@ class AggressiveTrainer:
         _check_positive_int("n_samples", n_samples)
         if clip_grad_norm is not None and not clip_grad_norm > 0:
             raise ValueError(f"clip_grad_norm must be positive or None; got {clip_grad_norm!r}")
+        if on_nonfinite not in ON_NONFINITE:
+            raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}; got {on_nonfinite!r}")
         self.stopping: StoppingCriterion = stopping if stopping is not None else MIPlateau()
         if not callable(getattr(self.stopping, "should_stop", None)):
             raise TypeError(
@@ -147,6 +163,7 @@ class AggressiveTrainer:
         self.clip_grad_norm = clip_grad_norm
         self.n_samples = n_samples
         self.au_threshold = au_threshold
+        self.on_nonfinite = on_nonfinite
         self.callbacks: List[Any] = list(callbacks)
         if verbose:
             self.callbacks.append(PrintLogger())
@@ -154,14 +171,25 @@ class AggressiveTrainer:
             self.callbacks.append(ProgressBar())
         self._enc_params = [p for p in self.vae.encoder.parameters() if p.requires_grad]
         self._dec_params = [p for p in self.vae.decoder.parameters() if p.requires_grad]
+        self.nets = TrainingNetworks(model, ddp)  # the model itself, or DDP views of it
 
         # training state (all of it goes into state_dict)
         self.epoch = 0  # epochs completed
-        self.step = 0  # decoder updates taken
+        self.step = 0  # decoder updates taken (skipped ones included)
         self.is_aggressive = bool(aggressive)
         self.history = History()
         self.stop_training = False
         self.steps_per_epoch: Optional[int] = None
+        self.last_checkpoint: Optional[str] = None  # set by the Checkpoint callback
+        self.at_step_boundary = True  # False while a decoder update is under way
+        self._batches: Optional[LoaderPosition] = None  # the epoch in progress: its iterator
+        self._progress: Optional[EpochProgress] = None  # ... and its running sums
+        self._fresh: Optional[FreshBatches] = None
+        self._loaders: Sequence[Any] = ()
+        self._pending: Optional[Dict[str, Any]] = None  # a loaded position, applied by fit
+        self._interrupt = DeferredInterrupt()
+        self._batch_index = self._inner_step = 0
+        self._first_batch: Optional[str] = None
 
     # ------------------------------------------------------------------ the algorithm
     def fit(
@@ -172,6 +200,7 @@ class AggressiveTrainer:
         epochs: int = 1,
         inner_loader: Optional[Iterable[Any]] = None,
         steps_per_epoch: Optional[int] = None,
+        resume_from: Optional[Any] = None,
     ) -> History:
         """Train until ``epochs`` epochs are complete (counting epochs of earlier ``fit`` calls).
 
@@ -183,19 +212,37 @@ class AggressiveTrainer:
             inner_loader: where the inner loop draws its fresh minibatches (default: a second,
                 independent iterator over ``train_loader``).
             steps_per_epoch: needed only when ``train_loader`` has no ``len``.
+            resume_from: a checkpoint file (or a directory of them: the latest is used) written by
+                :class:`~aggressive_vi.Checkpoint`; training continues exactly where it was saved,
+                given loaders that yield the same batches (docs/checkpointing.md). ``None``: go on
+                from the trainer's current state.
 
         Returns:
             The :class:`~aggressive_vi.History` of all epochs so far.
+
+        Raises:
+            NonFiniteError: a NaN/inf loss or gradient (with ``on_nonfinite="raise"``).
+            CheckpointError: ``resume_from`` does not fit this model, optimisers or loader.
+            KeyboardInterrupt: after writing a checkpoint when a Checkpoint callback is present.
         """
         steps = self._check_fit_args(train_loader, val_loader, epochs, steps_per_epoch)
+        if resume_from is not None:
+            self.load_state_dict(load_checkpoint(resume_from))
         self.steps_per_epoch = steps
         self.stop_training = False
+        self._first_batch = None
         fresh = FreshBatches(inner_loader if inner_loader is not None else train_loader)
+        self._fresh, self._loaders = fresh, (train_loader, fresh.loader)
+        self._resume_position(train_loader, fresh)  # no-op unless a checkpoint was loaded
         modes = [(m, m.training) for m in self.model.modules()]
         self._call("on_fit_start")
         try:
-            while self.epoch < epochs and not self.stop_training:
-                self._run_epoch(train_loader, val_loader, fresh)
+            with self._interrupt:  # a first Ctrl-C ends fit at the next step boundary
+                while self.epoch < epochs and not self.stop_training:
+                    self._run_epoch(train_loader, val_loader, fresh)
+        except KeyboardInterrupt:
+            self._call("on_interrupt")  # e.g. Checkpoint writes one before we propagate
+            raise
         finally:
             for module, mode in modes:
                 module.training = mode
@@ -204,81 +251,80 @@ class AggressiveTrainer:
 
     def _run_epoch(self, train_loader: Iterable[Any], val_loader: Optional[Iterable[Any]],
                    fresh: FreshBatches) -> None:
-        start = time.perf_counter()
-        epoch, began_aggressive = self.epoch, self.is_aggressive
-        sampler = getattr(train_loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)  # type: ignore[union-attr]
+        epoch = self.epoch
+        batches, progress = self._epoch_position(train_loader)  # a resumed epoch goes on from there
         self._call("on_epoch_start", epoch)
         device = model_device(self.vae)
-        sums = torch.zeros(3, dtype=torch.float64, device=device)  # loss, reconstruction, kl
-        examples = batches = aggressive_steps = inner_total = 0
-        kl_weight = float("nan")
-        for batch_index, batch in enumerate(train_loader):
-            self.model.train()
-            x = move_to_device(extract_input(batch), device)
-            if self.is_aggressive and self.stopping.should_stop(
-                TrainingEvent(epoch=epoch, step=self.step, epoch_end=False)
-            ):
-                self._leave_aggressive()
-            kl_weight = float(self.kl_schedule(self.step, self.steps_per_epoch or 1))
-            if self.is_aggressive:
-                inner = self._catch_up_encoder(x, fresh, kl_weight)
-                terms = self._decoder_step(x, kl_weight)
-                aggressive_steps += 1
-                inner_total += inner
-            else:
-                inner = 0
-                terms = self._joint_step(x, kl_weight)
+        for batch in batches:
+            self._batch_index = batch_index = batches.consumed - 1
+            self.at_step_boundary = False
+            with batch_context(self._where, batch, self._first_batch):  # errors name the batch
+                self.model.train()
+                x = move_to_device(extract_input(batch), device)
+                if self.is_aggressive and self.stopping.should_stop(
+                    TrainingEvent(epoch=epoch, step=self.step, epoch_end=False)
+                ):
+                    self._leave_aggressive()
+                kl_weight = float(self.kl_schedule(self.step, self.steps_per_epoch or 1))
+                if self.is_aggressive:
+                    inner, skipped_inner = self._catch_up_encoder(x, fresh, kl_weight)
+                    terms, applied = self._decoder_step(x, kl_weight)
+                else:
+                    inner, skipped_inner = 0, 0
+                    terms, applied = self._joint_step(x, kl_weight)
+            if self._first_batch is None:
+                self._first_batch = describe_input(batch)
             self.step += 1
-            batches += 1
-            n = terms.loss.shape[0]
-            examples += n
-            sums += torch.stack([terms.loss.sum(), terms.reconstruction.sum(), terms.kl.sum()]).double()
+            progress.add(*(terms if applied else (None, None, None)), inner_steps=inner,
+                         aggressive=inner > 0, kl_weight=kl_weight, skipped_inner=skipped_inner)
+            self.at_step_boundary = True
             self._call("on_step_end", StepInfo(
                 epoch=epoch, step=self.step, batch_index=batch_index, loss=terms.loss.mean(),
-                kl=terms.kl.mean(), kl_weight=kl_weight, aggressive=inner > 0, inner_steps=inner))
-            if self.stop_training:
+                kl=terms.kl.mean(), kl_weight=kl_weight, aggressive=inner > 0, inner_steps=inner,
+                skipped=not applied))
+            if self._stop_requested():
                 break
-        if batches == 0:
+        if progress.batches == 0:
             raise ValueError("train_loader yielded no batch; expected a non-empty loader")
-        loss, reconstruction, kl = (sums / examples).tolist()
         val: Dict[str, Any] = {}
         if val_loader is not None:
             val = summary(self.model, val_loader, au_threshold=self.au_threshold)
-        record = EpochRecord(
-            epoch=epoch, steps=batches, loss=loss, reconstruction=reconstruction, kl=kl,
-            kl_weight=kl_weight, aggressive=began_aggressive, aggressive_steps=aggressive_steps,
-            inner_steps_mean=inner_total / aggressive_steps if aggressive_steps else 0.0,
-            val_mi=val.get("mi"), val_au=val.get("au"), val_kl=val.get("kl"),
-            val_elbo=val.get("elbo"), val_reconstruction=val.get("reconstruction"),
-        )
+        record = progress.record(val)  # training sums reduced over ranks
         if self.is_aggressive and self.stopping.should_stop(
             TrainingEvent(epoch=epoch, step=self.step, epoch_end=True, metrics=record.to_dict())
         ):
             self._leave_aggressive()
-        record.wall_time = time.perf_counter() - start
+        record.wall_time = progress.elapsed
+        self._batches = self._progress = None
         self.history.append(record)
         self.epoch += 1
         self._call("on_epoch_end", record)
 
-    def _catch_up_encoder(self, x: Any, fresh: FreshBatches, kl_weight: float) -> int:
-        """Encoder-only steps until the inference network stops improving; returns how many.
+    def _catch_up_encoder(self, x: Any, fresh: FreshBatches, kl_weight: float) -> Tuple[int, int]:
+        """Encoder-only steps until the inference network stops improving.
 
         The first step uses ``x``, each later one a fresh minibatch. Every ``window`` steps the mean
         loss per example over the window is compared with the previous window's (+inf at first); the
         loop ends when it went up, or after ``max_inner_steps`` steps. Under ``torch.distributed``
         the window's sums are all-reduced first, so every rank leaves on the same step.
+
+        Returns:
+            ``(steps taken, steps skipped for a non-finite loss or gradient)``.
         """
         window_sums = torch.zeros(2, dtype=torch.float64, device=model_device(self.vae))
         previous = math.inf
-        steps = 0
+        steps = skipped = 0
         while True:
-            window_sums += self._encoder_step(x, kl_weight)
+            self._inner_step = steps + 1
+            sums = self._encoder_step(x, kl_weight)
+            if sums is None:
+                skipped += 1
+            else:
+                window_sums += sums
             steps += 1
             if steps % self.window == 0:
                 loss_sum, count = all_reduce_sum(window_sums).tolist()
-                current = loss_sum / count
+                current = loss_sum / count if count > 0 else math.inf
                 if current > previous:
                     break
                 previous = current
@@ -286,49 +332,88 @@ class AggressiveTrainer:
             if steps >= self.max_inner_steps:
                 break
             x = move_to_device(extract_input(next(fresh)), model_device(self.vae))
+        self._inner_step = 0
         self.enc_opt.zero_grad(set_to_none=True)  # no stale encoder gradient outlives the loop
-        return steps
+        return steps, skipped
 
-    def _encoder_step(self, x: Any, kl_weight: float) -> torch.Tensor:
+    def _encoder_step(self, x: Any, kl_weight: float) -> Optional[torch.Tensor]:
         """One encoder-only update; no gradient is computed for the decoder's weights.
 
-        Returns ``[loss sum, examples]`` of the batch (float64, on the model's device, not synced).
+        Returns ``[loss sum, examples]`` of the batch (float64, on the model's device, not synced),
+        or ``None`` when the step was skipped for a non-finite loss or gradient.
         """
         self.enc_opt.zero_grad(set_to_none=True)
-        terms = self.vae.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
+        terms = self.nets.inner.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
         torch.autograd.backward(terms.loss.mean(), inputs=self._enc_params)
-        self._clip(self._enc_params)
+        if not self._clip_and_check(terms.loss, self._enc_params, "inner", x):
+            return None
         self.enc_opt.step()
         loss = terms.loss.detach()
         return torch.stack([loss.sum().double(), loss.new_tensor(loss.shape[0], dtype=torch.float64)])
 
-    def _decoder_step(self, x: Any, kl_weight: float) -> ELBOTerms:
-        """One decoder-only update on ``x``; the encoder runs without gradient."""
+    def _decoder_step(self, x: Any, kl_weight: float) -> Tuple[ELBOTerms, bool]:
+        """One decoder-only update on ``x``; the encoder runs without gradient.
+
+        Returns the batch's terms and whether the update was applied (not skipped)."""
         with torch.no_grad():
             mean, logvar = self.vae.encode(x)
         self.dec_opt.zero_grad(set_to_none=True)
-        terms = self.vae.elbo_given(x, mean, logvar, kl_weight=kl_weight, n_samples=self.n_samples)
+        terms = self.nets.decoder.elbo_given(x, mean, logvar, kl_weight=kl_weight,
+                                             n_samples=self.n_samples)
         terms.loss.mean().backward()
-        self._clip(self._dec_params)
-        self.dec_opt.step()
+        applied = self._clip_and_check(terms.loss, self._dec_params, "decoder", x)
+        if applied:
+            self.dec_opt.step()
         self.dec_opt.zero_grad(set_to_none=True)  # none left for the next inner loop to carry
-        return _detached(terms)
+        return _detached(terms), applied
 
-    def _joint_step(self, x: Any, kl_weight: float) -> ELBOTerms:
+    def _joint_step(self, x: Any, kl_weight: float) -> Tuple[ELBOTerms, bool]:
         """One basic-VAE update of encoder and decoder together (joint gradient norm clipped)."""
         self.enc_opt.zero_grad(set_to_none=True)
         self.dec_opt.zero_grad(set_to_none=True)
-        terms = self.vae.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
+        terms = self.nets.joint.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
         terms.loss.mean().backward()
-        self._clip(self._enc_params + self._dec_params)
-        self.enc_opt.step()
-        self.dec_opt.step()
-        return _detached(terms)
+        applied = self._clip_and_check(terms.loss, self._enc_params + self._dec_params, "joint", x)
+        if applied:
+            self.enc_opt.step()
+            self.dec_opt.step()
+        return _detached(terms), applied
 
     # ------------------------------------------------------------------ helpers
-    def _clip(self, params: List[torch.Tensor]) -> None:
-        if self.clip_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(params, self.clip_grad_norm)
+    def _clip_and_check(self, loss: torch.Tensor, params: List[torch.Tensor], phase: str,
+                        x: Any) -> bool:
+        """Clip the gradient norm; ``True`` when loss and gradients are finite on every rank.
+
+        Otherwise the gradients are dropped and, with ``on_nonfinite="raise"``, a
+        :class:`NonFiniteError` names where it happened (the model keeps its last finite state).
+        """
+        if clip_and_check(loss, params, self.clip_grad_norm):
+            return True
+        self.enc_opt.zero_grad(set_to_none=True)
+        self.dec_opt.zero_grad(set_to_none=True)
+        if self.on_nonfinite == "raise":
+            where = dict(epoch=self.epoch, step=self.step + 1, batch_index=self._batch_index,
+                         phase=phase, inner_step=self._inner_step if phase == "inner" else None,
+                         checkpoint=self.last_checkpoint)
+            raise NonFiniteError(nonfinite_message(loss=loss, x=x, **where), **where)
+        return False
+
+    def _where(self) -> str:
+        """Where training is, for error messages: epoch, batch, inner step."""
+        text = f"epoch {self.epoch}, batch {self._batch_index} (decoder update {self.step + 1})"
+        if self._inner_step > 1:
+            text += f", inner step {self._inner_step} (on a fresh batch from the inner loop's loader)"
+        return text
+
+    def _stop_requested(self) -> bool:
+        """After a decoder update: should the epoch end here? A Ctrl-C raises ``KeyboardInterrupt``
+        at this step boundary. Under DDP the flags are OR-ed over ranks (one small all-reduce)."""
+        stop, interrupt = any_rank(self.stop_training, self._interrupt.requested,
+                                   device=model_device(self.vae))
+        self.stop_training = stop
+        if interrupt:
+            raise KeyboardInterrupt("fit interrupted (Ctrl-C); stopped at a step boundary")
+        return stop
 
     def _leave_aggressive(self) -> None:
         self.is_aggressive = False
@@ -365,36 +450,151 @@ class AggressiveTrainer:
             )
         return length
 
+    # ------------------------------------------------------------------ position in the run
+    def _epoch_position(self, train_loader: Iterable[Any]) -> Tuple[LoaderPosition, EpochProgress]:
+        """The epoch's batch iterator and running sums: new ones (``set_epoch`` called on the
+        loader's sampler) unless a checkpoint taken mid-epoch was just resumed."""
+        if self._batches is None or self._progress is None:
+            self._batches = LoaderPosition(train_loader, self.epoch)
+            self._progress = EpochProgress(self.epoch, self.is_aggressive, model_device(self.vae))
+        return self._batches, self._progress
+
+    def _resume_position(self, train_loader: Iterable[Any], fresh: FreshBatches) -> None:
+        """Rebuild the loaders' iterators where a loaded checkpoint left them, then restore the
+        random state the run had at that moment (so the next batches and draws are the same)."""
+        pending, self._pending = self._pending, None
+        self._batches = self._progress = None
+        if pending is None:
+            return
+        position, random = pending["position"], pending["random"]
+        epoch_state = position.get("epoch")
+        if epoch_state is not None and position.get("steps_per_epoch") != self.steps_per_epoch:
+            raise CheckpointError(
+                f"{pending['source']} was taken after {epoch_state['iterator']['consumed']} batches "
+                f"of epoch {self.epoch} with {position.get('steps_per_epoch')} batches per epoch; "
+                f"this train_loader has {self.steps_per_epoch}: resume mid-epoch needs the same loader"
+            )
+        if random is None:
+            warnings.warn(f"{pending['source']} holds no random state for rank {rank()}: the run "
+                          "continues, but not exactly as it would have without the interruption")
+            return
+        if position.get("fresh") is not None:
+            fresh.replay(position["fresh"], random.get("fresh_iterator"))
+        if epoch_state is not None:
+            self._batches = LoaderPosition.replay(train_loader, epoch_state["iterator"],
+                                                  random["epoch_iterator"], "train_loader")
+            self._progress = EpochProgress.from_state(epoch_state["progress"], model_device(self.vae))
+        set_rng_state(random["current"], loader_generators(train_loader, fresh.loader))
+
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, Any]:
-        """Everything needed to continue training: model, optimisers, counters, phase, history,
-        and the stopping criterion's and callbacks' state when they have one."""
+        """Everything needed to continue training exactly: model, optimisers, counters, phase,
+        history, stopping-criterion / KL-schedule / callback states, the position inside the epoch
+        and in the inner loop's stream, and the random state (under ``random[rank]``).
+
+        Only tensors, numbers, strings, lists and dicts: readable with ``weights_only=True``.
+        """
+        generators = loader_generators(*self._loaders)
+        fresh_current = self._fresh.current if self._fresh is not None else None
+        callbacks = []
+        for callback in self.callbacks:
+            cb_state = optional_state(callback)
+            if cb_state is not None:
+                callbacks.append({"type": type(callback).__name__, "state": cb_state})
         return {
-            "model": self.model.state_dict(),
+            "format": FORMAT,
+            "version": VERSION,
+            "model": plain_state_dict(self.model),
             "enc_opt": self.enc_opt.state_dict(),
             "dec_opt": self.dec_opt.state_dict(),
             "epoch": self.epoch,
             "step": self.step,
             "is_aggressive": self.is_aggressive,
             "stopping": optional_state(self.stopping),
-            "callbacks": [optional_state(c) for c in self.callbacks],
+            "stopping_type": type(self.stopping).__name__,
+            "kl_schedule": optional_state(self.kl_schedule),
+            "callbacks": callbacks,
             "history": self.history.to_dicts(),
+            "position": {
+                "steps_per_epoch": self.steps_per_epoch,
+                "epoch": None if self._batches is None or self._progress is None else {
+                    "iterator": self._batches.state_dict(), "progress": self._progress.state_dict()},
+                "fresh": self._fresh.state_dict() if self._fresh is not None else None,
+            },
+            "random": {rank(): {
+                "current": rng_state(generators),
+                "epoch_iterator": self._batches.random_state if self._batches is not None else None,
+                "fresh_iterator": fresh_current.random_state if fresh_current is not None else None,
+            }},
+            "world_size": world_size(),
+            "config": {"window": self.window, "max_inner_steps": self.max_inner_steps,
+                       "clip_grad_norm": self.clip_grad_norm, "n_samples": self.n_samples,
+                       "on_nonfinite": self.on_nonfinite},
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` saved."""
-        self.model.load_state_dict(state["model"])
-        self.enc_opt.load_state_dict(state["enc_opt"])
-        self.dec_opt.load_state_dict(state["dec_opt"])
+        """Restore what :meth:`state_dict` saved; the position in the epoch and the random state
+        take effect at the next :meth:`fit` (with the same loaders).
+
+        Raises:
+            CheckpointError: another format, or a model/optimiser/stopping criterion that does not
+                fit (the error names the mismatched keys and shapes).
+        """
+        source = str(state.get("source", "the state dict"))
+        if state.get("format", FORMAT) != FORMAT or int(state.get("version", 0)) > VERSION:
+            raise CheckpointError(
+                f"{source} has format {state.get('format')!r} version {state.get('version')!r}; "
+                f"expected {FORMAT!r} version <= {VERSION}"
+            )
+        load_plain_state_dict(self.model, state["model"], source)
+        for name, optimizer in (("enc_opt", self.enc_opt), ("dec_opt", self.dec_opt)):
+            try:
+                optimizer.load_state_dict(state[name])
+            except (ValueError, KeyError) as exc:
+                raise CheckpointError(f"{source}: the saved {name} does not fit this trainer's "
+                                      f"{name}: {exc}") from exc
         self.epoch = int(state["epoch"])
         self.step = int(state["step"])
         self.is_aggressive = bool(state["is_aggressive"])
-        if state.get("stopping") is not None:
-            self.stopping.load_state_dict(state["stopping"])  # type: ignore[attr-defined]
-        for callback, cb_state in zip(self.callbacks, state.get("callbacks", [])):
-            if cb_state is not None:
-                callback.load_state_dict(cb_state)
+        self._load_component("stopping", self.stopping, state.get("stopping"),
+                             state.get("stopping_type"), source)
+        self._load_component("kl_schedule", self.kl_schedule, state.get("kl_schedule"), None, source)
+        self._load_callbacks(state.get("callbacks", []), source)
         self.history = History.from_dicts(state["history"])
+        random = state.get("random") or {}
+        mine = random.get(rank())
+        if mine is None and random:
+            mine = random[min(random)]
+            warnings.warn(f"{source} was saved by {state.get('world_size')} process(es) and holds "
+                          f"no random state for rank {rank()}; using rank {min(random)}'s")
+        self._pending = {"position": state.get("position") or {}, "random": mine, "source": source}
+        if os.path.isfile(source):
+            self.last_checkpoint = source
+
+    def _load_component(self, name: str, component: Any, saved: Any, saved_type: Optional[str],
+                        source: str) -> None:
+        if saved is None:
+            return
+        if not callable(getattr(component, "load_state_dict", None)):
+            return  # the user swapped in a stateless component on purpose
+        if saved_type is not None and saved_type != type(component).__name__:
+            raise CheckpointError(f"{source} holds the state of {name}={saved_type}; this trainer "
+                                  f"has {name}={type(component).__name__}")
+        component.load_state_dict(saved)
+
+    def _load_callbacks(self, saved: List[Any], source: str) -> None:
+        """Give each callback with ``load_state_dict`` the saved state of the same class (in order)."""
+        unused = [entry for entry in saved if isinstance(entry, dict) and "type" in entry]
+        for callback in self.callbacks:
+            if not callable(getattr(callback, "load_state_dict", None)):
+                continue
+            match = next((e for e in unused if e["type"] == type(callback).__name__), None)
+            if match is not None:
+                unused.remove(match)
+                callback.load_state_dict(match["state"])
+        if unused:
+            warnings.warn(f"{source} holds state for callbacks {[e['type'] for e in unused]} that "
+                          "this trainer does not have; it was not restored")
 
 
 def _detached(terms: ELBOTerms) -> ELBOTerms:

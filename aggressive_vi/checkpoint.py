@@ -1,0 +1,279 @@
+"""Checkpoints of the whole training state: a safe file format, an architecture check, a callback.
+
+A checkpoint is ``trainer.state_dict()`` written with ``torch.save``: tensors, numbers, strings,
+lists and dicts only, so :func:`load_checkpoint` reads it with ``torch.load(..., weights_only=True)``
+(no arbitrary code runs on load). See ``docs/checkpointing.md``.
+
+* :class:`Checkpoint`: a callback that saves every ``every_n_steps`` decoder updates and at every
+  epoch end, atomically (temporary file, ``fsync``, rename), keeps the last ``keep_last`` files and,
+  under ``torch.distributed``, writes from rank 0 only (with every rank's random state).
+* :func:`plain_state_dict` / :func:`load_plain_state_dict`: the model's weights without the
+  ``module.`` prefixes of DDP wrappers, loaded back with a clear error when the architecture differs.
+"""
+from __future__ import annotations
+
+import os
+import re
+from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import nn
+
+from .distributed import all_gather_object, is_distributed, is_main_process, unwrap
+
+if TYPE_CHECKING:  # pragma: no cover
+    from .trainer import AggressiveTrainer
+
+__all__ = [
+    "FORMAT", "VERSION", "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint",
+    "latest_checkpoint", "plain_state_dict", "load_plain_state_dict",
+]
+
+FORMAT = "aggressive-vi/trainer"
+VERSION = 1
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded here: not ours, a newer format, or another architecture."""
+
+
+# ---------------------------------------------------------------------------- model weights
+def _wrapper_prefixes(model: nn.Module) -> List[Tuple[str, str]]:
+    """``(wrapped prefix, plain prefix)`` for every DDP-style wrapper inside ``model``, outermost
+    first, e.g. ``("encoder.module.", "encoder.")``."""
+    rules: List[Tuple[str, str]] = []
+    for name, module in model.named_modules():
+        inner = unwrap(module)
+        if inner is module:
+            continue
+        inner_path = next(sub for sub, m in module.named_modules() if m is inner)
+        head = f"{name}." if name else ""
+        rules.append((f"{head}{inner_path}.", head))
+    return rules
+
+
+def _plain_key(key: str, rules: List[Tuple[str, str]]) -> str:
+    for wrapped, plain in rules:
+        if key.startswith(wrapped):
+            return plain + key[len(wrapped):]
+    return key
+
+
+def plain_state_dict(model: nn.Module) -> Dict[str, torch.Tensor]:
+    """``model.state_dict()`` with the prefixes of DDP wrappers removed (the keys an unwrapped copy
+    of the model would have), so checkpoints move between single-process and DDP runs."""
+    rules = _wrapper_prefixes(model)
+    return {_plain_key(k, rules): v for k, v in model.state_dict().items()}
+
+
+def check_model_state(model: nn.Module, state: Dict[str, torch.Tensor], source: str) -> None:
+    """Raise :class:`CheckpointError` naming every missing/unexpected key and shape mismatch."""
+    own = plain_state_dict(model)
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k}: checkpoint {list(state[k].shape)} vs model {list(v.shape)}"
+              for k, v in own.items()
+              if k in state and isinstance(state[k], torch.Tensor) and state[k].shape != v.shape]
+    if not (missing or unexpected or shapes):
+        return
+
+    def listed(items: List[str]) -> str:
+        return ", ".join(items[:10]) + (f", ... ({len(items) - 10} more)" if len(items) > 10 else "")
+
+    problems = []
+    if missing:
+        problems.append(f"missing from the checkpoint: {listed(missing)}")
+    if unexpected:
+        problems.append(f"not in this model: {listed(unexpected)}")
+    if shapes:
+        problems.append(f"shape mismatches: {listed(shapes)}")
+    raise CheckpointError(
+        f"{source} was saved from a different model architecture; " + "; ".join(problems)
+    )
+
+
+def load_plain_state_dict(model: nn.Module, state: Dict[str, torch.Tensor],
+                          source: str = "the checkpoint") -> None:
+    """Load weights saved by :func:`plain_state_dict` into ``model`` (wrapped or not), after
+    :func:`check_model_state`."""
+    check_model_state(model, state, source)
+    rules = _wrapper_prefixes(model)
+    to_wrapped = {_plain_key(k, rules): k for k in model.state_dict()}
+    model.load_state_dict({to_wrapped[k]: v for k, v in state.items()})
+
+
+# ---------------------------------------------------------------------------- files
+def save_checkpoint(state: Dict[str, Any], path: PathLike) -> None:
+    """Write ``state`` to ``path`` atomically: a temporary file in the same directory, flushed and
+    ``fsync``-ed, then renamed over ``path`` (a crash leaves the old file or the new, never half)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    try:
+        with open(tmp, "wb") as fh:
+            torch.save(state, fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    try:  # make the rename itself durable
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. Windows
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]:
+    """Read a checkpoint with ``torch.load(..., weights_only=True)`` and check its format.
+
+    ``path`` may be a directory: its latest checkpoint (see :func:`latest_checkpoint`) is read.
+
+    Raises:
+        FileNotFoundError: no such file, or a directory without checkpoints.
+        CheckpointError: not a checkpoint of this library, or one from a newer version.
+    """
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        found = latest_checkpoint(path)
+        if found is None:
+            raise FileNotFoundError(f"resume_from={path!r} is a directory without checkpoints")
+        path = found
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"no checkpoint at {path!r}")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:  # unpickling errors have many types
+        raise CheckpointError(f"{path!r} is not a loadable checkpoint: {exc}") from exc
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CheckpointError(
+            f"{path!r} is not an aggressive-vi trainer checkpoint (format "
+            f"{state.get('format') if isinstance(state, dict) else type(state).__name__!r}); "
+            f"expected format {FORMAT!r} as written by trainer.state_dict()"
+        )
+    if int(state.get("version", 0)) > VERSION:
+        raise CheckpointError(
+            f"{path!r} has checkpoint version {state['version']}; this aggressive-vi reads up to "
+            f"version {VERSION}: upgrade the library"
+        )
+    state["source"] = path
+    return state
+
+
+_NAME = re.compile(r"^(?P<prefix>.+)-e(?P<epoch>\d+)-s(?P<step>\d+)(?P<tag>-interrupted)?\.pt$")
+
+
+def _listed(directory: PathLike, prefix: Optional[str] = None) -> List[Tuple[Tuple[int, int, int], str]]:
+    found = []
+    try:
+        names = os.listdir(directory)
+    except FileNotFoundError:
+        return []
+    for name in names:
+        m = _NAME.match(name)
+        if m and (prefix is None or m["prefix"] == prefix):
+            key = (int(m["step"]), int(m["epoch"]), 1 if m["tag"] else 0)
+            found.append((key, os.path.join(os.fspath(directory), name)))
+    return sorted(found)
+
+
+def latest_checkpoint(directory: PathLike, prefix: Optional[str] = None) -> Optional[str]:
+    """The most advanced checkpoint a :class:`Checkpoint` callback wrote in ``directory`` (by
+    decoder update, then epoch), or ``None``; e.g. ``fit(..., resume_from=latest_checkpoint(d))``."""
+    found = _listed(directory, prefix)
+    return found[-1][1] if found else None
+
+
+# ---------------------------------------------------------------------------- the callback
+class Checkpoint:
+    """Save the trainer's full state during ``fit``.
+
+    Args:
+        directory: where to write ``{prefix}-e{epochs done}-s{decoder updates}.pt`` files.
+        every_n_steps: also save every this many decoder updates (``None``: epoch ends only).
+        at_epoch_end: save after every epoch (after validation and the stopping decision).
+        keep_last: keep this many most recent files of this prefix (``None``: keep all).
+        prefix: file-name prefix.
+
+    Also saves when ``fit`` is interrupted (Ctrl-C / ``KeyboardInterrupt``): at the next step boundary
+    after a first Ctrl-C (an exact resume point), or, for an interrupt that cannot wait, at once into
+    a file tagged ``-interrupted`` (resuming from it redoes the interrupted batch). Sets
+    ``trainer.last_checkpoint`` to the newest path, which a :class:`~aggressive_vi.faults.NonFiniteError`
+    names. Under ``torch.distributed`` every rank must have this callback (the ranks' random states
+    are gathered), and only rank 0 writes.
+    """
+
+    def __init__(self, directory: PathLike, *, every_n_steps: Optional[int] = None,
+                 at_epoch_end: bool = True, keep_last: Optional[int] = 3,
+                 prefix: str = "checkpoint") -> None:
+        if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
+            raise ValueError(f"every_n_steps must be a positive int or None; got {every_n_steps!r}")
+        if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 1):
+            raise ValueError(f"keep_last must be a positive int or None; got {keep_last!r}")
+        if not prefix or "/" in prefix or os.sep in prefix:
+            raise ValueError(f"prefix must be a non-empty file-name prefix; got {prefix!r}")
+        self.directory = os.fspath(directory)
+        self.every_n_steps = every_n_steps
+        self.at_epoch_end = at_epoch_end
+        self.keep_last = keep_last
+        self.prefix = prefix
+        self.last_path: Optional[str] = None
+
+    def path_for(self, trainer: "AggressiveTrainer", interrupted: bool = False) -> str:
+        tag = "-interrupted" if interrupted else ""
+        name = f"{self.prefix}-e{trainer.epoch:04d}-s{trainer.step:09d}{tag}.pt"
+        return os.path.join(self.directory, name)
+
+    def save(self, trainer: "AggressiveTrainer", *, interrupted: bool = False) -> str:
+        """Write the trainer's state now; returns the path (the same on every rank)."""
+        state = trainer.state_dict()
+        if is_distributed() and not interrupted:
+            merged: Dict[int, Any] = {}
+            for part in all_gather_object(state["random"]):
+                merged.update(part)
+            state["random"] = merged
+        path = self.path_for(trainer, interrupted)
+        if is_main_process():
+            save_checkpoint(state, path)
+            self._prune()
+        self.last_path = path
+        trainer.last_checkpoint = path
+        return path
+
+    def _prune(self) -> None:
+        if self.keep_last is None:
+            return
+        for _, path in _listed(self.directory, self.prefix)[: -self.keep_last]:
+            try:
+                os.remove(path)
+            except FileNotFoundError:  # pragma: no cover - removed by someone else meanwhile
+                pass
+
+    # hooks
+    def on_fit_start(self, trainer: "AggressiveTrainer") -> None:
+        if self.last_path is not None:
+            trainer.last_checkpoint = self.last_path
+
+    def on_step_end(self, trainer: "AggressiveTrainer", info: Any) -> None:
+        if self.every_n_steps is not None and trainer.step % self.every_n_steps == 0:
+            self.save(trainer)
+
+    def on_epoch_end(self, trainer: "AggressiveTrainer", record: Any) -> None:
+        if self.at_epoch_end:
+            self.save(trainer)
+
+    def on_interrupt(self, trainer: "AggressiveTrainer") -> None:
+        self.save(trainer, interrupted=not trainer.at_step_boundary)
+
+    def __repr__(self) -> str:
+        return (f"Checkpoint({self.directory!r}, every_n_steps={self.every_n_steps}, "
+                f"keep_last={self.keep_last}, prefix={self.prefix!r})")
