@@ -47,6 +47,7 @@ class PixelCNNDecoder(nn.Module):
         self.latent_maps = latent_maps
         self.image_size = image_size
         self.z_to_maps = nn.Linear(latent_dim, latent_maps * image_size * image_size)
+        self.lookahead = int(kernel_sizes[0]) // 2  # rows of latent maps below a pixel that it sees
         self.stack = MaskedStack(1 + latent_maps, channels, kernel_sizes, masked_channels=1, norm=norm)
         self.head = nn.Sequential(
             nn.Conv2d(channels, channels, 1, bias=False), _norm(channels, norm), nn.ELU(),
@@ -84,8 +85,17 @@ class PixelCNNDecoder(nn.Module):
         size = self.image_size
         maps = self.z_to_maps(z).view(b * s, self.latent_maps, size, size)
         images = x.unsqueeze(1).expand(b, s, 1, size, size).reshape(b * s, 1, size, size)
-        out = self.head(self.stack(torch.cat([images.to(maps.dtype), maps], dim=1)))
-        return out.view(b, s, size, size)
+        return self._net(images, maps).view(b, s, size, size)
+
+    def _net(self, images: torch.Tensor, maps: torch.Tensor) -> torch.Tensor:
+        """``[n, 1, h, W]`` images and ``[n, latent_maps, h, W]`` maps -> ``[n, 1, h, W]`` logits.
+
+        ``h`` may be fewer than H rows: no layer looks at later image rows, and only the first layer
+        looks at the (unmasked) latent maps of the ``kernel_sizes[0] // 2`` rows below, so the logits
+        of the first ``h - kernel_sizes[0] // 2`` rows are the same as on the full image (this speeds up
+        sampling).
+        """
+        return self.head(self.stack(torch.cat([images.to(maps.dtype), maps], dim=1)))
 
     def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """log p(x|z) in nats, summed over the H*W pixels: ``[batch, n_samples]``.
@@ -122,14 +132,16 @@ class PixelCNNDecoder(nn.Module):
             shape = list(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
             raise ValueError(f"z must be [batch, {self.latent_dim}], got {shape}")
         size = self.image_size
-        z3 = z.unsqueeze(1)
+        maps = self.z_to_maps(z).view(z.shape[0], self.latent_maps, size, size)
         img = torch.zeros(z.shape[0], 1, size, size, device=z.device, dtype=z.dtype)
         for i in range(size):
             for j in range(size):
-                p = torch.sigmoid(self.logits(img, z3)[:, 0, i, j])
+                # rows far below i cannot matter to row i: compute only those that can (see _net)
+                rows = min(size, i + 1 + self.lookahead)
+                p = torch.sigmoid(self._net(img[:, :, :rows], maps[:, :, :rows])[:, 0, i, j])
                 if greedy:
                     img[:, 0, i, j] = (p >= 0.5).to(img.dtype)
                 else:
                     img[:, 0, i, j] = torch.bernoulli(p, generator=generator)
-        probs = torch.sigmoid(self.logits(img, z3)[:, 0]).unsqueeze(1)
+        probs = torch.sigmoid(self._net(img, maps))
         return img, probs

@@ -124,14 +124,14 @@ class MaskedStack(nn.Module):
         self.skips = nn.ModuleList(ResidualMaskedBlock(channels, k, norm=norm) for k in sizes[1:-1])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        outputs = [self.first(x)]
-        h = outputs[0]
+        h = self.first(x)
+        recent = [h]  # outputs of the last three blocks (oldest first): the skip links' inputs
         for i, block in enumerate(self.blocks, start=1):
             if i >= 3:
-                h = h + self.skips[i - 3](outputs[i - 3])
+                h = h + self.skips[i - 3](recent.pop(0))
             h = block(h)
-            outputs.append(h)
-        return h + self.skips[-1](outputs[-3])
+            recent.append(h)
+        return h + self.skips[-1](recent[0])
 
 
 def init_conv_(module: nn.Module) -> None:

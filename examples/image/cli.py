@@ -1,0 +1,221 @@
+"""Command line for the reference image VAE: ``python -m examples.image {train,evaluate,sample}``.
+
+Examples::
+
+    python -m examples.image train --data bundled --preset cpu --aggressive on --epochs 10 --out runs/img
+    python -m examples.image evaluate --checkpoint runs/img            # IW-NLL (500 samples), KL, MI, AU
+    python -m examples.image sample --checkpoint runs/img              # samples.png, reconstructions.png
+
+``train`` writes into ``--out``: ``config.json``, ``history.json`` and ``last.pt`` (full trainer state,
+for ``--resume``) after every epoch, then ``model.pt`` (the best weights by validation loss) and
+``metrics.json`` (test-set numbers) at the end.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+import torch
+
+from .datasets import load_images
+from .experiment import (build_vae, evaluate, format_table, load_model, make_loaders, make_trainer,
+                         reconstruction_grid, sample_grid, save_model, subset, write_grid)
+from .presets import PRESETS, get_preset
+
+__all__ = ["main", "build_parser"]
+
+
+def _on_off(value: str) -> bool:
+    if value.lower() in ("on", "true", "1", "yes"):
+        return True
+    if value.lower() in ("off", "false", "0", "no"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected on or off, got {value!r}")
+
+
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return n
+
+
+def _non_negative(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return n
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m examples.image", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def common_eval(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--iw-samples", type=_non_negative, default=500,
+                       help="importance samples per image for IW-NLL (paper: 500; 0 skips it)")
+        p.add_argument("--iw-chunk", type=_positive, default=100, help="samples per decoder call")
+        p.add_argument("--max-eval", type=_positive, default=None, help="use only the first N valid/test images")
+        p.add_argument("--threads", type=_positive, default=None, help="torch.set_num_threads")
+
+    t = sub.add_parser("train", help="train a VAE (aggressive or basic) and evaluate it on the test split")
+    t.add_argument("--data", default="bundled",
+                   help="'bundled' (5k MNIST digits), the paper's omniglot.pt, or a [N, 28, 28] .npy/.pt")
+    t.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    t.add_argument("--aggressive", type=_on_off, default=True, metavar="{on,off}",
+                   help="aggressive inference-network training until MI plateaus (on) or basic VAE (off)")
+    t.add_argument("--epochs", type=_positive, default=10)
+    t.add_argument("--out", type=Path, required=True, help="run directory")
+    t.add_argument("--batch-size", type=_positive, default=None, help="default: the preset's (50)")
+    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate of both networks")
+    t.add_argument("--kl-start", type=float, default=1.0, help="initial KL weight (1.0: no annealing)")
+    t.add_argument("--warm-up", type=_positive, default=10, help="epochs of KL annealing up to 1")
+    t.add_argument("--patience", type=_positive, default=5,
+                   help="leave the aggressive phase after this many epochs in total without a new best MI")
+    t.add_argument("--window", type=_positive, default=10, help="inner-loop window (paper, images: 10)")
+    t.add_argument("--max-inner-steps", type=_positive, default=100)
+    t.add_argument("--lr-patience", type=_positive, default=20,
+                   help="halve the lr after this many epochs without a better validation loss")
+    t.add_argument("--max-train", type=_positive, default=None, help="use only the first N training images")
+    t.add_argument("--seed", type=int, default=783435)
+    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    common_eval(t)
+
+    e = sub.add_parser("evaluate", help="IW-NLL, -ELBO, KL, MI and AU of a trained model")
+    e.add_argument("--checkpoint", type=Path, required=True, help="model.pt or the run directory")
+    e.add_argument("--data", default=None, help="default: the data the model was trained on")
+    e.add_argument("--split", choices=("test", "valid"), default="test")
+    e.add_argument("--batch-size", type=_positive, default=50, help="batch size (the MI estimate depends on it)")
+    e.add_argument("--json", type=Path, default=None, help="also write the numbers here")
+    common_eval(e)
+
+    s = sub.add_parser("sample", help="PNG grids: samples from the prior, reconstructions beside inputs")
+    s.add_argument("--checkpoint", type=Path, required=True, help="model.pt or the run directory")
+    s.add_argument("--out", type=Path, default=None, help="output directory (default: the checkpoint's)")
+    s.add_argument("--n", type=_positive, default=100, help="prior samples")
+    s.add_argument("--reconstructions", type=_non_negative, default=50, help="test images to reconstruct")
+    s.add_argument("--data", default=None, help="default: the data the model was trained on")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--threads", type=_positive, default=None)
+    return parser
+
+
+# ------------------------------------------------------------------------------------ train
+class RunFiles:
+    """Callback: after every epoch, write ``history.json`` and ``last.pt`` (the full trainer state)."""
+
+    def __init__(self, out: Path, meta: Dict[str, Any]) -> None:
+        self.out, self.meta = out, meta
+
+    def on_epoch_end(self, trainer: Any, record: Any) -> None:
+        trainer.history.to_json(self.out / "history.json")
+        tmp = self.out / "last.pt.tmp"
+        torch.save({**self.meta, "trainer": trainer.state_dict()}, tmp)
+        tmp.replace(self.out / "last.pt")
+
+
+def _jsonable(args: argparse.Namespace) -> Dict[str, Any]:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+
+
+def train(args: argparse.Namespace) -> Dict[str, Any]:
+    torch.manual_seed(args.seed)
+    preset = get_preset(args.preset)
+    batch_size = args.batch_size or preset.batch_size
+    splits = subset(load_images(args.data), args.max_train, args.max_eval)
+    train_dl, valid_dl, test_dl = make_loaders(splits, batch_size, seed=args.seed)
+    args.out.mkdir(parents=True, exist_ok=True)
+    config = _jsonable(args)
+    config.update(batch_size=batch_size, preset_sizes=preset.to_dict(), data_sizes=splits.sizes(),
+                  data_source=splits.source)
+    (args.out / "config.json").write_text(json.dumps(config, indent=1))
+    print(f"data {splits.source}: {splits.sizes()}; preset {preset.name}; "
+          f"{'aggressive' if args.aggressive else 'basic'} training for {args.epochs} epochs", flush=True)
+
+    vae = build_vae(preset)
+    meta = {"format": "examples.image/1", "preset": preset.to_dict(), "data": str(args.data), "config": config}
+    trainer = make_trainer(vae, aggressive=args.aggressive, lr=args.lr, kl_start=args.kl_start,
+                           warm_up=args.warm_up, patience=args.patience, window=args.window,
+                           max_inner_steps=args.max_inner_steps, lr_patience=args.lr_patience,
+                           callbacks=[RunFiles(args.out, meta)], progress=not args.no_progress)
+    last = args.out / "last.pt"
+    if args.resume:
+        if not last.exists():
+            raise SystemExit(f"--resume: {last} does not exist")
+        trainer.load_state_dict(torch.load(last, map_location="cpu", weights_only=True)["trainer"])
+        print(f"resumed from {last} after epoch {trainer.epoch}", flush=True)
+    history = trainer.fit(train_dl, val_loader=valid_dl, epochs=args.epochs)
+    save_model(args.out / "model.pt", vae, preset, data=str(args.data), config=config)
+
+    start = time.perf_counter()
+    metrics = evaluate(vae, test_dl, iw_samples=args.iw_samples, iw_chunk=args.iw_chunk)
+    aggressive_epochs = [r.epoch for r in history if r.aggressive]
+    metrics.update(
+        split="test", preset=preset.name, aggressive=args.aggressive, epochs=len(history),
+        aggressive_epochs=len(aggressive_epochs),
+        epoch_seconds=[round(r.wall_time, 2) for r in history],
+        inner_steps_mean=[round(r.inner_steps_mean, 2) for r in history],
+        best_epoch=getattr(trainer.callbacks[0], "best_epoch", None),
+        eval_seconds=round(time.perf_counter() - start, 2),
+    )
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    print(format_table(metrics, f"test split, best epoch {metrics['best_epoch']} ({args.out}/metrics.json)"))
+    return metrics
+
+
+# ------------------------------------------------------------------------------------ evaluate / sample
+def _data_for(ckpt: Dict[str, Any], data: Optional[str], max_eval: Optional[int] = None):
+    source = data or ckpt.get("data") or "bundled"
+    return subset(load_images(source), None, max_eval)
+
+
+def evaluate_cmd(args: argparse.Namespace) -> Dict[str, Any]:
+    vae, preset, ckpt = load_model(args.checkpoint)
+    splits = _data_for(ckpt, args.data, args.max_eval)
+    _, valid_dl, test_dl = make_loaders(splits, args.batch_size)
+    loader = test_dl if args.split == "test" else valid_dl
+    metrics = evaluate(vae, loader, iw_samples=args.iw_samples, iw_chunk=args.iw_chunk)
+    metrics.update(split=args.split, preset=preset.name, checkpoint=str(args.checkpoint))
+    print(format_table(metrics, f"{args.split} split, {args.checkpoint}"))
+    if args.json is not None:
+        args.json.write_text(json.dumps(metrics, indent=1))
+    return metrics
+
+
+def sample_cmd(args: argparse.Namespace) -> List[Path]:
+    torch.manual_seed(args.seed)
+    vae, preset, ckpt = load_model(args.checkpoint)
+    ckpt_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
+    out = args.out or ckpt_dir
+    binary, probs = sample_grid(vae, args.n, seed=args.seed)
+    written = [write_grid(out / "samples.png", binary), write_grid(out / "sample_probs.png", probs)]
+    if args.reconstructions:
+        splits = _data_for(ckpt, args.data, args.reconstructions)
+        _, _, test_dl = make_loaders(splits, args.reconstructions)
+        x = next(iter(test_dl))
+        written.append(write_grid(out / "reconstructions.png", reconstruction_grid(vae, x, seed=args.seed)))
+    for path in written:
+        print(f"wrote {path}")
+    return written
+
+
+def main(argv: Optional[List[str]] = None) -> Any:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    try:
+        if args.command == "train":
+            return train(args)
+        if args.command == "evaluate":
+            return evaluate_cmd(args)
+        return sample_cmd(args)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        if argv is not None:  # called from Python (tests): let the exception through
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err

@@ -1,0 +1,172 @@
+"""Glue for the image CLI: loaders, trainer, evaluation table, checkpoints, sample grids."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch.utils.data import DataLoader
+
+from aggressive_vi import (VAE, AggressiveTrainer, ConstantKL, LinearKLAnnealing, MIPlateau, PrintLogger, ProgressBar,
+                           estimators)
+
+from .datasets import ImageSplits, eval_loader, train_loader
+from .png import image_grid, write_png
+from .presets import Preset, build_decoder, build_encoder, get_preset
+from .schedule import BestModelLRDecay
+
+__all__ = ["CHECKPOINT_FORMAT", "subset", "make_loaders", "build_vae", "make_trainer", "evaluate",
+           "format_table", "save_model", "load_model", "sample_grid", "reconstruction_grid"]
+
+CHECKPOINT_FORMAT = "examples.image/1"
+PathLike = Union[str, Path]
+
+
+def subset(splits: ImageSplits, max_train: Optional[int] = None, max_eval: Optional[int] = None) -> ImageSplits:
+    """The first ``max_train`` training and ``max_eval`` valid/test images (for quick runs)."""
+    cut = lambda t, n: t if n is None else t[:n]  # noqa: E731
+    return ImageSplits(cut(splits.train, max_train), cut(splits.valid, max_eval), cut(splits.test, max_eval),
+                       splits.source)
+
+
+def make_loaders(splits: ImageSplits, batch_size: int, *, seed: int = 0,
+                 eval_seed: int = 0) -> Tuple[DataLoader, DataLoader, DataLoader]:
+    """``(train, valid, test)``: training batches re-binarised at every draw (shuffled with ``seed``);
+    valid and test binarised once with ``eval_seed`` (and ``eval_seed + 1``), in order."""
+    gen = torch.Generator().manual_seed(seed)
+    return (train_loader(splits.train, batch_size, generator=gen),
+            eval_loader(splits.valid, batch_size, seed=eval_seed),
+            eval_loader(splits.test, batch_size, seed=eval_seed + 1))
+
+
+def build_vae(preset: Union[str, Preset]) -> VAE:
+    """``VAE(ResNetEncoder, PixelCNNDecoder)`` at the preset's sizes, with the paper's initialisation."""
+    p = get_preset(preset) if isinstance(preset, str) else preset
+    return VAE(build_encoder(p), build_decoder(p))
+
+
+def make_trainer(vae: VAE, *, aggressive: bool = True, lr: float = 1e-3, kl_start: float = 1.0,
+                 warm_up: int = 10, patience: int = 5, window: int = 10, max_inner_steps: int = 100,
+                 lr_patience: int = 20, callbacks: Sequence[Any] = (), progress: bool = True,
+                 verbose: bool = True) -> AggressiveTrainer:
+    """The paper's image training: Adam(lr) per network, aggressive until validation MI fails to beat
+    its best ``patience`` times in total, window 10, at most 100 inner steps, clip 5.0, KL weight from
+    ``kl_start`` to 1 over ``warm_up`` epochs (``kl_start=1``: no annealing, the paper's default), lr
+    halved after ``lr_patience`` epochs without a better validation loss (best model reloaded)."""
+    schedule = ConstantKL(1.0) if kl_start >= 1.0 else LinearKLAnnealing(start=kl_start, warmup_epochs=warm_up)
+    shown: List[Any] = ([ProgressBar()] if progress else []) + ([PrintLogger()] if verbose else [])
+    return AggressiveTrainer(
+        vae, torch.optim.Adam(vae.encoder.parameters(), lr=lr), torch.optim.Adam(vae.decoder.parameters(), lr=lr),
+        stopping=MIPlateau(patience=patience, cumulative=True), kl_schedule=schedule, aggressive=aggressive,
+        window=window, max_inner_steps=max_inner_steps, clip_grad_norm=5.0,
+        callbacks=[BestModelLRDecay(patience=lr_patience), *callbacks, *shown])
+
+
+def evaluate(vae: VAE, loader: DataLoader, *, iw_samples: int = 500, iw_chunk: int = 100,
+             iw_batch_size: int = 10, au_threshold: float = 0.01) -> Dict[str, Any]:
+    """IW-NLL (nats per image; skipped when ``iw_samples == 0``), negative ELBO, reconstruction, KL, MI
+    (the paper's per-minibatch estimator, so it depends on ``loader``'s batch size) and AU.
+
+    IW-NLL runs over the same images in batches of ``iw_batch_size`` with ``iw_chunk`` samples per
+    decoder call (``iw_batch_size * iw_chunk`` images at once) to bound memory.
+    """
+    out: Dict[str, Any] = {}
+    s = estimators.summary(vae, loader, au_threshold=au_threshold)
+    out.update(neg_elbo=-s["elbo"], reconstruction=s["reconstruction"], kl=s["kl"], mi=s["mi"], au=s["au"],
+               n_examples=s["n_examples"], mi_batch_size=loader.batch_size)
+    if iw_samples > 0:
+        images = torch.cat([b for b in loader])
+        iw_loader = DataLoader(images, batch_size=iw_batch_size, shuffle=False)
+        res = estimators.iw_nll(vae, iw_loader, n_samples=iw_samples, chunk_size=min(iw_chunk, iw_samples))
+        out.update(iw_nll=res.nll, iw_samples=iw_samples)
+    return out
+
+
+def format_table(metrics: Dict[str, Any], title: str = "") -> str:
+    """A two-column text table of :func:`evaluate`'s numbers."""
+    rows = [("IW-NLL (nats/image)", metrics.get("iw_nll"), "{:.2f}"),
+            ("  importance samples", metrics.get("iw_samples"), "{}"),
+            ("-ELBO (nats/image)", metrics.get("neg_elbo"), "{:.2f}"),
+            ("  reconstruction", metrics.get("reconstruction"), "{:.2f}"),
+            ("  KL", metrics.get("kl"), "{:.2f}"),
+            ("MI (nats)", metrics.get("mi"), "{:.2f}"),
+            ("AU", metrics.get("au"), "{}"),
+            ("images", metrics.get("n_examples"), "{}")]
+    lines = [title] if title else []
+    lines += [f"{name:<22}{fmt.format(value):>10}" for name, value, fmt in rows if value is not None]
+    return "\n".join(lines)
+
+
+# -------------------------------------------------------------------------------- checkpoints
+def save_model(path: PathLike, vae: VAE, preset: Preset, **meta: Any) -> Path:
+    """Save the weights with everything needed to rebuild them (preset, data source, ...)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save({"format": CHECKPOINT_FORMAT, "preset": preset.to_dict(), "model": vae.state_dict(), **meta}, tmp)
+    tmp.replace(path)
+    return path
+
+
+def load_model(path: PathLike, map_location: str = "cpu") -> Tuple[VAE, Preset, Dict[str, Any]]:
+    """``(vae, preset, checkpoint)`` from a file written by :func:`save_model` (or a trainer checkpoint)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "model.pt"
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist (expected DIR/model.pt from `train`)")
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not an image-VAE checkpoint (format {CHECKPOINT_FORMAT!r})")
+    raw = dict(ckpt["preset"])
+    preset = Preset(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
+    vae = build_vae(preset)
+    state = ckpt["model"] if "model" in ckpt else ckpt["trainer"]["model"]
+    vae.load_state_dict(state)
+    return vae.eval(), preset, ckpt
+
+
+# -------------------------------------------------------------------------------- images
+@torch.no_grad()
+def sample_grid(vae: VAE, n: int, *, seed: int = 0, ncol: int = 10) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``n`` images from the prior: z ~ N(0, I), then pixels by ancestral sampling.
+
+    Returns ``(binary_grid, probability_grid)`` as ``[H', W']`` images in [0, 1].
+    """
+    gen = torch.Generator().manual_seed(seed)
+    decoder = vae.decoder
+    z = torch.randn(n, decoder.latent_dim, generator=gen)
+    was = vae.training
+    vae.eval()
+    try:
+        images, probs = decoder.sample(z, generator=gen)
+    finally:
+        vae.train(was)
+    return image_grid(images, ncol), image_grid(probs, ncol)
+
+
+@torch.no_grad()
+def reconstruction_grid(vae: VAE, x: torch.Tensor, *, seed: int = 0, ncol: int = 10) -> torch.Tensor:
+    """Inputs and their reconstructions in alternating rows: z = the posterior mean of each input,
+    then x' drawn pixel by pixel from p(x|z). ``x``: ``[n, 1, 28, 28]`` binary images."""
+    gen = torch.Generator().manual_seed(seed)
+    was = vae.training
+    vae.eval()
+    try:
+        mean, _ = vae.encode(x)
+        recon, _ = vae.decoder.sample(mean, generator=gen)
+    finally:
+        vae.train(was)
+    ncol = max(1, min(ncol, len(x)))
+    rows = []
+    for start in range(0, len(x), ncol):
+        rows += [x[start:start + ncol], recon[start:start + ncol]]
+        if len(rows[-1]) < ncol:  # pad the last pair of rows to full width
+            pad = torch.zeros(ncol - len(rows[-1]), *x.shape[1:])
+            rows[-2], rows[-1] = torch.cat([rows[-2], pad]), torch.cat([rows[-1], pad])
+    return image_grid(torch.cat(rows), ncol)
+
+
+def write_grid(path: PathLike, grid: torch.Tensor) -> Path:
+    """Write a grid from :func:`sample_grid` / :func:`reconstruction_grid` as a PNG."""
+    return write_png(path, grid)
