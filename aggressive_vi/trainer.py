@@ -517,8 +517,10 @@ class AggressiveTrainer:
             "history": self.history.to_dicts(),
             "position": {
                 "steps_per_epoch": self.steps_per_epoch,
+                # batches *completed* (an interrupt mid-step leaves one more drawn: it is redone)
                 "epoch": None if self._batches is None or self._progress is None else {
-                    "iterator": self._batches.state_dict(), "progress": self._progress.state_dict()},
+                    "iterator": dict(self._batches.state_dict(), consumed=self._progress.batches),
+                    "progress": self._progress.state_dict()},
                 "fresh": self._fresh.state_dict() if self._fresh is not None else None,
             },
             "random": {rank(): {

@@ -1,0 +1,218 @@
+"""Checkpoints: exact resume after a real SIGKILL, the Checkpoint callback, safe loading, clear errors."""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from aggressive_vi import (VAE, AggressiveTrainer, Always, Checkpoint, CheckpointError, FixedSteps,
+                           latest_checkpoint)
+from aggressive_vi.checkpoint import load_checkpoint, plain_state_dict, save_checkpoint
+from conftest import BernoulliDecoder, MLPEncoder, binary_data
+from resume_run import EPOCHS, STEPS_PER_EPOCH, build
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def params(module):
+    return [p.detach().clone() for p in module.parameters()]
+
+
+def assert_bitwise_equal(a, b):
+    assert len(a) == len(b)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y), (x - y).abs().max()
+
+
+def history_without_time(trainer):
+    return [{k: v for k, v in row.items() if k != "wall_time"} for row in trainer.history.to_dicts()]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted():
+    vae, trainer, train, val = build()
+    trainer.fit(train, val_loader=val, epochs=EPOCHS)
+    return params(vae), history_without_time(trainer), trainer
+
+
+def test_resume_after_sigkill_is_bitwise_exact(tmp_path, uninterrupted):
+    reference, reference_history, reference_trainer = uninterrupted
+    # the run switched phase after the kill point and every epoch had inner loops: the resumed part
+    # covers the inner loop's stream, the stopping switch and a KL weight still rising
+    assert [r.aggressive_steps for r in reference_trainer.history] == [10, 7]
+    # 1.5 epochs in a child process, then SIGKILL: no Python cleanup of any kind runs
+    hang_at = STEPS_PER_EPOCH + 7  # decoder update 17; the last checkpoint is at 15
+    child = subprocess.Popen([sys.executable, os.path.join(HERE, "resume_run.py"), str(tmp_path), str(hang_at)],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = child.stdout.readline()
+        assert line.strip() == "hanging", child.stderr.read()
+        child.send_signal(signal.SIGKILL)
+        assert child.wait(timeout=30) == -signal.SIGKILL
+    finally:
+        if child.poll() is None:
+            child.kill()
+    latest = latest_checkpoint(tmp_path)
+    assert os.path.basename(latest) == "checkpoint-e0001-s000000015.pt"  # mid-epoch 1
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-e0001-s000000010.pt", "checkpoint-e0001-s000000015.pt"]
+
+    torch.manual_seed(12345)  # a new process would not share the killed one's random state either
+    vae, trainer, train, val = build(seed=999)  # different initial weights: all must come from the file
+    trainer.fit(train, val_loader=val, epochs=EPOCHS, resume_from=tmp_path)
+    assert_bitwise_equal(params(vae), reference)
+    assert history_without_time(trainer) == reference_history
+    assert trainer.step == reference_trainer.step and trainer.is_aggressive == reference_trainer.is_aggressive
+    for mine, theirs in ((trainer.enc_opt, reference_trainer.enc_opt), (trainer.dec_opt, reference_trainer.dec_opt)):
+        for p, q in zip(mine.state_dict()["state"].values(), theirs.state_dict()["state"].values()):
+            assert all(torch.equal(p[k], q[k]) for k in p if isinstance(p[k], torch.Tensor))
+    decay, ref_decay = trainer.callbacks[0], reference_trainer.callbacks[0]
+    assert (decay.decays, decay.best_epoch, decay.reference) == (ref_decay.decays, ref_decay.best_epoch, ref_decay.reference)
+
+
+def test_ctrl_c_checkpoints_at_the_step_boundary_and_resumes_exactly(tmp_path, uninterrupted):
+    reference, reference_history, _ = uninterrupted
+
+    class CtrlC:
+        def on_step_end(self, trainer, info):
+            if trainer.step == 13:
+                os.kill(os.getpid(), signal.SIGINT)  # what a terminal's Ctrl-C sends
+
+    _, trainer, train, val = build([CtrlC(), Checkpoint(tmp_path, at_epoch_end=False)])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(train, val_loader=val, epochs=EPOCHS)
+    assert trainer.step == 13 and trainer.epoch == 1
+    assert os.listdir(tmp_path) == ["checkpoint-e0001-s000000013.pt"]
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler given back
+
+    vae, trainer, train, val = build(seed=3)
+    trainer.fit(train, val_loader=val, epochs=EPOCHS, resume_from=tmp_path / "checkpoint-e0001-s000000013.pt")
+    assert_bitwise_equal(params(vae), reference)
+    assert history_without_time(trainer) == reference_history
+
+
+def test_keyboard_interrupt_mid_step_still_writes_a_tagged_checkpoint(tmp_path):
+    class Interrupting(BernoulliDecoder):
+        calls = 0
+
+        def log_prob(self, x, z):
+            Interrupting.calls += 1
+            if Interrupting.calls == 20:
+                raise KeyboardInterrupt
+            return super().log_prob(x, z)
+
+    torch.manual_seed(0)
+    vae = VAE(MLPEncoder(), Interrupting())
+    trainer = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=0.1),
+                                torch.optim.SGD(vae.decoder.parameters(), lr=0.1), stopping=Always(),
+                                window=3, max_inner_steps=6, callbacks=[Checkpoint(tmp_path)])
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit(DataLoader(binary_data(40), batch_size=8), epochs=1)
+    (name,) = os.listdir(tmp_path)
+    assert name.endswith("-interrupted.pt") and not trainer.at_step_boundary
+    state = load_checkpoint(tmp_path / name)
+    assert state["step"] == trainer.step and state["position"]["epoch"]["iterator"]["consumed"] == trainer.step
+
+
+def small_trainer(tmp_path=None, **kwargs):
+    torch.manual_seed(0)
+    vae = VAE(MLPEncoder(**kwargs), BernoulliDecoder(**kwargs))
+    callbacks = [Checkpoint(tmp_path, every_n_steps=2, keep_last=3)] if tmp_path is not None else []
+    trainer = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=0.1),
+                                torch.optim.SGD(vae.decoder.parameters(), lr=0.1), stopping=FixedSteps(3),
+                                window=2, max_inner_steps=4, callbacks=callbacks)
+    return vae, trainer
+
+
+def test_checkpoint_callback_schedule_atomicity_and_pruning(tmp_path):
+    _, trainer = small_trainer(tmp_path)
+    trainer.fit(DataLoader(binary_data(40), batch_size=8), epochs=2)  # 5 steps per epoch
+    # saves at steps 2, 4, (epoch end 5), 6, 8, 10, (epoch end 10); the last 3 are kept, no temp files
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-e0001-s000000008.pt", "checkpoint-e0001-s000000010.pt",
+                                            "checkpoint-e0002-s000000010.pt"]
+    assert trainer.last_checkpoint == str(tmp_path / "checkpoint-e0002-s000000010.pt")
+    state = torch.load(trainer.last_checkpoint, weights_only=True)  # only safe types inside
+    assert state["epoch"] == 2 and state["position"]["epoch"] is None and len(state["history"]) == 2
+    assert isinstance(state["history"][0], dict)
+
+
+def test_atomic_save_leaves_the_old_file_when_writing_fails(tmp_path):
+    path = tmp_path / "ckpt.pt"
+    save_checkpoint({"a": torch.ones(2)}, path)
+
+    class Unpicklable:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_checkpoint({"a": Unpicklable()}, path)
+    assert os.listdir(tmp_path) == ["ckpt.pt"]
+    assert torch.equal(torch.load(path, weights_only=True)["a"], torch.ones(2))
+
+
+def test_checkpoint_of_another_architecture_names_keys_and_shapes(tmp_path):
+    _, trainer = small_trainer(tmp_path)
+    trainer.fit(DataLoader(binary_data(16), batch_size=8), epochs=1)
+    _, other = small_trainer(hidden=32)
+    with pytest.raises(CheckpointError, match=r"different model architecture; shape mismatches: "
+                                              r"encoder\.net\.0\.weight: checkpoint \[16, 6\] vs model \[32, 6\]"):
+        other.fit(DataLoader(binary_data(16), batch_size=8), epochs=2, resume_from=trainer.last_checkpoint)
+
+    class Extra(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.net = MLPEncoder().net
+            self.scale = nn.Parameter(torch.ones(1))
+
+        def forward(self, x):
+            return self.net(x * self.scale).chunk(2, -1)
+
+    torch.manual_seed(0)
+    vae = VAE(Extra(), BernoulliDecoder())
+    third = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=0.1),
+                              torch.optim.SGD(vae.decoder.parameters(), lr=0.1))
+    with pytest.raises(CheckpointError, match=r"missing from the checkpoint: encoder\.scale"):
+        third.load_state_dict(load_checkpoint(trainer.last_checkpoint))
+
+
+def test_optimizer_and_loader_mismatches_and_foreign_files(tmp_path):
+    vae, trainer = small_trainer(tmp_path)
+    trainer.fit(DataLoader(binary_data(40), batch_size=8), epochs=1)
+    mid_epoch = tmp_path / "checkpoint-e0000-s000000004.pt"
+    # an optimiser over a different set of parameters
+    _, other = small_trainer()
+    other.enc_opt = torch.optim.SGD(list(other.vae.encoder.parameters())[:2], lr=0.1)
+    with pytest.raises(CheckpointError, match="the saved enc_opt does not fit this trainer's enc_opt"):
+        other.load_state_dict(load_checkpoint(mid_epoch))
+    # resuming mid-epoch with a loader of another length
+    _, other = small_trainer()
+    with pytest.raises(CheckpointError, match=r"after 4 batches of epoch 0 with 5 batches per epoch; "
+                                              r"this train_loader has 3"):
+        other.fit(DataLoader(binary_data(24), batch_size=8), epochs=1, resume_from=mid_epoch)
+    # files that are not ours
+    torch.save({"weights": torch.ones(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not an aggressive-vi trainer checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a zip")
+    with pytest.raises(CheckpointError, match="not a loadable checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="directory without checkpoints"):
+        load_checkpoint(tmp_path / "empty")
+
+
+def test_weights_are_saved_without_data_parallel_prefixes():
+    torch.manual_seed(0)
+    plain = VAE(MLPEncoder(), BernoulliDecoder())
+    wrapped = VAE(nn.DataParallel(plain.encoder), plain.decoder)  # same parameters, a "module." level
+    assert "encoder.module.net.0.weight" in wrapped.state_dict()
+    assert list(plain_state_dict(wrapped)) == list(plain.state_dict())
+    trainer = AggressiveTrainer(wrapped, torch.optim.SGD(wrapped.encoder.parameters(), lr=0.1),
+                                torch.optim.SGD(wrapped.decoder.parameters(), lr=0.1), ddp=False)
+    state = trainer.state_dict()
+    _, fresh = small_trainer()
+    fresh.load_state_dict(state)  # a wrapped run's checkpoint loads into an unwrapped model
+    assert_bitwise_equal(params(fresh.vae), params(plain))
