@@ -6,9 +6,9 @@ Examples::
     python -m examples.image evaluate --checkpoint runs/img            # IW-NLL (500 samples), KL, MI, AU
     python -m examples.image sample --checkpoint runs/img              # samples.png, reconstructions.png
 
-``train`` writes into ``--out``: ``config.json``, ``history.json`` and ``last.pt`` (full trainer state,
-for ``--resume``) after every epoch, then ``model.pt`` (the best weights by validation loss) and
-``metrics.json`` (test-set numbers) at the end.
+``train`` writes into ``--out``: ``config.json``; after every epoch ``history.json`` and a full trainer
+checkpoint in ``checkpoints/`` (the last two are kept; ``--resume`` continues exactly from the latest);
+at the end ``model.pt`` (the best weights by validation loss) and ``metrics.json`` (test-set numbers).
 """
 from __future__ import annotations
 
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 import torch
+
+from aggressive_vi import Checkpoint, LRDecayOnPlateau, latest_checkpoint
 
 from .datasets import load_images
 from .experiment import (build_vae, evaluate, format_table, load_model, make_loaders, make_trainer,
@@ -82,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="halve the lr after this many epochs without a better validation loss")
     t.add_argument("--max-train", type=_positive, default=None, help="use only the first N training images")
     t.add_argument("--seed", type=int, default=783435)
-    t.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    t.add_argument("--resume", action="store_true", help="continue from the latest checkpoint in OUT/checkpoints")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     common_eval(t)
 
@@ -106,17 +108,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 # ------------------------------------------------------------------------------------ train
-class RunFiles:
-    """Callback: after every epoch, write ``history.json`` and ``last.pt`` (the full trainer state)."""
+class HistoryFile:
+    """Callback: write ``history.json`` after every epoch."""
 
-    def __init__(self, out: Path, meta: Dict[str, Any]) -> None:
-        self.out, self.meta = out, meta
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
     def on_epoch_end(self, trainer: Any, record: Any) -> None:
-        trainer.history.to_json(self.out / "history.json")
-        tmp = self.out / "last.pt.tmp"
-        torch.save({**self.meta, "trainer": trainer.state_dict()}, tmp)
-        tmp.replace(self.out / "last.pt")
+        trainer.history.to_json(self.path)
 
 
 def _jsonable(args: argparse.Namespace) -> Dict[str, Any]:
@@ -138,18 +137,19 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
           f"{'aggressive' if args.aggressive else 'basic'} training for {args.epochs} epochs", flush=True)
 
     vae = build_vae(preset)
-    meta = {"format": "examples.image/1", "preset": preset.to_dict(), "data": str(args.data), "config": config}
+    checkpoints = args.out / "checkpoints"
     trainer = make_trainer(vae, aggressive=args.aggressive, lr=args.lr, kl_start=args.kl_start,
                            warm_up=args.warm_up, patience=args.patience, window=args.window,
                            max_inner_steps=args.max_inner_steps, lr_patience=args.lr_patience,
-                           callbacks=[RunFiles(args.out, meta)], progress=not args.no_progress)
-    last = args.out / "last.pt"
+                           callbacks=[HistoryFile(args.out / "history.json"), Checkpoint(checkpoints, keep_last=2)],
+                           progress=not args.no_progress)
+    resume_from = None
     if args.resume:
-        if not last.exists():
-            raise SystemExit(f"--resume: {last} does not exist")
-        trainer.load_state_dict(torch.load(last, map_location="cpu", weights_only=True)["trainer"])
-        print(f"resumed from {last} after epoch {trainer.epoch}", flush=True)
-    history = trainer.fit(train_dl, val_loader=valid_dl, epochs=args.epochs)
+        resume_from = latest_checkpoint(checkpoints)
+        if resume_from is None:
+            raise FileNotFoundError(f"--resume: no checkpoint in {checkpoints}")
+        print(f"resuming from {resume_from}", flush=True)
+    history = trainer.fit(train_dl, val_loader=valid_dl, epochs=args.epochs, resume_from=resume_from)
     save_model(args.out / "model.pt", vae, preset, data=str(args.data), config=config)
 
     start = time.perf_counter()
@@ -160,7 +160,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         aggressive_epochs=len(aggressive_epochs),
         epoch_seconds=[round(r.wall_time, 2) for r in history],
         inner_steps_mean=[round(r.inner_steps_mean, 2) for r in history],
-        best_epoch=getattr(trainer.callbacks[0], "best_epoch", None),
+        best_epoch=next(c.best_epoch for c in trainer.callbacks if isinstance(c, LRDecayOnPlateau)),
         eval_seconds=round(time.perf_counter() - start, 2),
     )
     (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1))

@@ -7,13 +7,12 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch.utils.data import DataLoader
 
-from aggressive_vi import (VAE, AggressiveTrainer, ConstantKL, LinearKLAnnealing, MIPlateau, PrintLogger, ProgressBar,
-                           estimators)
+from aggressive_vi import (VAE, AggressiveTrainer, ConstantKL, LinearKLAnnealing, LRDecayOnPlateau, MIPlateau,
+                           PrintLogger, ProgressBar, estimators)
 
 from .datasets import ImageSplits, eval_loader, train_loader
 from .png import image_grid, write_png
 from .presets import Preset, build_decoder, build_encoder, get_preset
-from .schedule import BestModelLRDecay
 
 __all__ = ["CHECKPOINT_FORMAT", "subset", "make_loaders", "build_vae", "make_trainer", "evaluate",
            "format_table", "save_model", "load_model", "sample_grid", "reconstruction_grid"]
@@ -59,7 +58,7 @@ def make_trainer(vae: VAE, *, aggressive: bool = True, lr: float = 1e-3, kl_star
         vae, torch.optim.Adam(vae.encoder.parameters(), lr=lr), torch.optim.Adam(vae.decoder.parameters(), lr=lr),
         stopping=MIPlateau(patience=patience, cumulative=True), kl_schedule=schedule, aggressive=aggressive,
         window=window, max_inner_steps=max_inner_steps, clip_grad_norm=5.0,
-        callbacks=[BestModelLRDecay(patience=lr_patience), *callbacks, *shown])
+        callbacks=[LRDecayOnPlateau(patience=lr_patience, compare_to="best"), *callbacks, *shown])
 
 
 def evaluate(vae: VAE, loader: DataLoader, *, iw_samples: int = 500, iw_chunk: int = 100,

