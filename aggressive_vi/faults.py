@@ -19,11 +19,11 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Any, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 import torch
 
-from .distributed import all_reduce_sum, is_main_process
+from .distributed import all_reduce_sum, is_distributed, is_main_process
 
 __all__ = ["NonFiniteError", "clip_and_check", "describe_input", "batch_context", "DeferredInterrupt"]
 
@@ -52,9 +52,9 @@ class NonFiniteError(FloatingPointError):
 
 
 def _total_norm(params: Sequence[torch.Tensor], max_norm: Optional[float]) -> torch.Tensor:
-    grads = [p.grad for p in params if p.grad is not None]
     if max_norm is not None:
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return torch.zeros(())
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
@@ -69,8 +69,10 @@ def clip_and_check(loss: torch.Tensor, params: Sequence[torch.Tensor],
         loss: the scalar (or per-example) loss that was back-propagated.
     """
     norm = _total_norm(params, max_norm)
-    flag = (loss.detach().double().sum() + norm.to(loss.device, torch.float64)).reshape(1)
-    return bool(torch.isfinite(all_reduce_sum(flag)).item())
+    flag = loss.detach().sum() + norm.to(loss.device)  # NaN/inf in either makes it non-finite
+    if is_distributed():
+        flag = all_reduce_sum(flag.double().reshape(1))
+    return math.isfinite(flag.item())  # the one host sync
 
 
 def describe_input(x: Any) -> str:
@@ -124,17 +126,17 @@ def nonfinite_message(*, epoch: int, step: int, batch_index: int, phase: str,
 
 
 @contextlib.contextmanager
-def batch_context(where: str, x: Any, first: Optional[str]) -> Iterator[None]:
-    """Prefix errors raised inside with ``where`` (e.g. "epoch 2, batch 7") and the input's
-    description, keeping the exception's type; note when the input's type/dtype/shape differs from
-    the first batch's (``first``)."""
+def batch_context(where: Callable[[], str], x: Any, first: Optional[str]) -> Iterator[None]:
+    """Prefix errors raised inside with ``where()`` (e.g. "epoch 2, batch 7", computed only on
+    error) and the input's description, keeping the exception's type; note when the input's
+    type/dtype/shape differs from the first batch's (``first``)."""
     try:
         yield
     except (RuntimeError, ValueError, TypeError, IndexError) as exc:
         if isinstance(exc, NonFiniteError) or getattr(exc, "_aggressive_vi_where", False):
             raise
         described = describe_input(x)
-        context = f"{where}, input {described}"
+        context = f"{where()}, input {described}"
         if first is not None and first != described:
             context += f" (the first batch was {first})"
         if exc.args and isinstance(exc.args[0], str):
