@@ -209,7 +209,7 @@ class Checkpoint:
     a file tagged ``-interrupted`` (resuming from it redoes the interrupted batch). Sets
     ``trainer.last_checkpoint`` to the newest path, which a :class:`~aggressive_vi.faults.NonFiniteError`
     names. Under ``torch.distributed`` every rank must have this callback (the ranks' random states
-    are gathered), and only rank 0 writes.
+    and epoch sums are gathered), and only rank 0 writes.
     """
 
     def __init__(self, directory: PathLike, *, every_n_steps: Optional[int] = None,
@@ -238,9 +238,9 @@ class Checkpoint:
         state = trainer.state_dict()
         if is_distributed() and not interrupted:
             merged: Dict[int, Any] = {}
-            for part in all_gather_object(state["random"]):
+            for part in all_gather_object(state["per_rank"]):
                 merged.update(part)
-            state["random"] = merged
+            state["per_rank"] = merged
         path = self.path_for(trainer, interrupted)
         if is_main_process():
             save_checkpoint(state, path)

@@ -154,20 +154,26 @@ class EpochProgress:
         )
 
     def state_dict(self) -> Dict[str, Any]:
+        """Counters, the same on every rank (the sums are per rank: :meth:`local_state`)."""
         return {
             "epoch": self.epoch, "began_aggressive": self.began_aggressive,
-            "sums": self.sums.detach().cpu().clone(), "examples": self.examples,
             "batches": self.batches, "aggressive_steps": self.aggressive_steps,
             "inner_total": self.inner_total, "skipped_batches": self.skipped_batches,
             "skipped_inner_steps": self.skipped_inner_steps, "kl_weight": self.kl_weight,
             "elapsed": self.elapsed,
         }
 
+    def local_state(self) -> Dict[str, Any]:
+        """This rank's running sums (they are reduced over ranks only when the epoch ends)."""
+        return {"sums": self.sums.detach().cpu().clone(), "examples": self.examples}
+
     @classmethod
-    def from_state(cls, state: Dict[str, Any], device: Optional[torch.device]) -> "EpochProgress":
+    def from_state(cls, state: Dict[str, Any], local: Dict[str, Any],
+                   device: Optional[torch.device]) -> "EpochProgress":
         progress = cls(int(state["epoch"]), bool(state["began_aggressive"]), device)
-        progress.sums = state["sums"].to(device=device, dtype=torch.float64).clone()
-        for name in ("examples", "batches", "aggressive_steps", "inner_total", "skipped_batches",
+        progress.sums = local["sums"].to(device=device, dtype=torch.float64).clone()
+        progress.examples = int(local["examples"])
+        for name in ("batches", "aggressive_steps", "inner_total", "skipped_batches",
                      "skipped_inner_steps"):
             setattr(progress, name, int(state[name]))
         progress.kl_weight = float(state["kl_weight"])

@@ -466,7 +466,7 @@ class AggressiveTrainer:
         self._batches = self._progress = None
         if pending is None:
             return
-        position, random = pending["position"], pending["random"]
+        position, mine = pending["position"], pending["rank"]
         epoch_state = position.get("epoch")
         if epoch_state is not None and position.get("steps_per_epoch") != self.steps_per_epoch:
             raise CheckpointError(
@@ -474,23 +474,26 @@ class AggressiveTrainer:
                 f"of epoch {self.epoch} with {position.get('steps_per_epoch')} batches per epoch; "
                 f"this train_loader has {self.steps_per_epoch}: resume mid-epoch needs the same loader"
             )
-        if random is None:
+        if mine is None:
             warnings.warn(f"{pending['source']} holds no random state for rank {rank()}: the run "
                           "continues, but not exactly as it would have without the interruption")
             return
+        random = mine["random"]
         if position.get("fresh") is not None:
             fresh.replay(position["fresh"], random.get("fresh_iterator"))
         if epoch_state is not None:
             self._batches = LoaderPosition.replay(train_loader, epoch_state["iterator"],
                                                   random["epoch_iterator"], "train_loader")
-            self._progress = EpochProgress.from_state(epoch_state["progress"], model_device(self.vae))
+            self._progress = EpochProgress.from_state(epoch_state["progress"], mine["epoch_sums"],
+                                                      model_device(self.vae))
         set_rng_state(random["current"], loader_generators(train_loader, fresh.loader))
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to continue training exactly: model, optimisers, counters, phase,
         history, stopping-criterion / KL-schedule / callback states, the position inside the epoch
-        and in the inner loop's stream, and the random state (under ``random[rank]``).
+        and in the inner loop's stream, and (under ``per_rank[rank]``) this process's random state
+        and running epoch sums.
 
         Only tensors, numbers, strings, lists and dicts: readable with ``weights_only=True``.
         """
@@ -523,10 +526,13 @@ class AggressiveTrainer:
                     "progress": self._progress.state_dict()},
                 "fresh": self._fresh.state_dict() if self._fresh is not None else None,
             },
-            "random": {rank(): {
-                "current": rng_state(generators),
-                "epoch_iterator": self._batches.random_state if self._batches is not None else None,
-                "fresh_iterator": fresh_current.random_state if fresh_current is not None else None,
+            "per_rank": {rank(): {  # what differs between ranks; Checkpoint gathers all ranks'
+                "random": {
+                    "current": rng_state(generators),
+                    "epoch_iterator": self._batches.random_state if self._batches is not None else None,
+                    "fresh_iterator": fresh_current.random_state if fresh_current is not None else None,
+                },
+                "epoch_sums": self._progress.local_state() if self._progress is not None else None,
             }},
             "world_size": world_size(),
             "config": {"window": self.window, "max_inner_steps": self.max_inner_steps,
@@ -563,13 +569,14 @@ class AggressiveTrainer:
         self._load_component("kl_schedule", self.kl_schedule, state.get("kl_schedule"), None, source)
         self._load_callbacks(state.get("callbacks", []), source)
         self.history = History.from_dicts(state["history"])
-        random = state.get("random") or {}
-        mine = random.get(rank())
-        if mine is None and random:
-            mine = random[min(random)]
+        per_rank = state.get("per_rank") or {}
+        mine = per_rank.get(rank())
+        if mine is None and per_rank:
+            mine = per_rank[min(per_rank)]
             warnings.warn(f"{source} was saved by {state.get('world_size')} process(es) and holds "
-                          f"no random state for rank {rank()}; using rank {min(random)}'s")
-        self._pending = {"position": state.get("position") or {}, "random": mine, "source": source}
+                          f"no state for rank {rank()}; using rank {min(per_rank)}'s random state "
+                          "and epoch sums")
+        self._pending = {"position": state.get("position") or {}, "rank": mine, "source": source}
         if os.path.isfile(source):
             self.last_checkpoint = source
 

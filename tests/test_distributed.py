@@ -1,0 +1,119 @@
+"""DDP: a real two-process gloo run launched with torchrun, plus the single-process behaviour of the helpers."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.utils.data import DataLoader, DistributedSampler
+
+from aggressive_vi import VAE, AggressiveTrainer, Always, estimators
+from aggressive_vi.checkpoint import load_checkpoint
+from aggressive_vi.distributed import TrainingNetworks, all_gather_object, any_rank, unwrap
+from conftest import BernoulliDecoder, MLPEncoder, binary_data
+from ddp_run import BATCH, N_VAL
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+@pytest.fixture(scope="module")
+def ddp(tmp_path_factory):
+    """Runs tests/ddp_run.py under ``torchrun --nproc_per_node=2`` (gloo) once; returns both ranks'
+    results and the launcher's output."""
+    out = tmp_path_factory.mktemp("ddp")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                           os.path.join(HERE, "ddp_run.py"), str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+    return ranks, proc.stdout, out
+
+
+def test_ranks_end_with_identical_parameters_and_history(ddp):
+    (r0, r1), _, _ = ddp
+    assert torch.equal(r0["params"], r1["params"])  # bitwise: DDP averaged every gradient identically
+    assert r0["history"] == r1["history"]
+    # a short aggressive run through the switch to basic training, with inner loops in the first epoch
+    assert [h["aggressive"] for h in r0["history"]] == [True, False, False]
+    assert r0["history"][0]["inner_steps_mean"] >= 6 and r0["history"][1]["inner_steps_mean"] == 0
+    assert all(h["steps"] == 6 for h in r0["history"])  # 96 examples / 2 ranks / batch 8
+
+
+def test_resuming_a_ddp_run_mid_epoch_is_exact_on_every_rank(ddp):
+    (r0, r1), _, _ = ddp
+    for r in (r0, r1):
+        assert torch.equal(r["resumed_params"], r["params"]) and r["resumed_history"] == r["history"]
+
+
+def test_each_phase_synchronises_only_the_gradients_it_computes(ddp):
+    (r0, r1), _, _ = ddp
+    history = r0["history"]
+    inner = sum(round(h["inner_steps_mean"] * h["aggressive_steps"]) for h in history)
+    decoder_steps = sum(h["aggressive_steps"] for h in history)
+    joint_steps = sum(h["steps"] - h["aggressive_steps"] for h in history)
+    # encoder gradients are all-reduced in inner and joint steps; decoder gradients in decoder and joint
+    # steps, never in inner steps (none is computed there)
+    assert r0["reduces"] == r1["reduces"] == {"encoder": inner + joint_steps, "decoder": decoder_steps + joint_steps}
+
+
+def test_only_rank_zero_writes_logs_and_checkpoints(ddp):
+    (r0, r1), stdout, out = ddp
+    assert stdout.count("epoch   0 |") == 1 and stdout.count("leaving the aggressive phase") == 1
+    files = sorted(os.listdir(out / "ckpt"))
+    assert files[-1] == "checkpoint-e0003-s000000018.pt" and not any(".tmp" in f for f in files)
+    assert r0["last_checkpoint"] == r1["last_checkpoint"] == str(out / "ckpt" / files[-1])
+    state = load_checkpoint(out / "ckpt" / files[-1])
+    assert sorted(state["per_rank"]) == [0, 1] and state["world_size"] == 2  # both ranks' random states
+    assert not torch.equal(state["per_rank"][0]["random"]["current"]["torch"],
+                           state["per_rank"][1]["random"]["current"]["torch"])
+    # the checkpoint of a DDP run has plain keys: it loads into a single-process trainer
+    torch.manual_seed(0)
+    vae = VAE(MLPEncoder(), BernoulliDecoder())
+    trainer = AggressiveTrainer(vae, torch.optim.Adam(vae.encoder.parameters()),
+                                torch.optim.Adam(vae.decoder.parameters()), stopping=Always())
+    trainer.load_state_dict(state)
+    assert torch.equal(torch.cat([p.reshape(-1) for p in vae.parameters()]), r0["params"])
+
+
+def test_a_nan_on_one_rank_or_a_stop_on_one_rank_is_decided_on_all(ddp):
+    (r0, r1), _, _ = ddp
+    assert r0["raised"] == r1["raised"] == (3, "decoder")
+    assert torch.equal(r0["raised_params"], r1["raised_params"]) and torch.isfinite(r0["raised_params"]).all()
+    assert r0["skipped"] == r1["skipped"] == 1 and torch.equal(r0["skip_params"], r1["skip_params"])
+    assert r0["stopped_at"] == r1["stopped_at"] == 2
+
+
+def test_estimators_under_two_ranks_equal_one_process_over_the_same_data(ddp):
+    (r0, _), _, _ = ddp
+    torch.manual_seed(0)
+    vae = VAE(MLPEncoder(), BernoulliDecoder())
+    torch.nn.utils.vector_to_parameters(r0["params"], vae.parameters())
+    val = binary_data(N_VAL, seed=1)
+    whole = DataLoader(val, batch_size=BATCH)
+    shards = [DataLoader(val, batch_size=BATCH, sampler=DistributedSampler(val, num_replicas=2, rank=r, shuffle=False))
+              for r in range(2)]
+    est = r0["estimates"]
+    # deterministic estimators: one process over all the data
+    assert est["kl"] == pytest.approx(estimators.kl(vae, whole), rel=1e-9)
+    assert torch.allclose(est["au"], estimators.active_units(vae, whole).variances.double(), rtol=1e-5)
+    # sampling estimators: the same draws as the ranks made (same seeds, same shards), combined by size
+    for name, seed, fn in [("mi", 7, lambda loader: estimators.mutual_information(vae, loader)),
+                           ("elbo", 8, lambda loader: estimators.elbo(vae, loader).elbo),
+                           ("iw_nll", 9, lambda loader: estimators.iw_nll(vae, loader, n_samples=20, chunk_size=7).nll)]:
+        per_shard = []
+        for r, loader in enumerate(shards):
+            torch.manual_seed(seed + r)
+            per_shard.append(fn(loader))
+        assert est[name] == pytest.approx(sum(per_shard) / 2, rel=1e-9, abs=1e-12), name
+
+
+def test_without_a_process_group_the_helpers_are_single_process():
+    torch.manual_seed(0)
+    vae = VAE(MLPEncoder(), BernoulliDecoder())
+    nets = TrainingNetworks(vae)
+    assert nets.inner is vae and nets.decoder is vae and nets.joint is vae and not nets.synchronised
+    assert any_rank(True, False) == [True, False] and all_gather_object({"a": 1}) == [{"a": 1}]
+    assert unwrap(torch.nn.DataParallel(vae.encoder)) is vae.encoder
