@@ -147,14 +147,16 @@ def data_parallel(model: nn.Module, **ddp_kwargs: Any) -> nn.Module:
 class TrainingNetworks:
     """The VAE views each training phase runs (see the table in the module docstring).
 
-    Without a process group (or with ``ddp=False``) all three are the model itself. With one, the
-    encoder and decoder are wrapped by :func:`data_parallel` unless ``model`` already has wrappers.
+    Without a process group (or with ``ddp=False``) and without wrappers, all three are the model
+    itself. Under a process group (``ddp=None`` or ``True``) every network the user has not wrapped
+    yet gets its DDP wrapper (:func:`data_parallel`); networks already wrapped are used as they are.
 
     Attributes:
         inner: VAE for inner steps (encoder synchronised, decoder plain).
         decoder: VAE for decoder steps (decoder synchronised; the encoder runs plain, under no_grad).
         joint: VAE for joint steps (both synchronised).
-        plain: the unwrapped VAE (validation, state).
+        plain: the unwrapped VAE.
+        synchronised: whether any gradient is all-reduced.
     """
 
     def __init__(self, model: nn.Module, ddp: Optional[bool] = None) -> None:
@@ -162,14 +164,18 @@ class TrainingNetworks:
 
         vae = as_vae(model)
         self.plain = VAE(unwrap(vae.encoder), unwrap(vae.decoder))
-        wrapped = _is_wrapped(vae.encoder) or _is_wrapped(vae.decoder)
+        encoder, decoder = vae.encoder, vae.decoder
         if ddp is None:
             ddp = is_distributed()
-        if wrapped or not ddp:
-            joint = vae
-        else:
-            joint = data_parallel(self.plain)
-        self.joint = joint
-        self.inner = VAE(joint.encoder, self.plain.decoder) if joint is not vae or wrapped else vae
-        self.decoder = VAE(self.plain.encoder, joint.decoder) if joint is not vae or wrapped else vae
-        self.synchronised = _is_wrapped(joint.encoder) or _is_wrapped(joint.decoder)
+        if ddp:
+            if not _is_wrapped(encoder):
+                encoder = nn.parallel.DistributedDataParallel(encoder)
+            if not _is_wrapped(decoder):
+                decoder = DistributedDecoder(decoder)
+        self.synchronised = _is_wrapped(encoder) or _is_wrapped(decoder)
+        if not self.synchronised:
+            self.inner = self.decoder = self.joint = vae
+            return
+        self.joint = vae if (encoder is vae.encoder and decoder is vae.decoder) else VAE(encoder, decoder)
+        self.inner = VAE(encoder, self.plain.decoder)
+        self.decoder = VAE(self.plain.encoder, decoder)

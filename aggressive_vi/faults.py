@@ -8,8 +8,8 @@
   non-finite gradient, so the model stays at its last finite state.
 * :func:`batch_context`: adds "epoch e, batch b" (and the batch's type, dtype and shape when they
   changed since the first batch) to any error a user's module raises on a batch, keeping its type.
-* :class:`DeferredInterrupt`: the first Ctrl-C lets the current decoder update finish so that the
-  trainer can write an exact checkpoint at a step boundary; a second one interrupts at once.
+* :class:`DeferredInterrupt`: the first Ctrl-C (or SIGTERM) lets the current decoder update finish so
+  that the trainer can write an exact checkpoint at a step boundary; a second one interrupts at once.
 """
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ import signal
 import sys
 import threading
 from types import FrameType
-from typing import Any, Callable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
@@ -148,35 +148,41 @@ def batch_context(where: Callable[[], str], x: Any, first: Optional[str]) -> Ite
 
 
 class DeferredInterrupt:
-    """A context in which the first SIGINT (Ctrl-C) only sets :attr:`requested`.
+    """A context in which the first SIGINT (Ctrl-C) or SIGTERM only sets :attr:`requested`.
 
     The trainer looks at the flag after every decoder update, writes a checkpoint and raises
-    ``KeyboardInterrupt`` there. A second SIGINT raises ``KeyboardInterrupt`` at once. Installed only
-    in the main thread and only over Python's default handler (a handler of the user's is left alone).
+    ``KeyboardInterrupt`` there. A second signal raises ``KeyboardInterrupt`` at once. SIGTERM is
+    what ``torchrun``, SLURM and Kubernetes send before killing a job (``torchrun`` waits 30 s): it gets
+    the same treatment. Installed only in the main thread and only over the default handlers (a
+    handler of the user's is left alone).
     """
+
+    _DEFAULTS = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
 
     def __init__(self) -> None:
         self.requested = False
-        self._previous: Any = None
-        self._installed = False
+        self.signal_name: Optional[str] = None
+        self._previous: Dict[int, Any] = {}
 
     def __enter__(self) -> "DeferredInterrupt":
         self.requested = False
-        if (threading.current_thread() is threading.main_thread()
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler):
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-            self._installed = True
+        self.signal_name = None
+        if threading.current_thread() is threading.main_thread():
+            for signum, default in self._DEFAULTS.items():
+                if signal.getsignal(signum) is default:
+                    self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def _handle(self, signum: int, frame: Optional[FrameType]) -> None:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
+        self.signal_name = signal.Signals(signum).name
         if is_main_process():
-            print("\ninterrupt: finishing the current update to checkpoint there; Ctrl-C again to "
-                  "stop at once", file=sys.stderr, flush=True)
+            print(f"\n{self.signal_name}: finishing the current update to checkpoint there; send it "
+                  "again to stop at once", file=sys.stderr, flush=True)
 
     def __exit__(self, *exc: Any) -> None:
-        if self._installed:
-            signal.signal(signal.SIGINT, self._previous)
-            self._installed = False
+        for signum, previous in self._previous.items():
+            signal.signal(signum, previous)
+        self._previous.clear()

@@ -412,7 +412,8 @@ class AggressiveTrainer:
                                    device=model_device(self.vae))
         self.stop_training = stop
         if interrupt:
-            raise KeyboardInterrupt("fit interrupted (Ctrl-C); stopped at a step boundary")
+            raise KeyboardInterrupt(f"fit interrupted ({self._interrupt.signal_name or 'on another rank'}); "
+                                    "stopped at a step boundary")
         return stop
 
     def _leave_aggressive(self) -> None:

@@ -21,6 +21,7 @@ from conftest import BernoulliDecoder, MLPEncoder, binary_data  # noqa: E402
 
 from aggressive_vi import (VAE, AggressiveTrainer, AnyOf, Checkpoint, FixedEpochs, FixedSteps,  # noqa: E402
                            MIPlateau, NonFiniteError, estimators)
+from aggressive_vi.distributed import data_parallel  # noqa: E402
 
 N_TRAIN, N_VAL, BATCH = 96, 32, 8
 
@@ -133,6 +134,19 @@ def main(out_dir: str) -> None:
     vae, trainer = make(stopping=FixedSteps(100), callbacks=[StopOnRank0()])
     trainer.fit(train, epochs=2)
     result["stopped_at"] = trainer.step
+
+    # 6. the user wraps the networks (data_parallel, here with DDP options) or the trainer does:
+    # the same training either way
+    for name, wrap in (("auto", False), ("user", True)):
+        vae, _ = make(seed=11)
+        model = data_parallel(vae, broadcast_buffers=False) if wrap else vae
+        trainer = AggressiveTrainer(model, torch.optim.SGD(model.encoder.parameters(), lr=0.1),
+                                    torch.optim.SGD(model.decoder.parameters(), lr=0.1),
+                                    stopping=FixedSteps(3), window=2, max_inner_steps=4)
+        torch.manual_seed(12)
+        trainer.fit(train, epochs=1)
+        result[f"wrapped_{name}"] = flat(vae)
+        result[f"wrapped_{name}_keys"] = sorted(trainer.state_dict()["model"])
 
     torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     dist.destroy_process_group()

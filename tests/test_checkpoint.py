@@ -73,20 +73,22 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path, uninterrupted):
     assert (decay.decays, decay.best_epoch, decay.reference) == (ref_decay.decays, ref_decay.best_epoch, ref_decay.reference)
 
 
-def test_ctrl_c_checkpoints_at_the_step_boundary_and_resumes_exactly(tmp_path, uninterrupted):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_or_sigterm_checkpoints_at_the_step_boundary_and_resumes_exactly(tmp_path, uninterrupted, signum):
     reference, reference_history, _ = uninterrupted
 
     class CtrlC:
         def on_step_end(self, trainer, info):
             if trainer.step == 13:
-                os.kill(os.getpid(), signal.SIGINT)  # what a terminal's Ctrl-C sends
+                os.kill(os.getpid(), signum)  # what a terminal's Ctrl-C (or torchrun/SLURM) sends
 
     _, trainer, train, val = build([CtrlC(), Checkpoint(tmp_path, at_epoch_end=False)])
     with pytest.raises(KeyboardInterrupt):
         trainer.fit(train, val_loader=val, epochs=EPOCHS)
     assert trainer.step == 13 and trainer.epoch == 1
     assert os.listdir(tmp_path) == ["checkpoint-e0001-s000000013.pt"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler given back
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handlers given back
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
     vae, trainer, train, val = build(seed=3)
     trainer.fit(train, val_loader=val, epochs=EPOCHS, resume_from=tmp_path / "checkpoint-e0001-s000000013.pt")

@@ -48,6 +48,12 @@ def test_resuming_a_ddp_run_mid_epoch_is_exact_on_every_rank(ddp):
         assert torch.equal(r["resumed_params"], r["params"]) and r["resumed_history"] == r["history"]
 
 
+def test_user_wrapped_networks_train_like_trainer_wrapped_ones(ddp):
+    (r0, r1), _, _ = ddp
+    assert torch.equal(r0["wrapped_auto"], r0["wrapped_user"]) and torch.equal(r0["wrapped_user"], r1["wrapped_user"])
+    assert r0["wrapped_user_keys"] == r0["wrapped_auto_keys"] and not any("module" in k for k in r0["wrapped_user_keys"])
+
+
 def test_each_phase_synchronises_only_the_gradients_it_computes(ddp):
     (r0, r1), _, _ = ddp
     history = r0["history"]
