@@ -1,6 +1,7 @@
 """A training callback that records where fixed points sit in posterior mean space over training.
 
-Every ``every`` decoder updates (and once before the first), :class:`PosteriorMeanSnapshots`
+Every ``every`` decoder updates (and once before the first and after the last),
+:class:`PosteriorMeanSnapshots`
 computes, for the same held-out inputs, the model posterior mean (grid quadrature) and the
 inference mean, with the model in eval mode (no dropout) and without touching any random number
 generator, so recording does not change the training run.
@@ -49,21 +50,24 @@ class PosteriorMeanSnapshots:
         grid: ``[K, latent_dim]`` quadrature grid, default [-20, 20] step 0.1.
         max_sequences: memory bound passed to :func:`model_posterior_mean`.
         at_start: also snapshot in ``on_fit_start`` (step 0 for a fresh trainer).
+        at_end: also snapshot in ``on_fit_end`` if the last update was not snapshotted already
+            (labelled with that update's epoch and phase).
 
     After ``fit``, ``self.snapshots`` is the list of :class:`Snapshot` in step order.
     """
 
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, *, every: int = 50,
                  grid: Optional[torch.Tensor] = None, max_sequences: int = 8192,
-                 at_start: bool = True) -> None:
+                 at_start: bool = True, at_end: bool = True) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
         if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] < 1:
             raise ValueError("x must be a non-empty tensor [n, ...] of inputs to track")
         self.model, self.x, self.every = model, x, every
         self.grid = z_grid() if grid is None else grid
-        self.max_sequences, self.at_start = max_sequences, at_start
+        self.max_sequences, self.at_start, self.at_end = max_sequences, at_start, at_end
         self.snapshots: List[Snapshot] = []
+        self._last: Optional[Any] = None  # the last StepInfo seen
 
     def take(self, step: int, epoch: int, aggressive: bool) -> Snapshot:
         """Compute and store one snapshot now."""
@@ -85,8 +89,14 @@ class PosteriorMeanSnapshots:
                       bool(getattr(trainer, "is_aggressive", False)))
 
     def on_step_end(self, trainer: Any, info: Any) -> None:
+        self._last = info
         if info.step % self.every == 0:
             self.take(info.step, info.epoch, info.aggressive)
+
+    def on_fit_end(self, trainer: Any) -> None:
+        last = self._last
+        if self.at_end and last is not None and not any(s.step == last.step for s in self.snapshots):
+            self.take(last.step, last.epoch, last.aggressive)
 
 
 def save_snapshots(path: str, runs: Dict[str, List[Snapshot]], meta: Optional[Dict[str, Any]] = None) -> None:
