@@ -231,7 +231,10 @@ class AggressiveTrainer:
         self.steps_per_epoch = steps
         self.stop_training = False
         self._first_batch = None
-        fresh = FreshBatches(inner_loader if inner_loader is not None else train_loader)
+        inner_source = inner_loader if inner_loader is not None else train_loader
+        fresh = self._fresh  # the inner loop's stream goes on across fit calls over the same loader
+        if fresh is None or fresh.loader is not inner_source or self._pending is not None:
+            fresh = FreshBatches(inner_source)
         self._fresh, self._loaders = fresh, (train_loader, fresh.loader)
         self._resume_position(train_loader, fresh)  # no-op unless a checkpoint was loaded
         modes = [(m, m.training) for m in self.model.modules()]
@@ -240,6 +243,7 @@ class AggressiveTrainer:
             with self._interrupt:  # a first Ctrl-C ends fit at the next step boundary
                 while self.epoch < epochs and not self.stop_training:
                     self._run_epoch(train_loader, val_loader, fresh)
+                    self._stop_requested()  # a Ctrl-C during validation is honoured here
         except KeyboardInterrupt:
             self._call("on_interrupt")  # e.g. Checkpoint writes one before we propagate
             raise
@@ -462,11 +466,14 @@ class AggressiveTrainer:
 
     def _resume_position(self, train_loader: Iterable[Any], fresh: FreshBatches) -> None:
         """Rebuild the loaders' iterators where a loaded checkpoint left them, then restore the
-        random state the run had at that moment (so the next batches and draws are the same)."""
+        random state the run had at that moment (so the next batches and draws are the same).
+        Without a loaded checkpoint, an epoch interrupted in this process (Ctrl-C) goes on."""
         pending, self._pending = self._pending, None
-        self._batches = self._progress = None
         if pending is None:
+            if self._batches is not None and self._batches.loader is not train_loader:
+                self._batches = self._progress = None  # an interrupted epoch goes on only over its loader
             return
+        self._batches = self._progress = None
         position, mine = pending["position"], pending["rank"]
         epoch_state = position.get("epoch")
         if epoch_state is not None and position.get("steps_per_epoch") != self.steps_per_epoch:

@@ -33,11 +33,11 @@ def build(callbacks: Sequence[Any] = (), seed: int = 0) -> Tuple[VAE, Aggressive
     vae = VAE(MLPEncoder(), BernoulliDecoder())
     trainer = AggressiveTrainer(
         vae, torch.optim.Adam(vae.encoder.parameters(), lr=1e-2),
-        torch.optim.SGD(vae.decoder.parameters(), lr=0.5, momentum=0.9),
+        torch.optim.SGD(vae.decoder.parameters(), lr=0.1, momentum=0.9),
         # aggressive until decoder update 17, i.e. past the kill at 15; MIPlateau carries state
         stopping=AnyOf(MIPlateau(patience=5, cumulative=True), FixedSteps(17)),
         kl_schedule=LinearKLAnnealing(start=0.1, warmup_epochs=1.5), window=3, max_inner_steps=10,
-        callbacks=[LRDecayOnPlateau(patience=1, factor=0.5), *callbacks])
+        callbacks=[LRDecayOnPlateau(patience=2, restore_best=False), *callbacks])
     train = DataLoader(binary_data(80), batch_size=8, shuffle=True)
     val = DataLoader(binary_data(24, seed=1), batch_size=8)
     return vae, trainer, train, val
