@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 
 import pytest
 import torch
@@ -48,12 +49,15 @@ def test_resume_after_sigkill_is_bitwise_exact(tmp_path, uninterrupted):
     hang_at = STEPS_PER_EPOCH + 7  # decoder update 17; the last checkpoint is at 15
     child = subprocess.Popen([sys.executable, os.path.join(HERE, "resume_run.py"), str(tmp_path), str(hang_at)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(120, child.kill)  # a child stuck before "hanging" fails the test, not CI
+    watchdog.start()
     try:
         line = child.stdout.readline()
         assert line.strip() == "hanging", child.stderr.read()
         child.send_signal(signal.SIGKILL)
         assert child.wait(timeout=30) == -signal.SIGKILL
     finally:
+        watchdog.cancel()
         if child.poll() is None:
             child.kill()
     latest = latest_checkpoint(tmp_path)
