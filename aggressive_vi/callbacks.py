@@ -99,6 +99,8 @@ def format_record(record: EpochRecord) -> str:
         parts.append(f"val_kl {record.val_kl:.4f}")
     if record.val_elbo is not None:
         parts.append(f"val_elbo {record.val_elbo:.4f}")
+    if record.skipped_batches or record.skipped_inner_steps:
+        parts.append(f"skipped {record.skipped_batches} batches, {record.skipped_inner_steps} inner steps")
     phase = f"aggressive (inner {record.inner_steps_mean:.1f})" if record.aggressive else "basic"
     parts += [phase, f"{record.wall_time:.1f}s"]
     return " | ".join(parts)

@@ -360,7 +360,7 @@ class AggressiveTrainer:
 
         Returns the batch's terms and whether the update was applied (not skipped)."""
         with torch.no_grad():
-            mean, logvar = self.vae.encode(x)
+            mean, logvar = self.nets.decoder.encode(x)
         self.dec_opt.zero_grad(set_to_none=True)
         terms = self.nets.decoder.elbo_given(x, mean, logvar, kl_weight=kl_weight,
                                              n_samples=self.n_samples)

@@ -1,4 +1,5 @@
 """Faults: non-finite losses and gradients (raise or skip), bad batches named by index."""
+import io
 import math
 import os
 
@@ -6,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from aggressive_vi import VAE, AggressiveTrainer, Always, Checkpoint, NonFiniteError
+from aggressive_vi import VAE, AggressiveTrainer, Always, Checkpoint, NonFiniteError, PrintLogger
 from conftest import BernoulliDecoder, MLPEncoder, binary_data
 
 
@@ -99,7 +100,9 @@ def test_skip_mode_counts_skipped_batches_and_inner_steps():
 
     vae, trainer = make([PoisonAfter(step=2, phase="decoder", times=2), PoisonAfter(step=7, phase="inner", times=3),
                          Record()], on_nonfinite="skip")
+    trainer.callbacks.append(PrintLogger(stream=io.StringIO()))
     history = trainer.fit(loader(), epochs=2)
+    assert "skipped 2 batches, 0 inner steps" in trainer.callbacks[-1].stream.getvalue()
     assert [r.skipped_batches for r in history] == [2, 0]
     assert [r.skipped_inner_steps for r in history] == [0, 3]
     assert steps[2:4] == [True, True] and sum(steps) == 2 and trainer.step == 12
