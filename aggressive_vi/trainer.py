@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .batches import FreshBatches, extract_input, loader_length, model_device, move_to_device
-from .callbacks import Callback, PrintLogger, ProgressBar, StepInfo
+from .callbacks import PrintLogger, ProgressBar, StepInfo
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, load_plain_state_dict, plain_state_dict
 from .distributed import TrainingNetworks, all_reduce_sum, any_rank, rank, world_size
 from .estimators import summary
