@@ -118,6 +118,21 @@ class HistoryFile:
         trainer.history.to_json(self.path)
 
 
+class EpochCPUTime:
+    """Callback: CPU seconds of this process per epoch (``time.process_time``; on a shared machine
+    wall time also counts other people's work)."""
+
+    def __init__(self) -> None:
+        self.seconds: List[float] = []
+        self._start = 0.0
+
+    def on_epoch_start(self, trainer: Any, epoch: int) -> None:
+        self._start = time.process_time()
+
+    def on_epoch_end(self, trainer: Any, record: Any) -> None:
+        self.seconds.append(round(time.process_time() - self._start, 2))
+
+
 def _jsonable(args: argparse.Namespace) -> Dict[str, Any]:
     return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
 
@@ -138,10 +153,12 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
 
     vae = build_vae(preset)
     checkpoints = args.out / "checkpoints"
+    cpu_time = EpochCPUTime()
     trainer = make_trainer(vae, aggressive=args.aggressive, lr=args.lr, kl_start=args.kl_start,
                            warm_up=args.warm_up, patience=args.patience, window=args.window,
                            max_inner_steps=args.max_inner_steps, lr_patience=args.lr_patience,
-                           callbacks=[HistoryFile(args.out / "history.json"), Checkpoint(checkpoints, keep_last=2)],
+                           callbacks=[HistoryFile(args.out / "history.json"), Checkpoint(checkpoints, keep_last=2),
+                                      cpu_time],
                            progress=not args.no_progress)
     resume_from = None
     if args.resume:
@@ -159,6 +176,8 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         split="test", preset=preset.name, aggressive=args.aggressive, epochs=len(history),
         aggressive_epochs=len(aggressive_epochs),
         epoch_seconds=[round(r.wall_time, 2) for r in history],
+        epoch_cpu_seconds=cpu_time.seconds,  # this process's CPU time (epochs of this invocation)
+        threads=torch.get_num_threads(),
         inner_steps_mean=[round(r.inner_steps_mean, 2) for r in history],
         best_epoch=next(c.best_epoch for c in trainer.callbacks if isinstance(c, LRDecayOnPlateau)),
         eval_seconds=round(time.perf_counter() - start, 2),

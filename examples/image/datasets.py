@@ -110,12 +110,19 @@ def to_grey_levels(array: Any, name: str = "images") -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------- loaders
 def load_bundled_mnist(path: PathLike = BUNDLED_MNIST) -> ImageSplits:
-    """The bundled 5,000 MNIST digits: 4,000 train, 500 valid, 500 test (50 per class in each)."""
+    """The bundled 5,000 MNIST digits: 4,000 train, 500 valid, 500 test (balanced classes).
+
+    ``path`` may name another ``.npz`` with ``train_x``, ``valid_x`` and ``test_x`` image arrays.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"bundled digits not found at {path}; rebuild them with "
                                 f"examples/image/data/build_mnist.py")
     with np.load(path, allow_pickle=False) as arrays:
+        missing = [f"{s}_x" for s in ("train", "valid", "test") if f"{s}_x" not in arrays.files]
+        if missing:
+            raise ValueError(f"{path.name} must hold arrays train_x, valid_x and test_x; missing {missing} "
+                             f"(found {arrays.files})")
         return ImageSplits(*(to_grey_levels(arrays[f"{s}_x"], f"{path.name}:{s}_x")
                              for s in ("train", "valid", "test")), source="bundled MNIST (5k)")
 

@@ -10,6 +10,16 @@ from examples.image import PRESETS, Preset
 from examples.image.cli import main
 from examples.image.png import image_grid, write_png
 
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread (restored after): these tiny models gain nothing from a second one, and on
+    a machine whose cores are busy the threads' synchronisation made one sampling call >50x slower."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
 TINY = Preset("tiny", latent_dim=4, encoder_channels=(4, 4, 4), encoder_hidden=8, decoder_channels=4,
               decoder_kernel_sizes=(3, 3, 3), latent_maps=1, batch_size=5)
 QUICK = ["--data", "bundled", "--preset", "tiny", "--max-train", "10", "--max-eval", "5", "--window", "1",
@@ -58,6 +68,7 @@ def test_train_evaluate_sample(tmp_path, tiny_preset, capsys):
     assert history[0]["aggressive"] and history[0]["inner_steps_mean"] == 2.0
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["iw_nll"] == pytest.approx(metrics["iw_nll"]) and saved["n_examples"] == 5
+    assert len(saved["epoch_cpu_seconds"]) == 2 and all(t > 0 for t in saved["epoch_cpu_seconds"])
     assert 0 < saved["iw_nll"] < 784 * 2  # nats per image: between 0 and far worse than coin flips
     assert saved["au"] <= 4 and saved["kl"] >= 0
 

@@ -91,6 +91,9 @@ def test_file_errors(tmp_path):
         D.load_images(tmp_path / "x.csv")
     with pytest.raises(FileNotFoundError, match="bundled"):
         D.load_images(tmp_path / "missing.npy")
+    np.savez(tmp_path / "splits.npz", train_x=np.zeros((4, 28, 28), np.uint8), test_x=np.zeros((4, 28, 28), np.uint8))
+    with pytest.raises(ValueError, match="valid_x"):
+        D.load_images(tmp_path / "splits.npz")
     np.save(tmp_path / "two_images.npy", np.zeros((2, 28, 28), np.uint8))
     with pytest.raises(ValueError, match="too few"):
         D.load_images(tmp_path / "two_images.npy")
