@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", type=_steps, default=None,
                    help="decoder updates shown in the figure, e.g. 0,100,200,600 (default: four spread "
                         "over the snapshots)")
-    p.add_argument("--trajectory-steps", type=int, default=30,
+    p.add_argument("--trajectory-steps", type=int, default=80,
                    help="decoder updates shown in the trajectory figure")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 is fastest for these small LSTMs, above all on a busy machine)")

@@ -87,7 +87,8 @@ def test_trajectory_path_inserts_the_encoder_move_of_aggressive_updates():
 
 def test_pick_stages_spreads_over_the_recorded_steps():
     snaps = [_snap(s, 0.0, 0.0, False) for s in (0, 100, 200, 300, 400, 500, 600, 626)]
-    assert pick_stages(snaps) == [0, 200, 500, 626]
+    assert pick_stages(snaps) == [0, 200, 400, 626]
+    assert pick_stages([_snap(s, 0.0, 0.0, False) for s in (0, 100, 200, 300, 313)]) == [0, 100, 200, 313]
     assert pick_stages(snaps[:3]) == [0, 100, 200]
     with pytest.raises(ValueError):
         pick_stages([])
