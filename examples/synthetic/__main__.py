@@ -72,8 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stages", type=_steps, default=None,
                    help="decoder updates shown in the figure, e.g. 0,100,200,600 (default: four spread "
                         "over the snapshots)")
-    p.add_argument("--trajectory-steps", type=int, default=80,
-                   help="decoder updates shown in the trajectory figure")
+    p.add_argument("--trajectory-steps", type=int, default=d.trajectory_steps,
+                   help="decoder updates recorded for (and shown in) the trajectory figure")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads (1 is fastest for these small LSTMs, above all on a busy machine)")
     p.add_argument("--no-plots", action="store_true", help="skip the PNG figures")
@@ -93,7 +93,7 @@ def config_from_args(args: argparse.Namespace) -> StudyConfig:
             base[name] = getattr(args, name)
     return StudyConfig(
         seed=args.seed, n_points=args.n_points, snapshot_every=args.snapshot_every,
-        trajectory_points=args.trajectory_points, zmin=args.zmin, zmax=args.zmax, dz=args.dz,
+        trajectory_points=args.trajectory_points, trajectory_steps=args.trajectory_steps, zmin=args.zmin, zmax=args.zmax, dz=args.dz,
         batch_size=args.batch_size, embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, lr=args.lr,
         window=args.window, max_inner_steps=args.max_inner_steps, modes=[m.strip() for m in args.modes.split(",") if m.strip()], **base,
     )
@@ -173,7 +173,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     save_snapshots(os.path.join(args.out, "snapshots.json"), {m: r.snapshots for m, r in runs.items()},
                    meta={"config": result["config"], "kind": "all points, every snapshot_every updates"})
     save_snapshots(os.path.join(args.out, "trajectory.json"), {m: r.trajectory for m, r in runs.items()},
-                   meta={"config": result["config"], "kind": "first trajectory_points points, every update"})
+                   meta={"config": result["config"],
+                         "kind": "first trajectory_points points, every update up to trajectory_steps"})
     for mode, run in runs.items():
         with open(os.path.join(args.out, f"history_{mode}.json"), "w") as fh:
             json.dump(run.history, fh, indent=1)
@@ -188,7 +189,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                 {m: r.snapshots for m, r in runs.items()}, os.path.join(args.out, "posterior_mean_space.png"),
                 stages=stages)
             plot_trajectory({m: r.trajectory for m, r in runs.items()}, os.path.join(args.out, "trajectory.png"),
-                            max_steps=args.trajectory_steps)
+                            max_steps=None)
         except ImportError as err:
             print(f"figures skipped: {err}", file=sys.stderr)
     summary["figures"] = figures

@@ -52,20 +52,23 @@ class PosteriorMeanSnapshots:
         at_start: also snapshot in ``on_fit_start`` (step 0 for a fresh trainer).
         at_end: also snapshot in ``on_fit_end`` if the last update was not snapshotted already
             (labelled with that update's epoch and phase).
+        until: take no snapshot after this many decoder updates (``None``: no limit).
 
     After ``fit``, ``self.snapshots`` is the list of :class:`Snapshot` in step order.
     """
 
     def __init__(self, model: torch.nn.Module, x: torch.Tensor, *, every: int = 50,
                  grid: Optional[torch.Tensor] = None, max_sequences: int = 8192,
-                 at_start: bool = True, at_end: bool = True) -> None:
+                 at_start: bool = True, at_end: bool = True, until: Optional[int] = None) -> None:
         if isinstance(every, bool) or not isinstance(every, int) or every < 1:
             raise ValueError(f"every must be a positive integer, got {every!r}")
         if not isinstance(x, torch.Tensor) or x.dim() < 1 or x.shape[0] < 1:
             raise ValueError("x must be a non-empty tensor [n, ...] of inputs to track")
         self.model, self.x, self.every = model, x, every
         self.grid = z_grid() if grid is None else grid
-        self.max_sequences, self.at_start, self.at_end = max_sequences, at_start, at_end
+        if until is not None and (isinstance(until, bool) or not isinstance(until, int) or until < 0):
+            raise ValueError(f"until must be a non-negative integer or None, got {until!r}")
+        self.max_sequences, self.at_start, self.at_end, self.until = max_sequences, at_start, at_end, until
         self.snapshots: List[Snapshot] = []
         self._last: Optional[Any] = None  # the last StepInfo seen
 
@@ -89,6 +92,8 @@ class PosteriorMeanSnapshots:
                       bool(getattr(trainer, "is_aggressive", False)))
 
     def on_step_end(self, trainer: Any, info: Any) -> None:
+        if self.until is not None and info.step > self.until:
+            return
         self._last = info
         if info.step % self.every == 0:
             self.take(info.step, info.epoch, info.aggressive)

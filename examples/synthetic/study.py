@@ -56,7 +56,8 @@ class StudyConfig:
     optimizer: str = "adam"  # "adam" (lr 1e-3) or "sgd" (lr 1.0, the paper's default); see module doc
     lr: Optional[float] = None  # None: 1e-3 for adam, 1.0 for sgd
     snapshot_every: int = 100
-    trajectory_points: int = 1  # held-out points also recorded after every decoder update
+    trajectory_points: int = 1  # held-out points also recorded after every decoder update ...
+    trajectory_steps: int = 80  # ... during the first this many updates
     zmin: float = -20.0
     zmax: float = 20.0
     dz: float = 0.1
@@ -67,7 +68,7 @@ class StudyConfig:
     def __post_init__(self) -> None:
         for name in ("n_train", "n_valid", "n_test", "n_points", "epochs", "batch_size", "embed_dim",
                      "hidden_dim", "latent_dim", "snapshot_every", "window", "max_inner_steps",
-                     "trajectory_points"):
+                     "trajectory_points", "trajectory_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -87,7 +88,8 @@ class StudyConfig:
 @dataclass
 class RunResult:
     """One training run: its snapshots of all tracked points (every ``snapshot_every`` updates),
-    the per-update trajectory of the first ``trajectory_points`` points, per-epoch history (dicts)
+    the per-update trajectory of the first ``trajectory_points`` points over the first
+    ``trajectory_steps`` updates, per-epoch history (dicts)
     and wall time in seconds (snapshots included)."""
 
     mode: str
@@ -145,7 +147,8 @@ def run_mode(mode: str, data: SyntheticData, config: StudyConfig, *, log: Any = 
     enc_opt, dec_opt = (make_optimizer(part.parameters(), config) for part in (vae.encoder, vae.decoder))
     grid = z_grid(config.zmin, config.zmax, config.dz)
     snaps = PosteriorMeanSnapshots(vae, points, every=config.snapshot_every, grid=grid)
-    track = PosteriorMeanSnapshots(vae, points[: config.trajectory_points], every=1, grid=grid)
+    track = PosteriorMeanSnapshots(vae, points[: config.trajectory_points], every=1, grid=grid,
+                                   until=config.trajectory_steps)
     phase = _PhaseWatcher()
     callbacks: List[Any] = [snaps, track, phase]
     if log is not None:

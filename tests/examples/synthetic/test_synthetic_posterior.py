@@ -145,3 +145,19 @@ def test_snapshot_callback_validates_arguments():
         PosteriorMeanSnapshots(make_vae(), torch.zeros(2, 3), every=0)
     with pytest.raises(ValueError, match="x"):
         PosteriorMeanSnapshots(make_vae(), torch.zeros(0, 3))
+
+
+def test_snapshot_callback_stops_after_until_and_adds_the_last_update_at_fit_end():
+    vae = make_vae()
+    x = torch.randn(4, 3)
+    limited = PosteriorMeanSnapshots(vae, x, every=1, until=3)
+    closing = PosteriorMeanSnapshots(vae, x, every=4)
+    for cb in (limited, closing):
+        cb.on_fit_start(FakeTrainer())
+        for step in range(1, 11):
+            cb.on_step_end(FakeTrainer(), Info(step, aggressive=True))
+        cb.on_fit_end(FakeTrainer())
+    assert [s.step for s in limited.snapshots] == [0, 1, 2, 3]
+    assert [s.step for s in closing.snapshots] == [0, 4, 8, 10]
+    with pytest.raises(ValueError, match="until"):
+        PosteriorMeanSnapshots(vae, x, until=-1)
