@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -48,7 +47,9 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     torch.manual_seed(args.seed)
     preset = get_preset(args.preset).override(
         epochs=args.epochs, kl_start=args.kl_start, warm_up=args.warm_up, iw_samples=args.iw_samples,
-        batch_size=args.batch_size, max_vocab=args.max_vocab, max_aggressive_epochs=args.max_aggressive_epochs)
+        batch_size=args.batch_size, max_vocab=args.max_vocab, max_aggressive_epochs=args.max_aggressive_epochs,
+        embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, latent_dim=args.latent_dim, window=args.window,
+        max_inner_steps=args.max_inner_steps)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     data = load_data(args.data, max_vocab=preset.max_vocab, labels=args.labels, max_length=args.max_length,
@@ -134,7 +135,8 @@ def generate_cmd(args: argparse.Namespace) -> List[str]:
     vae, vocab, preset, ckpt = load_checkpoint(args.checkpoint)
     gen = torch.Generator().manual_seed(args.seed)
     torch.manual_seed(args.seed)
-    opts = dict(beam_size=args.beam_size, temperature=args.temperature, max_len=args.max_len)
+    banned = generation.NEVER if args.allow_unk else (*generation.NEVER, vocab.unk_id)
+    opts = dict(beam_size=args.beam_size, temperature=args.temperature, max_len=args.max_len, banned=banned)
     out: List[str] = []
 
     def emit(header: str, rows: List[str]) -> None:
@@ -159,7 +161,8 @@ def generate_cmd(args: argparse.Namespace) -> List[str]:
         for tokens, rec in zip(sents, ids):
             rows.append(f"> {generation.to_text(vocab, vocab.encode(tokens))}")
             rows.append(f"< {generation.to_text(vocab, rec)}")
-        emit(f"# reconstructions ({args.strategy}, z = {'a posterior sample' if args.posterior_sample else 'posterior mean'})", rows)
+        code = "a posterior sample" if args.posterior_sample else "posterior mean"
+        emit(f"# reconstructions ({args.strategy}, z = {code})", rows)
     if args.interpolate:
         a, b = _read_sentences(args, ckpt["data"], vocab, args.interpolate)
         xa, xb = sentences_to_batch([a], vocab), sentences_to_batch([b], vocab)
@@ -189,6 +192,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=None)
     t.add_argument("--max-vocab", type=int, default=None)
+    t.add_argument("--embed-dim", type=int, default=None)
+    t.add_argument("--hidden-dim", type=int, default=None)
+    t.add_argument("--latent-dim", type=int, default=None)
+    t.add_argument("--window", type=int, default=None, help="inner steps per window of the catch-up test")
+    t.add_argument("--max-inner-steps", type=int, default=None)
     t.add_argument("--max-aggressive-epochs", type=int, default=None)
     t.add_argument("--iw-samples", type=int, default=None, help="importance samples in the final evaluation")
     t.add_argument("--out", required=True)
@@ -224,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tokenize", dest="tokenize", action="store_true", default=None,
                    help="tokenise input text like the bundled corpus (default for bundled checkpoints)")
     g.add_argument("--no-tokenize", dest="tokenize", action="store_false", help="split input on whitespace")
+    g.add_argument("--allow-unk", action="store_true", help="let decoders emit <unk> (banned by default)")
     g.add_argument("--output", help="also write the text to this file")
     g.add_argument("--seed", type=int, default=0)
     g.set_defaults(func=generate_cmd)
@@ -234,6 +243,3 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
     args = build_parser().parse_args(argv)
     return args.func(args)
 
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main() and 0)

@@ -11,12 +11,13 @@ from torch.utils.data import DataLoader
 
 from aggressive_vi import VAE, estimators
 
-from .corpus import Corpus, TextDataset, Vocab, count_predicted_tokens, make_loader, read_corpus, resolve_splits
+from .corpus import (Corpus, TextDataset, Vocab, count_predicted_tokens, make_loader, pad_batch, read_corpus,
+                     resolve_splits)
 from .models import LSTMDecoder, LSTMEncoder, init_paper_
 from .presets import Preset
 
 __all__ = ["TextData", "load_data", "build_vae", "evaluate", "format_table", "save_checkpoint",
-           "load_checkpoint", "CHECKPOINT_FORMAT"]
+           "load_checkpoint", "json_safe", "sentences_to_batch", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "examples.text/1"
 SPLITS = ("train", "valid", "test")
@@ -135,5 +136,5 @@ def json_safe(value: Any) -> Any:
 
 
 def sentences_to_batch(lines: List[List[str]], vocab: Vocab) -> torch.Tensor:
-    from .corpus import pad_batch
+    """Token lists -> padded ``LongTensor [n, max_len + 2]`` (unknown words become ``<unk>``)."""
     return pad_batch([vocab.encode(tokens) for tokens in lines], vocab.pad_id, vocab.bos_id, vocab.eos_id)

@@ -7,7 +7,7 @@ dropout off. They return token-id lists without ``<s>``/``</s>``; ``to_text`` de
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, List, Optional
+from typing import Iterator, List, Optional, Sequence
 
 import torch
 from torch import nn
@@ -20,6 +20,7 @@ __all__ = ["greedy_decode", "sample_decode", "beam_search", "decode", "from_prio
            "interpolate", "to_text", "STRATEGIES"]
 
 STRATEGIES = ("greedy", "beam", "sample")
+NEVER = (Vocab.pad_id, Vocab.bos_id)  # ids no decoder should emit
 
 
 @contextmanager
@@ -45,7 +46,15 @@ def _trim(rows: torch.Tensor, eos_id: int) -> List[List[int]]:
     return out
 
 
-def _step_decode(decoder: LSTMDecoder, z: torch.Tensor, pick, max_len: int, bos_id: int, eos_id: int) -> List[List[int]]:
+def _ban(logits: torch.Tensor, banned: Sequence[int]) -> torch.Tensor:
+    if banned:
+        logits = logits.clone()
+        logits[..., list(banned)] = float("-inf")
+    return logits
+
+
+def _step_decode(decoder: LSTMDecoder, z: torch.Tensor, pick, max_len: int, bos_id: int,
+                 eos_id: int, banned: Sequence[int]) -> List[List[int]]:
     _check_z(decoder, z)
     with _eval_mode(decoder):
         n = z.shape[0]
@@ -54,6 +63,7 @@ def _step_decode(decoder: LSTMDecoder, z: torch.Tensor, pick, max_len: int, bos_
         out, state = [], None
         for _ in range(max_len):
             logits, state = decoder.logits_step(tokens, z, state)
+            logits = _ban(logits, banned)
             tokens = torch.where(done, torch.full_like(tokens, eos_id), pick(logits))
             out.append(tokens)
             done |= tokens == eos_id
@@ -63,15 +73,18 @@ def _step_decode(decoder: LSTMDecoder, z: torch.Tensor, pick, max_len: int, bos_
 
 
 def greedy_decode(decoder: LSTMDecoder, z: torch.Tensor, *, max_len: int = 100,
-                  bos_id: int = Vocab.bos_id, eos_id: int = Vocab.eos_id) -> List[List[int]]:
-    """Most likely token at every step. ``z: [n, latent_dim]`` -> ``n`` id lists (at most ``max_len``)."""
-    return _step_decode(decoder, z, lambda logits: logits.argmax(dim=-1), max_len, bos_id, eos_id)
+                  bos_id: int = Vocab.bos_id, eos_id: int = Vocab.eos_id,
+                  banned: Sequence[int] = NEVER) -> List[List[int]]:
+    """Most likely token at every step. ``z: [n, latent_dim]`` -> ``n`` id lists (at most ``max_len``).
+    ``banned`` ids are never produced (default ``<pad>`` and ``<s>``; add ``<unk>`` for prettier text)."""
+    return _step_decode(decoder, z, lambda logits: logits.argmax(dim=-1), max_len, bos_id, eos_id, banned)
 
 
 def sample_decode(decoder: LSTMDecoder, z: torch.Tensor, *, temperature: float = 1.0, max_len: int = 100,
-                  generator: Optional[torch.Generator] = None,
-                  bos_id: int = Vocab.bos_id, eos_id: int = Vocab.eos_id) -> List[List[int]]:
-    """Ancestral sampling from p(x | z), softmax temperature ``temperature`` (1.0 = the model)."""
+                  generator: Optional[torch.Generator] = None, bos_id: int = Vocab.bos_id,
+                  eos_id: int = Vocab.eos_id, banned: Sequence[int] = NEVER) -> List[List[int]]:
+    """Ancestral sampling from p(x | z), softmax temperature ``temperature`` (1.0 = the model),
+    renormalised without the ``banned`` ids."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0, got {temperature}")
 
@@ -79,11 +92,12 @@ def sample_decode(decoder: LSTMDecoder, z: torch.Tensor, *, temperature: float =
         probs = torch.softmax(logits / temperature, dim=-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
-    return _step_decode(decoder, z, pick, max_len, bos_id, eos_id)
+    return _step_decode(decoder, z, pick, max_len, bos_id, eos_id, banned)
 
 
 def beam_search(decoder: LSTMDecoder, z: torch.Tensor, *, beam_size: int = 5, max_len: int = 100,
-                bos_id: int = Vocab.bos_id, eos_id: int = Vocab.eos_id) -> List[List[int]]:
+                bos_id: int = Vocab.bos_id, eos_id: int = Vocab.eos_id,
+                banned: Sequence[int] = NEVER) -> List[List[int]]:
     """Beam search of width ``beam_size`` for each row of ``z: [n, latent_dim]``, batched over rows
     and beams. Returns, per row, the finished hypothesis with the highest total log-probability (as
     the paper's code; no length normalisation); if none finished within ``max_len``, the best live one."""
@@ -102,7 +116,7 @@ def beam_search(decoder: LSTMDecoder, z: torch.Tensor, *, beam_size: int = 5, ma
         state = None
         for _ in range(max_len):
             logits, state = decoder.logits_step(tokens, zk, state)
-            logp = torch.log_softmax(logits.float(), dim=-1).view(n, k, vocab)
+            logp = _ban(torch.log_softmax(logits.float(), dim=-1), banned).view(n, k, vocab)
             # a finished beam keeps its score and can only be extended by </s> at no cost
             frozen = torch.full_like(logp, float("-inf"))
             frozen[..., eos_id] = 0.0
@@ -125,14 +139,16 @@ def beam_search(decoder: LSTMDecoder, z: torch.Tensor, *, beam_size: int = 5, ma
 
 
 def decode(decoder: LSTMDecoder, z: torch.Tensor, strategy: str = "greedy", *, beam_size: int = 5,
-           temperature: float = 1.0, max_len: int = 100, generator: Optional[torch.Generator] = None) -> List[List[int]]:
+           temperature: float = 1.0, max_len: int = 100, generator: Optional[torch.Generator] = None,
+           banned: Sequence[int] = NEVER) -> List[List[int]]:
     """Dispatch on ``strategy`` in ``STRATEGIES``."""
     if strategy == "greedy":
-        return greedy_decode(decoder, z, max_len=max_len)
+        return greedy_decode(decoder, z, max_len=max_len, banned=banned)
     if strategy == "beam":
-        return beam_search(decoder, z, beam_size=beam_size, max_len=max_len)
+        return beam_search(decoder, z, beam_size=beam_size, max_len=max_len, banned=banned)
     if strategy == "sample":
-        return sample_decode(decoder, z, temperature=temperature, max_len=max_len, generator=generator)
+        return sample_decode(decoder, z, temperature=temperature, max_len=max_len, generator=generator,
+                             banned=banned)
     raise ValueError(f"strategy must be one of {STRATEGIES}, got {strategy!r}")
 
 

@@ -6,7 +6,7 @@ import torch
 
 from examples.text.corpus import Vocab, pad_batch
 from examples.text.generation import (
-    beam_search, decode, from_prior, greedy_decode, interpolate, reconstruct, sample_decode, to_text,
+    NEVER, beam_search, decode, from_prior, greedy_decode, interpolate, reconstruct, sample_decode, to_text,
 )
 from examples.text.models import LSTMDecoder, LSTMEncoder
 
@@ -25,7 +25,7 @@ def test_beam_search_with_exhaustive_width_finds_the_best_sentence():
     with torch.no_grad():
         dec.pred_linear.weight.mul_(30)  # make the distribution peaked and the choice non-trivial
     z = torch.randn(3, 2)
-    words = [w for w in range(vocab_size) if w not in (EOS, Vocab.pad_id)]  # pad targets are masked
+    words = [w for w in range(vocab_size) if w not in (EOS, *NEVER)]  # pad and <s> are never emitted
     found = beam_search(dec, z, beam_size=vocab_size ** max_len, max_len=max_len)
     for row in range(3):
         candidates = [list(c) for m in range(max_len) for c in itertools.product(words, repeat=m)]
@@ -104,3 +104,19 @@ def test_prior_samples_are_sentences_of_known_words(tiny_trained):
     assert all(len(ids) <= 15 and all(i != EOS for i in ids) for ids in out)
     gen2 = torch.Generator().manual_seed(0)
     assert from_prior(dec, 8, "sample", generator=gen2, max_len=15) == out  # reproducible
+
+
+def test_banned_tokens_are_never_emitted():
+    torch.manual_seed(2)
+    dec = LSTMDecoder(6, 5, 7, 2, dropout_in=0.0, dropout_out=0.0)
+    with torch.no_grad():
+        dec.pred_linear.weight.zero_()
+        dec.pred_linear.weight[Vocab.unk_id] = 5.0  # <unk> dominates every step
+    dec.lstm.bias_ih_l0.data.fill_(1.0)
+    z = torch.randn(4, 2)
+    assert all(set(ids) == {Vocab.unk_id} for ids in greedy_decode(dec, z, max_len=5))
+    banned = (*NEVER, Vocab.unk_id)
+    for strategy in ("greedy", "beam", "sample"):
+        gen = torch.Generator().manual_seed(0)
+        out = decode(dec, z, strategy, beam_size=3, max_len=5, banned=banned, generator=gen)
+        assert all(not set(ids) & set(banned) for ids in out), strategy
