@@ -46,7 +46,9 @@ __all__ = [
 #: Means of the four mixture components of p(z) (each with identity covariance).
 MIXTURE_MEANS = torch.tensor([[2.0, 2.0], [-2.0, -2.0], [2.0, -2.0], [-2.0, 2.0]])
 
-#: Split sizes of the paper's synthetic data (appendix: 20k train, 10k validation, 10k test).
+#: Split sizes of the paper's synthetic data: 20k train, 10k validation, 10k test, as its appendix
+#: describes them (recalled, not re-checked against the paper's text here; its released
+#: ``config_synthetic.py`` names only a train and a test file and validates on the test file).
 PAPER_SPLIT_SIZES: Dict[str, int] = {"train": 20_000, "valid": 10_000, "test": 10_000}
 
 #: A CPU-friendly cut of the same distribution (used by the study's defaults).

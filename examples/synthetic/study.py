@@ -14,8 +14,9 @@ the validation MI stops rising (the text rule), both networks with the same opti
 The optimiser is the one deliberate change. ``toy.py`` offers SGD (lr 1.0, its default) and Adam
 (lr 1e-3); we default to Adam. With SGD and the 0.01 initialisation the encoder's gradients are
 tiny (norm ~3e-3 here), and in the few hundred decoder updates a CPU run affords the encoder does
-not move at all, even with ~40 inner steps per update, so neither run shows anything; Adam
-normalises those gradients and the inference network responds within tens of steps. ``--paper``
+not move at all, even with ~40 inner steps per update (inference means stay at 0 for 313 updates),
+so the aggressive run looks like the basic one; Adam normalises those gradients and the inference
+network follows the model posterior within tens of inner steps. ``--paper``
 (the CLI) restores SGD with the paper's data sizes and 50 epochs.
 """
 from __future__ import annotations
@@ -39,8 +40,9 @@ __all__ = ["StudyConfig", "RunResult", "build_vae", "run_mode", "run_study"]
 
 @dataclass
 class StudyConfig:
-    """Settings of the study. Defaults: the paper's model and optimiser on a CPU-sized cut of the
-    data (the paper used 20k / 10k / 10k examples and 50 epochs; see ``PAPER_SPLIT_SIZES``)."""
+    """Settings of the study. Defaults: the paper's model, trained with Adam (see the module doc)
+    for one epoch on a CPU-sized cut of the data (the paper: 20k / 10k / 10k examples, 50 epochs,
+    SGD; see ``PAPER_SPLIT_SIZES``)."""
 
     seed: int = 783435
     n_train: int = CPU_SPLIT_SIZES["train"]
