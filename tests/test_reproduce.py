@@ -1,0 +1,95 @@
+"""End-to-end check of ``benchmarks.reproduce`` at tiny settings (seconds): table, JSON structure, and
+that the autoregressive baseline has no latent variable (KL = MI = AU = 0, exact NLL)."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from benchmarks import reproduce
+
+TINY = ["--epochs", "1", "--max-train", "48", "--max-eval", "24", "--iw-samples", "3", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reproduce")
+    torch.set_num_threads(1)
+    docs = reproduce.main(["--data", "synthetic", "--seeds", "0", "1", "--out", str(out), *TINY])
+    return out, docs
+
+
+def test_json_has_every_row_and_seed(study):
+    out, docs = study
+    doc = json.loads((out / "reproduce_synthetic.json").read_text())
+    assert doc == json.loads(json.dumps(docs["synthetic"]))  # what main returns is what it wrote
+    assert doc["format"] == reproduce.FORMAT and doc["complete"] is True
+    assert doc["runs_done"] == doc["runs_expected"] == len(reproduce.ROWS) * 2
+    assert doc["budget"]["iw_samples"] == 3 and doc["budget"]["epochs"] == 1
+    assert doc["settings"]["sizes"] == {"train": 48, "valid": 24, "test": 24}
+    assert {(r["row"], r["seed"]) for r in doc["runs"]} == {(r, s) for r in reproduce.ROWS for s in (0, 1)}
+    for run in doc["runs"]:
+        m = run["metrics"]
+        assert math.isfinite(m["iw_nll"]) and m["iw_nll"] > 0
+        assert m["kl"] >= -1e-6 and 0 <= m["au"] <= 1  # float32 rounding; the synthetic latent is scalar
+        assert run["train_seconds"] > 0 and len(run["history"]) == 1
+        if run["row"] != "ar":
+            assert m["iw_samples"] == 3 and m["n_test"] == 24
+            # IW-NLL is a tighter bound than the ELBO on average; allow sampling noise (3 samples)
+            assert m["iw_nll"] <= m["neg_elbo"] + 1.0
+            assert {"val_mi", "val_kl", "val_au", "aggressive"} <= set(run["history"][0])
+    summary = doc["summary"]
+    assert list(summary) == list(reproduce.ROWS)
+    for row, cell in summary.items():
+        for metric in reproduce.METRICS:
+            assert cell[metric]["n"] == 2 and cell[metric]["std"] >= 0
+    assert summary["basic"]["relative_time"]["mean"] == pytest.approx(1.0)
+    seeds = [r for r in doc["runs"] if r["row"] == "basic"]
+    assert summary["basic"]["iw_nll"]["mean"] == pytest.approx(sum(r["metrics"]["iw_nll"] for r in seeds) / 2)
+
+
+def test_ar_baseline_has_no_latent_information(study):
+    _, docs = study
+    ar = [r for r in docs["synthetic"]["runs"] if r["row"] == "ar"]
+    assert len(ar) == 2
+    for run in ar:
+        m = run["metrics"]
+        assert (m["kl"], m["mi"], m["au"]) == (0.0, 0.0, 0)
+        assert m["iw_samples"] == "exact" and m["iw_nll"] == m["neg_elbo"]
+        assert run["aggressive_epochs"] == 0 and "val_nll" in run["history"][0]
+
+
+def test_aggressive_rows_run_aggressive_epochs(study):
+    _, docs = study
+    for run in docs["synthetic"]["runs"]:
+        assert (run["aggressive_epochs"] > 0) == run["row"].startswith("aggressive"), run["row"]
+
+
+def test_table_lists_rows_with_mean_and_std(study):
+    _, docs = study
+    table = reproduce.format_table(docs["synthetic"]["summary"])
+    lines = table.splitlines()
+    assert lines[0].split()[:4] == ["row", "IW-NLL", "-ELBO", "KL"]
+    assert len(lines) == 1 + len(reproduce.ROWS)
+    for row, line in zip(reproduce.ROWS, lines[1:]):
+        assert line.startswith(reproduce.ROW_LABELS[row]) and line.count("±") == 6
+
+
+def test_exact_nll_matches_decoder_at_zero():
+    """The AR evaluation is -log p(x | z=0) of the decoder, averaged over examples."""
+    torch.manual_seed(0)
+    budget = reproduce.Budget(epochs=1, warm_up=0, max_train=16, max_eval=8, iw_samples=2)
+    setup = reproduce.SETUPS["synthetic"](budget, 0)
+    dec = setup.vae.decoder.eval()
+    x = torch.cat([b[0] for b in setup.test_loader])
+    with torch.no_grad():
+        direct = -dec.log_prob(x, torch.zeros(len(x), 1, dec.latent_dim)).mean().item()
+    assert reproduce.exact_nll_at_zero(dec, setup.test_loader, dec.latent_dim)["nll"] == pytest.approx(direct, rel=1e-6)
+
+
+@pytest.mark.parametrize("argv, message", [(["--jobs", "0"], "--jobs"), (["--iw-samples", "0"], "iw_samples")])
+def test_bad_arguments_are_named(tmp_path, argv, message):
+    with pytest.raises((SystemExit, ValueError), match=message):
+        reproduce.main(["--data", "synthetic", "--out", str(tmp_path), *argv])
