@@ -27,8 +27,6 @@ Deviations from the paper's code, on purpose:
 from __future__ import annotations
 
 import math
-import os
-import warnings
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
@@ -36,18 +34,18 @@ from torch import nn
 
 from .batches import FreshBatches, extract_input, loader_length, model_device, move_to_device
 from .callbacks import PrintLogger, ProgressBar, StepInfo
-from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, load_plain_state_dict, plain_state_dict
-from .distributed import TrainingNetworks, all_reduce_sum, any_rank, rank, world_size
+from .checkpoint import load_checkpoint
+from .distributed import TrainingNetworks, all_reduce_sum, any_rank
 from .estimators import summary
 from .faults import (ON_NONFINITE, DeferredInterrupt, NonFiniteError, batch_context, clip_and_check,
                      describe_input, nonfinite_message)
 from .history import History
 from .model import ELBOTerms, as_vae
-from .protocols import KLSchedule, StoppingCriterion, TrainingEvent, optional_state
+from .protocols import KLSchedule, StoppingCriterion, TrainingEvent
 from .resume import EpochProgress, LoaderPosition
-from .rng import loader_generators, rng_state, set_rng_state
 from .schedules import ConstantKL
 from .stopping import MIPlateau
+from .trainer_state import load_trainer_state_dict, resume_position, trainer_state_dict
 
 __all__ = ["AggressiveTrainer"]
 
@@ -236,7 +234,7 @@ class AggressiveTrainer:
         if fresh is None or fresh.loader is not inner_source or self._pending is not None:
             fresh = FreshBatches(inner_source)
         self._fresh, self._loaders = fresh, (train_loader, fresh.loader)
-        self._resume_position(train_loader, fresh)  # no-op unless a checkpoint was loaded
+        resume_position(self, train_loader, fresh)  # no-op unless a checkpoint was loaded
         modes = [(m, m.training) for m in self.model.modules()]
         self._call("on_fit_start")
         try:
@@ -464,89 +462,15 @@ class AggressiveTrainer:
             self._progress = EpochProgress(self.epoch, self.is_aggressive, model_device(self.vae))
         return self._batches, self._progress
 
-    def _resume_position(self, train_loader: Iterable[Any], fresh: FreshBatches) -> None:
-        """Rebuild the loaders' iterators where a loaded checkpoint left them, then restore the
-        random state the run had at that moment (so the next batches and draws are the same).
-        Without a loaded checkpoint, an epoch interrupted in this process (Ctrl-C) goes on."""
-        pending, self._pending = self._pending, None
-        if pending is None:
-            if self._batches is not None and self._batches.loader is not train_loader:
-                self._batches = self._progress = None  # an interrupted epoch goes on only over its loader
-            return
-        self._batches = self._progress = None
-        position, mine = pending["position"], pending["rank"]
-        epoch_state = position.get("epoch")
-        if epoch_state is not None and position.get("steps_per_epoch") != self.steps_per_epoch:
-            raise CheckpointError(
-                f"{pending['source']} was taken after {epoch_state['iterator']['consumed']} batches "
-                f"of epoch {self.epoch} with {position.get('steps_per_epoch')} batches per epoch; "
-                f"this train_loader has {self.steps_per_epoch}: resume mid-epoch needs the same loader"
-            )
-        if mine is None:
-            warnings.warn(f"{pending['source']} holds no random state for rank {rank()}: the run "
-                          "continues, but not exactly as it would have without the interruption")
-            return
-        random = mine["random"]
-        if position.get("fresh") is not None:
-            fresh.replay(position["fresh"], random.get("fresh_iterator"))
-        if epoch_state is not None:
-            self._batches = LoaderPosition.replay(train_loader, epoch_state["iterator"],
-                                                  random["epoch_iterator"], "train_loader")
-            self._progress = EpochProgress.from_state(epoch_state["progress"], mine["epoch_sums"],
-                                                      model_device(self.vae))
-        set_rng_state(random["current"], loader_generators(train_loader, fresh.loader))
-
-    # ------------------------------------------------------------------ state
+    # ------------------------------------------------------------------ state (see trainer_state.py)
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to continue training exactly: model, optimisers, counters, phase,
         history, stopping-criterion / KL-schedule / callback states, the position inside the epoch
-        and in the inner loop's stream, and (under ``per_rank[rank]``) this process's random state
-        and running epoch sums.
+        and in the inner loop's stream, and each process's random state and running epoch sums.
 
         Only tensors, numbers, strings, lists and dicts: readable with ``weights_only=True``.
         """
-        generators = loader_generators(*self._loaders)
-        fresh_current = self._fresh.current if self._fresh is not None else None
-        callbacks = []
-        for callback in self.callbacks:
-            cb_state = optional_state(callback)
-            if cb_state is not None:
-                callbacks.append({"type": type(callback).__name__, "state": cb_state})
-        return {
-            "format": FORMAT,
-            "version": VERSION,
-            "model": plain_state_dict(self.model),
-            "enc_opt": self.enc_opt.state_dict(),
-            "dec_opt": self.dec_opt.state_dict(),
-            "epoch": self.epoch,
-            "step": self.step,
-            "is_aggressive": self.is_aggressive,
-            "stopping": optional_state(self.stopping),
-            "stopping_type": type(self.stopping).__name__,
-            "kl_schedule": optional_state(self.kl_schedule),
-            "callbacks": callbacks,
-            "history": self.history.to_dicts(),
-            "position": {
-                "steps_per_epoch": self.steps_per_epoch,
-                # batches *completed* (an interrupt mid-step leaves one more drawn: it is redone)
-                "epoch": None if self._batches is None or self._progress is None else {
-                    "iterator": dict(self._batches.state_dict(), consumed=self._progress.batches),
-                    "progress": self._progress.state_dict()},
-                "fresh": self._fresh.state_dict() if self._fresh is not None else None,
-            },
-            "per_rank": {rank(): {  # what differs between ranks; Checkpoint gathers all ranks'
-                "random": {
-                    "current": rng_state(generators),
-                    "epoch_iterator": self._batches.random_state if self._batches is not None else None,
-                    "fresh_iterator": fresh_current.random_state if fresh_current is not None else None,
-                },
-                "epoch_sums": self._progress.local_state() if self._progress is not None else None,
-            }},
-            "world_size": world_size(),
-            "config": {"window": self.window, "max_inner_steps": self.max_inner_steps,
-                       "clip_grad_norm": self.clip_grad_norm, "n_samples": self.n_samples,
-                       "on_nonfinite": self.on_nonfinite},
-        }
+        return trainer_state_dict(self)
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved; the position in the epoch and the random state
@@ -556,62 +480,7 @@ class AggressiveTrainer:
             CheckpointError: another format, or a model/optimiser/stopping criterion that does not
                 fit (the error names the mismatched keys and shapes).
         """
-        source = str(state.get("source", "the state dict"))
-        if state.get("format", FORMAT) != FORMAT or int(state.get("version", 0)) > VERSION:
-            raise CheckpointError(
-                f"{source} has format {state.get('format')!r} version {state.get('version')!r}; "
-                f"expected {FORMAT!r} version <= {VERSION}"
-            )
-        load_plain_state_dict(self.model, state["model"], source)
-        for name, optimizer in (("enc_opt", self.enc_opt), ("dec_opt", self.dec_opt)):
-            try:
-                optimizer.load_state_dict(state[name])
-            except (ValueError, KeyError) as exc:
-                raise CheckpointError(f"{source}: the saved {name} does not fit this trainer's "
-                                      f"{name}: {exc}") from exc
-        self.epoch = int(state["epoch"])
-        self.step = int(state["step"])
-        self.is_aggressive = bool(state["is_aggressive"])
-        self._load_component("stopping", self.stopping, state.get("stopping"),
-                             state.get("stopping_type"), source)
-        self._load_component("kl_schedule", self.kl_schedule, state.get("kl_schedule"), None, source)
-        self._load_callbacks(state.get("callbacks", []), source)
-        self.history = History.from_dicts(state["history"])
-        per_rank = state.get("per_rank") or {}
-        mine = per_rank.get(rank())
-        if mine is None and per_rank:
-            mine = per_rank[min(per_rank)]
-            warnings.warn(f"{source} was saved by {state.get('world_size')} process(es) and holds "
-                          f"no state for rank {rank()}; using rank {min(per_rank)}'s random state "
-                          "and epoch sums")
-        self._pending = {"position": state.get("position") or {}, "rank": mine, "source": source}
-        if os.path.isfile(source):
-            self.last_checkpoint = source
-
-    def _load_component(self, name: str, component: Any, saved: Any, saved_type: Optional[str],
-                        source: str) -> None:
-        if saved is None:
-            return
-        if not callable(getattr(component, "load_state_dict", None)):
-            return  # the user swapped in a stateless component on purpose
-        if saved_type is not None and saved_type != type(component).__name__:
-            raise CheckpointError(f"{source} holds the state of {name}={saved_type}; this trainer "
-                                  f"has {name}={type(component).__name__}")
-        component.load_state_dict(saved)
-
-    def _load_callbacks(self, saved: List[Any], source: str) -> None:
-        """Give each callback with ``load_state_dict`` the saved state of the same class (in order)."""
-        unused = [entry for entry in saved if isinstance(entry, dict) and "type" in entry]
-        for callback in self.callbacks:
-            if not callable(getattr(callback, "load_state_dict", None)):
-                continue
-            match = next((e for e in unused if e["type"] == type(callback).__name__), None)
-            if match is not None:
-                unused.remove(match)
-                callback.load_state_dict(match["state"])
-        if unused:
-            warnings.warn(f"{source} holds state for callbacks {[e['type'] for e in unused]} that "
-                          "this trainer does not have; it was not restored")
+        load_trainer_state_dict(self, state)
 
 
 def _detached(terms: ELBOTerms) -> ELBOTerms:

@@ -1,5 +1,4 @@
 """VAE: the ELBO terms, densities and the shape checks on user modules."""
-import math
 
 import pytest
 import torch
