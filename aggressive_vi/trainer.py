@@ -313,36 +313,42 @@ class AggressiveTrainer:
         Returns:
             ``(steps taken, steps skipped for a non-finite loss or gradient)``.
         """
-        window_sums = torch.zeros(2, dtype=torch.float64, device=model_device(self.vae))
+        device = model_device(self.vae)
+        window_loss = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device
+        window_count = 0  # examples in the window's applied steps (known on the host)
         previous = math.inf
         steps = skipped = 0
         while True:
             self._inner_step = steps + 1
-            sums = self._encoder_step(x, kl_weight)
-            if sums is None:
+            applied = self._encoder_step(x, kl_weight)
+            if applied is None:
                 skipped += 1
             else:
-                window_sums += sums
+                window_loss += applied[0]
+                window_count += applied[1]
             steps += 1
-            if steps % self.window == 0:
-                loss_sum, count = all_reduce_sum(window_sums).tolist()
-                current = loss_sum / count if count > 0 else math.inf
+            if steps % self.window == 0:  # the only host sync of the loop
+                sums = torch.stack([window_loss, window_loss.new_tensor(float(window_count))])
+                loss_total, count = all_reduce_sum(sums).tolist()
+                current = loss_total / count if count > 0 else math.inf
                 if current > previous:
                     break
                 previous = current
-                window_sums.zero_()
+                window_loss.zero_()
+                window_count = 0
             if steps >= self.max_inner_steps:
                 break
-            x = move_to_device(extract_input(next(fresh)), model_device(self.vae))
+            x = move_to_device(extract_input(next(fresh)), device)
         self._inner_step = 0
         self.enc_opt.zero_grad(set_to_none=True)  # no stale encoder gradient outlives the loop
         return steps, skipped
 
-    def _encoder_step(self, x: Any, kl_weight: float) -> Optional[torch.Tensor]:
+    def _encoder_step(self, x: Any, kl_weight: float) -> Optional[Tuple[torch.Tensor, int]]:
         """One encoder-only update; no gradient is computed for the decoder's weights.
 
-        Returns ``[loss sum, examples]`` of the batch (float64, on the model's device, not synced),
-        or ``None`` when the step was skipped for a non-finite loss or gradient.
+        Returns the batch's summed loss (a float64 0-d tensor on the model's device, not synced) and
+        its number of examples, or ``None`` when the step was skipped for a non-finite loss or
+        gradient.
         """
         self.enc_opt.zero_grad(set_to_none=True)
         terms = self.nets.inner.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
@@ -350,8 +356,7 @@ class AggressiveTrainer:
         if not self._clip_and_check(terms.loss, self._enc_params, "inner", x):
             return None
         self.enc_opt.step()
-        loss = terms.loss.detach()
-        return torch.stack([loss.sum().double(), loss.new_tensor(loss.shape[0], dtype=torch.float64)])
+        return terms.loss.detach().sum().double(), terms.loss.shape[0]
 
     def _decoder_step(self, x: Any, kl_weight: float) -> Tuple[ELBOTerms, bool]:
         """One decoder-only update on ``x``; the encoder runs without gradient.
