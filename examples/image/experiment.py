@@ -62,12 +62,13 @@ def make_trainer(vae: VAE, *, aggressive: bool = True, lr: float = 1e-3, kl_star
 
 
 def evaluate(vae: VAE, loader: DataLoader, *, iw_samples: int = 500, iw_chunk: int = 100,
-             iw_batch_size: int = 10, au_threshold: float = 0.01) -> Dict[str, Any]:
+             iw_batch_size: int = 2, au_threshold: float = 0.01) -> Dict[str, Any]:
     """IW-NLL (nats per image; skipped when ``iw_samples == 0``), negative ELBO, reconstruction, KL, MI
     (the paper's per-minibatch estimator, so it depends on ``loader``'s batch size) and AU.
 
     IW-NLL runs over the same images in batches of ``iw_batch_size`` with ``iw_chunk`` samples per
-    decoder call (``iw_batch_size * iw_chunk`` images at once) to bound memory.
+    decoder call (``iw_batch_size * iw_chunk`` images at once): the default 200 images per call ran
+    1.7x faster per image on CPU than 1,000 (cache), and bounds memory.
     """
     out: Dict[str, Any] = {}
     s = estimators.summary(vae, loader, au_threshold=au_threshold)
