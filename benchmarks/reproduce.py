@@ -129,6 +129,10 @@ def _capped(make: Callable[[], Any], cap: Optional[int]) -> Callable[[], Any]:
     return make if cap is None else (lambda: AnyOf(make(), FixedEpochs(cap)))
 
 
+def _stopping_text(rule: str, cap: Optional[int]) -> str:
+    return rule if cap is None else f"{rule}, at most {cap} aggressive epoch(s)"
+
+
 def _cut(n: int, limit: Optional[int]) -> int:
     return n if limit is None else min(n, limit)
 
@@ -171,8 +175,8 @@ def _setup_synthetic(budget: Budget, seed: int) -> Setup:
         count_tokens=lambda x: (x != PAD_ID).sum(dim=1) - 1,
         settings={"model": "examples.synthetic.study.build_vae (LSTM 50/50, nz=1, dropout 0.5)",
                   "optimizer": "Adam lr 1e-3 (both networks)", "batch_size": config.batch_size,
-                  "stopping": f"MIPlateau(patience=1, cumulative=False), at most {budget.max_aggressive_epochs} "
-                  "aggressive epochs", "window": config.window,
+                  "stopping": _stopping_text("MIPlateau(patience=1, cumulative=False)", budget.max_aggressive_epochs),
+                  "window": config.window,
                   "max_inner_steps": config.max_inner_steps, "eval_batch_size": 100,
                   "data": f"make_synthetic_data({SYNTHETIC_DATA_SEED})",
                   "sizes": {"train": n_train, "valid": n_eval, "test": n_eval}})
@@ -256,8 +260,8 @@ def _setup_image(budget: Budget, seed: int) -> Setup:
         window=10, max_inner_steps=100,
         settings={"model": "examples.image preset cpu (ResNet encoder, PixelCNN decoder)",
                   "preset": preset.to_dict(), "optimizer": "Adam lr 1e-3 (both networks)",
-                  "batch_size": preset.batch_size, "stopping": "MIPlateau(patience=5, cumulative=True), at most "
-                  f"{budget.max_aggressive_epochs} aggressive epochs",
+                  "batch_size": preset.batch_size,
+                  "stopping": _stopping_text("MIPlateau(patience=5, cumulative=True)", budget.max_aggressive_epochs),
                   "window": 10, "max_inner_steps": 100, "eval_batch_size": preset.batch_size,
                   "data": "bundled MNIST 5k, dynamically binarised (valid/test binarised once)",
                   "sizes": splits.sizes()})
