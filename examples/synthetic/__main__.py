@@ -10,8 +10,9 @@ posterior mean and the inference mean of held-out points during training, and wr
 * ``posterior_mean_space.png`` (four stages, basic above, aggressive below) and
   ``trajectory.png`` (one point), unless ``--no-plots`` or matplotlib is missing.
 
-The defaults (5k training sentences, 2 epochs, one torch thread) take about ten minutes on two
-CPU cores; ``--paper`` uses the paper's split sizes (20k / 10k / 10k) and 50 epochs.
+The defaults (5k training sentences, one epoch, one torch thread) took 511 s wall (241 s of CPU)
+on a busy two-core machine; ``--paper`` uses the paper's split sizes (20k / 10k / 10k), 50 epochs
+and SGD (hours on a CPU). See ``examples/synthetic/README.md`` for what the figures show.
 """
 from __future__ import annotations
 
