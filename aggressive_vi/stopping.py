@@ -28,10 +28,12 @@ class MIPlateau:
             and failures must be consecutive. ``True`` (the image setting): the reference is the best
             MI so far and failures are counted in total, never reset.
         metric: the key of the epoch record to watch (``"val_mi"``: needs a validation loader).
+        initial: the reference the first epoch is compared with, in nats (the paper's text and image
+            code start from 0; its synthetic-data script from -1).
 
     ``MIPlateau()`` stops the first time validation MI is below the previous epoch's (text);
     ``MIPlateau(patience=5, cumulative=True)`` stops after 5 epochs in total that fail to beat the
-    best MI (images). Both start from a reference of 0 nats, as the paper's code does.
+    best MI (images). Both start from a reference of ``initial`` = 0 nats, as the paper's code does.
     """
 
     requires_validation = True
@@ -43,6 +45,7 @@ class MIPlateau:
         *,
         cumulative: bool = False,
         metric: str = "val_mi",
+        initial: float = 0.0,
     ) -> None:
         if patience < 1:
             raise ValueError(f"patience must be >= 1; got {patience}")
@@ -53,7 +56,8 @@ class MIPlateau:
         self.cumulative = cumulative
         self.metric = metric
         self.requires_validation = metric.startswith("val_")
-        self.reference = 0.0
+        self.initial = float(initial)
+        self.reference = self.initial
         self.failures = 0
 
     def should_stop(self, event: TrainingEvent) -> bool:
@@ -86,7 +90,7 @@ class MIPlateau:
 
     def __repr__(self) -> str:
         return (f"MIPlateau(patience={self.patience}, min_delta={self.min_delta}, "
-                f"cumulative={self.cumulative}, metric={self.metric!r})")
+                f"cumulative={self.cumulative}, metric={self.metric!r}, initial={self.initial})")
 
 
 class FixedSteps:

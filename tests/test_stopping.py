@@ -39,6 +39,11 @@ def test_mi_plateau_cumulative_image_rule_counts_failures_against_the_best_in_to
     assert run(MIPlateau(patience=6, cumulative=True), mis) is None
 
 
+def test_mi_plateau_initial_reference():
+    assert run(MIPlateau(), [-0.5, 0.1]) == 0
+    assert run(MIPlateau(initial=-1.0), [-0.5, 0.1, 0.05]) == 2  # the synthetic script's start
+
+
 def test_mi_plateau_min_delta():
     assert run(MIPlateau(min_delta=0.1), [0.5, 0.55]) == 1
     assert run(MIPlateau(min_delta=0.1), [0.5, 0.65]) is None
