@@ -14,14 +14,14 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from aggressive_vi import AggressiveTrainer, ConstantKL, FixedEpochs, LinearKLAnnealing, MIPlateau
+from aggressive_vi import (AggressiveTrainer, AnyOf, ConstantKL, FixedEpochs, LinearKLAnnealing,
+                           LRDecayOnPlateau, MIPlateau)
 
 from . import generation
 from .corpus import Vocab
 from .experiment import (build_vae, evaluate, format_table, json_safe, load_checkpoint, load_data,
                          save_checkpoint, sentences_to_batch)
 from .presets import PRESETS, get_preset
-from .schedule import FirstOf, PaperLRDecay
 from .tokens import tokenize
 
 
@@ -63,11 +63,12 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     aggressive = args.aggressive == "on"
     stopping: Any = MIPlateau()
     if preset.max_aggressive_epochs is not None:
-        stopping = FirstOf(MIPlateau(), FixedEpochs(preset.max_aggressive_epochs))
+        stopping = AnyOf(MIPlateau(), FixedEpochs(preset.max_aggressive_epochs))
     kl_schedule = (ConstantKL(1.0) if preset.kl_start >= 1.0
                    else LinearKLAnnealing(start=preset.kl_start, warmup_epochs=preset.warm_up))
-    lr_decay = PaperLRDecay(patience=preset.decay_patience, factor=preset.decay_factor,
-                            min_epoch=preset.decay_min_epoch, max_decays=preset.max_decays)
+    lr_decay = LRDecayOnPlateau(patience=preset.decay_patience, factor=preset.decay_factor,
+                                min_epoch=preset.decay_min_epoch, max_decays=preset.max_decays,
+                                compare_to="previous")  # the paper's text rule
     meta = {"vocab": data.vocab.to_list(), "preset": preset.to_dict(), "args": vars(args)}
     trainer = AggressiveTrainer(
         vae, enc_opt, dec_opt, stopping=stopping, kl_schedule=kl_schedule, aggressive=aggressive,

@@ -41,7 +41,7 @@ class Preset:
     iw_samples: int = 500
     iw_chunk: int = 100
     eval_batch_size: int = 32  # validation/test batches; the MI estimate depends on it (paper: 32)
-    # the paper's learning-rate decay (examples.text.schedule.PaperLRDecay)
+    # the paper's learning-rate decay (aggressive_vi.LRDecayOnPlateau, compare_to="previous")
     decay_patience: int = 2
     decay_factor: float = 0.5
     decay_min_epoch: int = 15

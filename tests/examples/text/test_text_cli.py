@@ -8,10 +8,8 @@ import types
 import pytest
 import torch
 
-from aggressive_vi import FixedEpochs, MIPlateau
-from aggressive_vi.protocols import TrainingEvent
+from aggressive_vi import LRDecayOnPlateau
 from examples.text.cli import main
-from examples.text.schedule import FirstOf, PaperLRDecay
 
 WORDS = "the a cat dog sat ran on under mat log big small red blue".split()
 
@@ -101,9 +99,9 @@ def _record(epoch, loss):
     return types.SimpleNamespace(epoch=epoch, val_elbo=-loss)
 
 
-def test_paper_lr_decay_halves_after_two_bad_epochs_from_epoch_15_and_reloads_best():
+def test_text_lr_decay_halves_after_two_bad_epochs_from_epoch_15_and_reloads_best():
     trainer = _fake_trainer()
-    sched = PaperLRDecay()
+    sched = LRDecayOnPlateau(min_epoch=15)  # the text preset's setting
     losses = [10, 9, 8] + [9] * 13  # epochs 0..15: best at epoch 2, then no improvement
     for epoch, loss in enumerate(losses[:15]):
         with torch.no_grad():
@@ -121,28 +119,17 @@ def test_paper_lr_decay_halves_after_two_bad_epochs_from_epoch_15_and_reloads_be
         epoch += 1
     assert sched.decays == 5 and trainer.enc_opt.param_groups[0]["lr"] == pytest.approx(1 / 32)
     state = sched.state_dict()
-    again = PaperLRDecay()
+    again = LRDecayOnPlateau(min_epoch=15)
     again.load_state_dict(state)
     assert again.decays == 5 and again.best_epoch == 2
 
 
-def test_paper_lr_decay_resets_count_on_improvement():
+def test_text_lr_decay_resets_count_on_improvement():
     trainer = _fake_trainer()
-    sched = PaperLRDecay(min_epoch=0)
+    sched = LRDecayOnPlateau(min_epoch=0)
     for epoch, loss in enumerate([5, 6, 4.9, 6, 4.8]):  # each bad epoch is followed by a new best
         sched.on_epoch_end(trainer, _record(epoch, loss))
     assert sched.decays == 0 and trainer.enc_opt.param_groups[0]["lr"] == 1.0
     sched.on_epoch_end(trainer, _record(5, 4.85))  # worse than the reference 4.8 ...
     sched.on_epoch_end(trainer, _record(6, 4.81))  # ... twice, though better than the epoch before
     assert sched.decays == 1
-
-
-def test_first_of_stops_on_either_rule_and_keeps_both_updated():
-    rule = FirstOf(MIPlateau(), FixedEpochs(3))
-    assert rule.requires_validation
-    assert not rule.should_stop(TrainingEvent(epoch=0, step=1, epoch_end=True, metrics={"val_mi": 1.0}))
-    assert rule.should_stop(TrainingEvent(epoch=1, step=2, epoch_end=True, metrics={"val_mi": 0.5}))
-    rule2 = FirstOf(MIPlateau(), FixedEpochs(2))
-    assert not rule2.should_stop(TrainingEvent(epoch=0, step=1, epoch_end=True, metrics={"val_mi": 1.0}))
-    assert rule2.should_stop(TrainingEvent(epoch=1, step=2, epoch_end=True, metrics={"val_mi": 2.0}))
-    assert rule2.criteria[0].reference == 2.0  # MIPlateau saw the event too
