@@ -130,8 +130,9 @@ class PrintLogger(Callback):
 class ProgressBar(Callback):
     """A progress bar over each epoch's batches (``tqdm`` when installed, else a plain line).
 
-    Shows the running loss, KL and whether the trainer is aggressive, refreshed every
-    ``refresh_every`` steps (each refresh syncs one number from the device). Rank 0 only.
+    Shows the running loss, KL, the last epoch's validation MI (when there is a validation loader)
+    and whether the trainer is aggressive, refreshed every ``refresh_every`` steps (each refresh
+    syncs two numbers from the device). Rank 0 only.
     """
 
     def __init__(self, refresh_every: int = 10, stream: Optional[TextIO] = None) -> None:
@@ -141,6 +142,7 @@ class ProgressBar(Callback):
         self.stream = stream
         self._bar: Any = None
         self._total: Optional[int] = None
+        self._last_mi: Optional[float] = None
 
     def on_epoch_start(self, trainer: "AggressiveTrainer", epoch: int) -> None:
         if not is_main_process():
@@ -162,7 +164,8 @@ class ProgressBar(Callback):
         if info.batch_index % self.refresh_every:
             return
         phase = f"aggr({info.inner_steps})" if info.aggressive else "basic"
-        text = f"loss {info.loss.item():.3f} kl {info.kl.item():.3f} {phase}"
+        mi = "" if self._last_mi is None else f" mi {self._last_mi:.3f}"
+        text = f"loss {info.loss.item():.3f} kl {info.kl.item():.3f}{mi} {phase}"
         if self._bar is not None:
             self._bar.set_postfix_str(text, refresh=True)
         else:
@@ -173,6 +176,7 @@ class ProgressBar(Callback):
     def on_epoch_end(self, trainer: "AggressiveTrainer", record: EpochRecord) -> None:
         if not is_main_process():
             return
+        self._last_mi = record.val_mi
         if self._bar is not None:
             self._bar.close()
             self._bar = None

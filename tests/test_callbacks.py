@@ -1,0 +1,50 @@
+"""Progress bar and print logger output."""
+import io
+import sys
+
+import pytest
+import torch
+
+from aggressive_vi import VAE, AggressiveTrainer, FixedEpochs, PrintLogger, ProgressBar
+from conftest import BernoulliDecoder, MLPEncoder, binary_data
+
+
+def fit_with(callback, epochs=2):
+    torch.manual_seed(0)
+    vae = VAE(MLPEncoder(), BernoulliDecoder())
+    trainer = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=0.1),
+                                torch.optim.SGD(vae.decoder.parameters(), lr=0.1),
+                                stopping=FixedEpochs(1), window=2, callbacks=[callback])
+    batches = [binary_data(8, seed=i) for i in range(3)]
+    trainer.fit(batches, val_loader=batches[:1], epochs=epochs)
+
+
+def test_plain_progress_line_shows_loss_kl_mi_and_phase(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # import fails: the plain fallback
+    stream = io.StringIO()
+    fit_with(ProgressBar(refresh_every=1, stream=stream))
+    out = stream.getvalue()
+    assert "epoch 0 [1/3] loss" in out and "aggr(" in out
+    assert "mi " not in out.split("epoch 1")[0]  # no validation MI before the first epoch ends
+    assert "epoch 1 [3/3]" in out and " mi " in out.split("epoch 1")[1] and "basic" in out
+
+
+def test_tqdm_progress_bar_when_installed():
+    pytest.importorskip("tqdm")
+    stream = io.StringIO()
+    fit_with(ProgressBar(refresh_every=1, stream=stream))
+    assert "epoch 1" in stream.getvalue() and "mi " in stream.getvalue()
+
+
+def test_print_logger_writes_one_line_per_epoch_and_the_switch():
+    stream = io.StringIO()
+    fit_with(PrintLogger(stream=stream), epochs=2)
+    lines = stream.getvalue().splitlines()
+    # the switch is announced when it happens (end of epoch 0), before that epoch's line
+    assert len(lines) == 3 and "leaving the aggressive phase after 3 decoder updates" in lines[0]
+    assert lines[1].startswith("epoch   0") and "aggressive" in lines[1] and "basic" in lines[2]
+
+
+def test_progress_bar_rejects_bad_refresh():
+    with pytest.raises(ValueError, match="refresh_every must be >= 1; got 0"):
+        ProgressBar(refresh_every=0)
