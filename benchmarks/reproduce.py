@@ -32,7 +32,6 @@ import argparse
 import copy
 import json
 import math
-import os
 import statistics
 import sys
 import time
