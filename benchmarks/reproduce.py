@@ -24,7 +24,9 @@ Settings (see :data:`DATASETS`): the text ``cpu`` preset on the bundled corpus w
 the paper's text stopping rule; the image ``cpu`` preset on the bundled MNIST digits with Adam 1e-3,
 ``MIPlateau(patience=5, cumulative=True)`` and window 10; the synthetic study's nz=1 LSTM VAE on the
 CPU-sized synthetic data with Adam 1e-3 (see ``examples.synthetic.study`` for why not SGD).
-``--epochs``, ``--max-train`` and ``--max-eval`` cap the budget for this machine.
+``--epochs``, ``--max-train``, ``--max-eval``, ``--max-iw`` and ``--max-aggressive-epochs`` cap the
+budget for this machine (defaults per data set in :data:`DEFAULTS`; docs/results.md says why).
+``--from-json --markdown --figures DIR`` redraws tables and MI/KL curves from the JSON without training.
 """
 from __future__ import annotations
 
