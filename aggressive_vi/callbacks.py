@@ -143,6 +143,7 @@ class ProgressBar(Callback):
         self._bar: Any = None
         self._total: Optional[int] = None
         self._last_mi: Optional[float] = None
+        self._line_open = False  # the plain fallback's \r line awaits its newline
 
     def on_epoch_start(self, trainer: "AggressiveTrainer", epoch: int) -> None:
         if not is_main_process():
@@ -172,6 +173,15 @@ class ProgressBar(Callback):
             stream = self.stream or sys.stderr
             stream.write(f"\repoch {info.epoch} [{info.batch_index + 1}/{self._total or '?'}] {text}")
             stream.flush()
+            self._line_open = True
+
+    def on_phase_change(self, trainer: "AggressiveTrainer", step: int) -> None:
+        self._close_line()
+
+    def _close_line(self) -> None:
+        if self._line_open:
+            (self.stream or sys.stderr).write("\n")
+            self._line_open = False
 
     def on_epoch_end(self, trainer: "AggressiveTrainer", record: EpochRecord) -> None:
         if not is_main_process():
@@ -180,5 +190,4 @@ class ProgressBar(Callback):
         if self._bar is not None:
             self._bar.close()
             self._bar = None
-        else:
-            (self.stream or sys.stderr).write("\n")
+        self._close_line()

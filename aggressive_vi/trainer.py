@@ -163,10 +163,10 @@ class AggressiveTrainer:
         self.au_threshold = au_threshold
         self.on_nonfinite = on_nonfinite
         self.callbacks: List[Any] = list(callbacks)
+        if progress:  # before the logger, so the bar's line is closed when an epoch line prints
+            self.callbacks.append(ProgressBar())
         if verbose:
             self.callbacks.append(PrintLogger())
-        if progress:
-            self.callbacks.append(ProgressBar())
         self._enc_params = [p for p in self.vae.encoder.parameters() if p.requires_grad]
         self._dec_params = [p for p in self.vae.decoder.parameters() if p.requires_grad]
         self.nets = TrainingNetworks(model, ddp)  # the model itself, or DDP views of it

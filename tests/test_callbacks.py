@@ -5,7 +5,7 @@ import sys
 import pytest
 import torch
 
-from aggressive_vi import VAE, AggressiveTrainer, FixedEpochs, PrintLogger, ProgressBar
+from aggressive_vi import VAE, AggressiveTrainer, FixedEpochs, FixedSteps, PrintLogger, ProgressBar
 from conftest import BernoulliDecoder, MLPEncoder, binary_data
 
 
@@ -48,3 +48,19 @@ def test_print_logger_writes_one_line_per_epoch_and_the_switch():
 def test_progress_bar_rejects_bad_refresh():
     with pytest.raises(ValueError, match="refresh_every must be >= 1; got 0"):
         ProgressBar(refresh_every=0)
+
+
+def test_verbose_and_progress_lines_do_not_share_a_line(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # the plain bar, which leaves a \r line open
+    torch.manual_seed(0)
+    vae = VAE(MLPEncoder(), BernoulliDecoder())
+    trainer = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=0.1),
+                                torch.optim.SGD(vae.decoder.parameters(), lr=0.1), stopping=FixedSteps(1),
+                                window=2, verbose=True, progress=True)
+    monkeypatch.setattr(sys, "stderr", sys.stdout)  # one stream, as on a terminal
+    trainer.callbacks[0].stream = sys.stdout
+    trainer.fit([binary_data(8), binary_data(8, seed=1)], val_loader=[binary_data(8)], epochs=1)
+    lines = capsys.readouterr().out.split("\n")
+    # the switch (after the first update) and the epoch line each start a line of their own
+    assert any(line.startswith("leaving the aggressive phase") for line in lines)
+    assert any(line.startswith("epoch   0 |") for line in lines)
