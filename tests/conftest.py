@@ -1,11 +1,11 @@
 """Shared fixtures: tiny models that meet the protocols, and a linear-Gaussian model with a closed form.
 
-Tests run with one intra-op thread: the models are tiny, and on a shared 2-core machine a second
-thread only adds contention.
+Tests run with one intra-op thread (the ``one_thread`` fixture, for every test under ``tests/``): the
+models are tiny, and on a shared 2-core machine a second thread only adds contention (one image
+sampling call was >50x slower with two).
 """
 from __future__ import annotations
 
-import math
 from typing import List, Tuple
 
 import pytest
@@ -13,6 +13,14 @@ import torch
 from torch import nn
 
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One intra-op thread for each test, restored after it (a CLI under test may change it)."""
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(1)
 
 
 class MLPEncoder(nn.Module):

@@ -11,15 +11,6 @@ from examples.image.cli import main
 from examples.image.png import image_grid, write_png
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread (restored after): these tiny models gain nothing from a second one, and on
-    a machine whose cores are busy the threads' synchronisation made one sampling call >50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 TINY = Preset("tiny", latent_dim=4, encoder_channels=(4, 4, 4), encoder_hidden=8, decoder_channels=4,
               decoder_kernel_sizes=(3, 3, 3), latent_maps=1, batch_size=5)
 QUICK = ["--data", "bundled", "--preset", "tiny", "--max-train", "10", "--max-eval", "5", "--window", "1",

@@ -8,16 +8,6 @@ from examples.image.masked import MaskedConv2d, MaskedStack, causal_mask
 SIZE = 28
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread (restored after): these tiny models gain nothing from a second one, and on
-    a machine whose cores are busy the threads' synchronisation made one sampling call >50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_causal_mask_a_and_b():
     a, b = causal_mask(5, "A"), causal_mask(5, "B")
     assert a[2, 2] == 0 and b[2, 2] == 1  # centre hidden only by A

@@ -6,16 +6,6 @@ from examples.image import PRESETS, PixelCNNDecoder, ResNetEncoder, build_decode
 from examples.image.decoder import PAPER_KERNEL_SIZES
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread (restored after): these tiny models gain nothing from a second one, and on
-    a machine whose cores are busy the threads' synchronisation made one sampling call >50x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_decoder(latent_dim=3, norm="batch"):
     return PixelCNNDecoder(latent_dim=latent_dim, channels=8, kernel_sizes=(5, 3, 3), norm=norm)
 
