@@ -49,6 +49,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from aggressive_vi import (VAE, AggressiveTrainer, AnyOf, ConstantKL, FixedEpochs, LinearKLAnnealing, MIPlateau,
                            estimators)
+from examples.text.experiment import json_safe  # NaN/inf -> null for strict JSON
 
 __all__ = ["ROWS", "ROW_LABELS", "DATASETS", "Budget", "Setup", "run_one", "train_ar_baseline", "aggregate",
            "format_table", "run_study", "main"]
@@ -417,22 +418,12 @@ def run_one(data: str, row: str, seed: int, budget: Budget, threads: Optional[in
         metrics = _evaluate_vae(setup, budget.iw_samples)
         extra = {"curve": curve.points, "left_aggressive_at": curve.left_aggressive_at,
                  "steps_per_epoch": len(setup.train_loader)}
-    return {"data": data, "row": row, "seed": seed, "metrics": metrics, "history": _json_safe(history),
+    return {"data": data, "row": row, "seed": seed, "metrics": metrics, "history": json_safe(history),
             "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t0,
-            "aggressive_epochs": aggressive_epochs, "settings": setup.settings, **_json_safe(extra)}
+            "aggressive_epochs": aggressive_epochs, "settings": setup.settings, **json_safe(extra)}
 
 
 # ------------------------------------------------------------------------------------ tables
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def _mean_std(values: Sequence[float]) -> Dict[str, Any]:
     values = [float(v) for v in values if v is not None]
     if not values:
@@ -510,7 +501,7 @@ def _write(path: Path, data: str, budget: Budget, seeds: Sequence[int], rows: Se
            "torch": torch.__version__, "summary": summary,
            "runs": [{k: v for k, v in r.items() if k != "settings"} for r in runs]}
     tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(_json_safe(doc), indent=1))
+    tmp.write_text(json.dumps(json_safe(doc), indent=1))
     tmp.replace(path)
     return doc
 
