@@ -36,6 +36,13 @@ class _RunFiles:
         torch.save({"trainer": trainer.state_dict(), **self.meta}, self.out / "trainer_last.pt")
 
 
+def _plain_args(args: argparse.Namespace) -> Dict[str, Any]:
+    """The command-line options as plain values (no subcommand function), so that checkpoints load
+    with ``torch.load(..., weights_only=True)``."""
+    return {k: (v if v is None or isinstance(v, (bool, int, float, str)) else str(v))
+            for k, v in vars(args).items() if not callable(v)}
+
+
 def _log(text: str) -> None:
     print(text, flush=True)
 
@@ -69,13 +76,13 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     lr_decay = LRDecayOnPlateau(patience=preset.decay_patience, factor=preset.decay_factor,
                                 min_epoch=preset.decay_min_epoch, max_decays=preset.max_decays,
                                 compare_to="previous")  # the paper's text rule
-    meta = {"vocab": data.vocab.to_list(), "preset": preset.to_dict(), "args": vars(args)}
+    meta = {"vocab": data.vocab.to_list(), "preset": preset.to_dict(), "args": _plain_args(args)}
     trainer = AggressiveTrainer(
         vae, enc_opt, dec_opt, stopping=stopping, kl_schedule=kl_schedule, aggressive=aggressive,
         window=preset.window, max_inner_steps=preset.max_inner_steps, clip_grad_norm=preset.clip_grad_norm,
         callbacks=[lr_decay, _RunFiles(out, meta)], verbose=True, progress=not args.no_progress)
     if args.resume:
-        state = torch.load(out / "trainer_last.pt", map_location="cpu", weights_only=False)
+        state = torch.load(out / "trainer_last.pt", map_location="cpu", weights_only=True)
         if state["vocab"] != meta["vocab"]:
             raise ValueError(f"--resume: {out}/trainer_last.pt was trained with another vocabulary")
         trainer.load_state_dict(state["trainer"])
@@ -87,7 +94,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     train_time = time.perf_counter() - start
     history.to_json(str(out / "history.json"))
     save_checkpoint(out / "checkpoint.pt", vae, data.vocab, preset,
-                    {"args": vars(args), "data": str(args.data), "best_epoch": lr_decay.best_epoch})
+                    {"args": _plain_args(args), "data": str(args.data), "best_epoch": lr_decay.best_epoch})
     _log(f"training took {train_time:.0f}s; best validation epoch {lr_decay.best_epoch} "
          f"(-ELBO {lr_decay.best_loss:.3f}); evaluating on test with {preset.iw_samples} importance samples")
     torch.manual_seed(args.seed)

@@ -114,7 +114,7 @@ def load_checkpoint(path: Union[str, Path], map_location: str = "cpu"):
         path = path / "checkpoint.pt"
     if not path.is_file():
         raise FileNotFoundError(f"--checkpoint {path}: no such file (train writes OUT/checkpoint.pt)")
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    ckpt = torch.load(path, map_location=map_location, weights_only=True)
     if ckpt.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"--checkpoint {path}: format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
     vocab = Vocab.from_list(ckpt["vocab"])
