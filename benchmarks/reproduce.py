@@ -25,8 +25,10 @@ the paper's text stopping rule; the image ``cpu`` preset on the bundled MNIST di
 ``MIPlateau(patience=5, cumulative=True)`` and window 10; the synthetic study's nz=1 LSTM VAE on the
 CPU-sized synthetic data with Adam 1e-3 (see ``examples.synthetic.study`` for why not SGD).
 ``--epochs``, ``--max-train``, ``--max-eval``, ``--max-iw`` and ``--max-aggressive-epochs`` cap the
-budget for this machine (defaults per data set in :data:`DEFAULTS`; docs/results.md says why).
-``--from-json --markdown --figures DIR`` redraws tables and MI/KL curves from the JSON without training.
+budget for this machine (defaults per data set in :data:`DEFAULTS`; docs/results.md says why);
+``--max-train all`` and ``--max-eval all`` lift the cap on a split.
+``--select best`` evaluates each run's best validation epoch (-ELBO; exact NLL for the AR row) instead
+of its last, as the paper's code does before testing. ``--from-json --markdown --figures DIR`` redraws tables and MI/KL curves from the JSON without training.
 """
 from __future__ import annotations
 
@@ -47,12 +49,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from aggressive_vi import (VAE, AggressiveTrainer, AnyOf, ConstantKL, FixedEpochs, LinearKLAnnealing, MIPlateau,
-                           estimators)
+from aggressive_vi import (VAE, AggressiveTrainer, AnyOf, ConstantKL, FixedEpochs, LinearKLAnnealing,
+                           LRDecayOnPlateau, MIPlateau, estimators)
 from examples.text.experiment import json_safe  # NaN/inf -> null for strict JSON
 
 __all__ = ["ROWS", "ROW_LABELS", "DATASETS", "Budget", "Setup", "run_one", "train_ar_baseline", "aggregate",
-           "format_table", "run_study", "main"]
+           "format_table", "run_study", "budgets_from_args", "main"]
 
 FORMAT = "benchmarks.reproduce/1"
 ROWS = ("basic", "anneal", "beta", "aggressive", "aggressive_anneal", "ar")
@@ -68,6 +70,9 @@ DATASETS = ("synthetic", "text", "image")
 BETA = 0.4
 KL_START = 0.1
 METRICS = ("iw_nll", "neg_elbo", "kl", "mi", "au", "relative_time")
+#: ``Budget.select``: evaluate the model of the last epoch, or that of the epoch with the best validation
+#: loss (-ELBO for the VAE rows, exact NLL for the AR row), as the paper's code does before testing.
+SELECTIONS = ("last", "best")
 
 
 @dataclass
@@ -82,6 +87,7 @@ class Budget:
     max_aggressive_epochs: Optional[int] = None  # cap on top of the MI-plateau rule
     max_iw: Optional[int] = None  # IW-NLL on the first N test examples (KL, MI, AU on all of them)
     curve_points: int = 16  # validation KL/MI/AU measurements per run for the training curves
+    select: str = "last"  # which model is evaluated: "last" epoch, or "best" validation epoch (the paper's)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "iw_samples", "curve_points"):
@@ -90,6 +96,8 @@ class Budget:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if not self.warm_up >= 0:
             raise ValueError(f"warm_up must be >= 0 epochs, got {self.warm_up!r}")
+        if self.select not in SELECTIONS:
+            raise ValueError(f"select must be one of {SELECTIONS}, got {self.select!r}")
         for name, least in (("max_train", 2), ("max_eval", 2), ("max_aggressive_epochs", 1), ("max_iw", 1)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
@@ -309,14 +317,19 @@ def exact_nll_at_zero(decoder: nn.Module, loader: Iterable[Any], latent_dim: int
     return out
 
 
-def train_ar_baseline(setup: Setup, epochs: int, clip_grad_norm: float = 5.0) -> List[Dict[str, Any]]:
+def train_ar_baseline(setup: Setup, epochs: int, clip_grad_norm: float = 5.0,
+                      select: str = "last") -> List[Dict[str, Any]]:
     """Train ``setup.vae.decoder`` alone on ``-log p(x | z=0)`` (the autoregressive baseline: the
     latent input is always zero, so it is a plain LSTM-LM / PixelCNN). Same optimiser, batches,
-    clipping and epochs as the VAE rows. Returns per-epoch ``{epoch, loss, val_nll, wall_time}``."""
+    clipping and epochs as the VAE rows. With ``select="best"`` the decoder ends with the weights of
+    its best validation epoch. Returns per-epoch ``{epoch, loss, val_nll, wall_time}``."""
+    if select not in SELECTIONS:
+        raise ValueError(f"select must be one of {SELECTIONS}, got {select!r}")
     decoder = setup.vae.decoder
     latent_dim = decoder.latent_dim
     opt = setup.make_optimizer(decoder.parameters())
     history = []
+    best_nll, best_state = math.inf, None
     start = time.perf_counter()
     for epoch in range(epochs):
         decoder.train()
@@ -333,6 +346,10 @@ def train_ar_baseline(setup: Setup, epochs: int, clip_grad_norm: float = 5.0) ->
         val = exact_nll_at_zero(decoder, setup.val_loader, latent_dim)
         history.append({"epoch": epoch, "loss": total / count, "val_nll": val["nll"],
                         "wall_time": time.perf_counter() - start})
+        if select == "best" and val["nll"] < best_nll:
+            best_nll, best_state = val["nll"], copy.deepcopy(decoder.state_dict())
+    if best_state is not None:
+        decoder.load_state_dict(best_state)
     return history
 
 
@@ -385,7 +402,7 @@ def run_one(data: str, row: str, seed: int, budget: Budget, threads: Optional[in
     torch.manual_seed(seed)
     start = time.perf_counter()
     if row == "ar":
-        history = train_ar_baseline(setup, budget.epochs)
+        history = train_ar_baseline(setup, budget.epochs, select=budget.select)
         train_seconds = time.perf_counter() - start
         torch.manual_seed(seed)
         t0 = time.perf_counter()
@@ -398,7 +415,8 @@ def run_one(data: str, row: str, seed: int, budget: Budget, threads: Optional[in
                    "reconstruction": full["nll"], "kl": 0.0, "mi": 0.0, "au": 0, "n_test": exact["n_examples"],
                    "iw_samples": "exact"}
         aggressive_epochs = 0
-        extra = {}
+        nlls = [h["val_nll"] for h in history]
+        extra = {"evaluated_epoch": nlls.index(min(nlls)) if budget.select == "best" else budget.epochs - 1}
     else:
         vae = setup.vae
         aggressive = row.startswith("aggressive")
@@ -409,6 +427,12 @@ def run_one(data: str, row: str, seed: int, budget: Budget, threads: Optional[in
         total_steps = budget.epochs * len(setup.train_loader)
         curve = LatentCurve(setup.val_loader, every=max(1, math.ceil(total_steps / budget.curve_points)))
         trainer.callbacks.append(curve)
+        best = None
+        if budget.select == "best":
+            # The paper's best-model reload (validation -ELBO) with its decay switched off: min_epoch past
+            # the last epoch, so the learning rates never change within this budget.
+            best = LRDecayOnPlateau(min_epoch=budget.epochs, restore_best=True)
+            trainer.callbacks.append(best)
         hist = trainer.fit(setup.train_loader, val_loader=setup.val_loader, epochs=budget.epochs)
         train_seconds = time.perf_counter() - start
         history = hist.to_dicts()
@@ -417,7 +441,8 @@ def run_one(data: str, row: str, seed: int, budget: Budget, threads: Optional[in
         t0 = time.perf_counter()
         metrics = _evaluate_vae(setup, budget.iw_samples)
         extra = {"curve": curve.points, "left_aggressive_at": curve.left_aggressive_at,
-                 "steps_per_epoch": len(setup.train_loader)}
+                 "steps_per_epoch": len(setup.train_loader),
+                 "evaluated_epoch": best.best_epoch if best is not None else budget.epochs - 1}
     return {"data": data, "row": row, "seed": seed, "metrics": metrics, "history": json_safe(history),
             "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t0,
             "aggressive_epochs": aggressive_epochs, "settings": setup.settings, **json_safe(extra)}
@@ -592,6 +617,20 @@ def plot_curves(doc: Dict[str, Any], path: Path, rows: Sequence[str] = ("basic",
     return path
 
 
+#: ``--max-train all`` / ``--max-eval all``: the whole split (``Budget.max_train = None``).
+ALL = "all"
+
+
+def _count_or_all(text: str) -> Any:
+    """argparse type: a positive integer, or ``"all"`` (kept as the string; :func:`main` maps it to None)."""
+    if text == ALL:
+        return ALL
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer or 'all', got {text!r}") from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m benchmarks.reproduce", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -601,11 +640,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="benchmarks/results")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: per data set)")
     p.add_argument("--warm-up", type=float, default=None, help="epochs of KL annealing (default: per data set)")
-    p.add_argument("--max-train", type=int, default=None, help="training examples (first N)")
-    p.add_argument("--max-eval", type=int, default=None, help="validation and test examples (first N)")
+    p.add_argument("--max-train", type=_count_or_all, default=None,
+                   help="training examples (first N, or 'all'; default: per data set)")
+    p.add_argument("--max-eval", type=_count_or_all, default=None,
+                   help="validation and test examples (first N, or 'all'; default: per data set)")
     p.add_argument("--max-aggressive-epochs", type=int, default=None)
     p.add_argument("--max-iw", type=int, default=None, help="IW-NLL on the first N test examples only")
     p.add_argument("--iw-samples", type=int, default=None, help="importance samples for IW-NLL (default 500)")
+    p.add_argument("--select", default=None, choices=list(SELECTIONS),
+                   help="evaluate the last epoch's model (default) or the best validation epoch's (the paper's)")
     p.add_argument("--figures", default=None, help="also write DIR/curves_<data>.png (needs matplotlib)")
     p.add_argument("--from-json", action="store_true",
                    help="do not train: read the JSON files already in --out (for --figures / --markdown)")
@@ -616,14 +659,20 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def budgets_from_args(args: argparse.Namespace, datasets: Sequence[str]) -> Dict[str, Budget]:
+    """Each data set's :data:`DEFAULTS` budget with the flags that were given applied on top
+    (``--max-train all`` / ``--max-eval all`` become ``None``: the whole split)."""
+    changes = {"epochs": args.epochs, "warm_up": args.warm_up, "max_train": args.max_train,
+               "max_eval": args.max_eval, "iw_samples": args.iw_samples,
+               "max_aggressive_epochs": args.max_aggressive_epochs, "max_iw": args.max_iw, "select": args.select}
+    given = {k: (None if v == ALL else v) for k, v in changes.items() if v is not None}
+    return {d: Budget(**{**asdict(DEFAULTS[d]), **given}) for d in datasets}
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Any]]:
     args = build_parser().parse_args(argv)
     datasets = list(DATASETS) if args.data == "all" else [args.data]
-    changes = {"epochs": args.epochs, "warm_up": args.warm_up, "max_train": args.max_train,
-               "max_eval": args.max_eval, "iw_samples": args.iw_samples,
-               "max_aggressive_epochs": args.max_aggressive_epochs, "max_iw": args.max_iw}
-    budgets = {d: Budget(**{**asdict(DEFAULTS[d]), **{k: v for k, v in changes.items() if v is not None}})
-               for d in datasets}
+    budgets = budgets_from_args(args, datasets)
     if args.jobs < 1:
         raise SystemExit(f"--jobs must be >= 1, got {args.jobs}")
     threads = args.threads if args.threads is not None else (1 if args.jobs > 1 else None)

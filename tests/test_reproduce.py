@@ -93,3 +93,45 @@ def test_exact_nll_matches_decoder_at_zero():
 def test_bad_arguments_are_named(tmp_path, argv, message):
     with pytest.raises((SystemExit, ValueError), match=message):
         reproduce.main(["--data", "synthetic", "--out", str(tmp_path), *argv])
+
+
+def test_all_lifts_the_split_caps_and_other_flags_keep_defaults():
+    args = reproduce.build_parser().parse_args(["--max-train", "all", "--max-eval", "all", "--epochs", "5"])
+    budgets = reproduce.budgets_from_args(args, ["text", "image"])
+    for data, budget in budgets.items():
+        assert budget.max_train is None and budget.max_eval is None and budget.epochs == 5
+        assert budget.max_iw == reproduce.DEFAULTS[data].max_iw  # not given: the data set's default
+    capped = reproduce.budgets_from_args(reproduce.build_parser().parse_args(["--max-train", "64"]), ["text"])
+    assert capped["text"].max_train == 64 and capped["text"].max_eval == reproduce.DEFAULTS["text"].max_eval
+
+
+def test_max_train_rejects_words_other_than_all(capsys):
+    with pytest.raises(SystemExit):
+        reproduce.build_parser().parse_args(["--max-train", "everything"])
+    assert "--max-train" in capsys.readouterr().err
+
+
+def test_ar_baseline_select_best_ends_with_the_best_validation_weights():
+    """With select="best" the decoder that is evaluated is the one of the lowest validation NLL."""
+    torch.manual_seed(0)
+    budget = reproduce.Budget(epochs=3, warm_up=0, max_train=32, max_eval=8, iw_samples=2, select="best")
+    setup = reproduce.SETUPS["synthetic"](budget, 0)
+    history = reproduce.train_ar_baseline(setup, budget.epochs, select="best")
+    dec = setup.vae.decoder
+    now = reproduce.exact_nll_at_zero(dec, setup.val_loader, dec.latent_dim)["nll"]
+    assert now == pytest.approx(min(h["val_nll"] for h in history), rel=1e-6)
+    with pytest.raises(ValueError, match="select"):
+        reproduce.train_ar_baseline(setup, 1, select="first")
+
+
+def test_select_best_is_recorded_for_every_row(tmp_path):
+    doc = reproduce.main(["--data", "synthetic", "--seeds", "0", "--rows", "basic", "ar", "--out", str(tmp_path),
+                          "--select", "best", *TINY[:1], "2", *TINY[2:]])["synthetic"]
+    assert doc["budget"]["select"] == "best"
+    for run in doc["runs"]:
+        if run["row"] == "ar":
+            nlls = [h["val_nll"] for h in run["history"]]
+            assert run["evaluated_epoch"] == nlls.index(min(nlls))
+        else:
+            elbos = [h["val_elbo"] for h in run["history"]]
+            assert run["evaluated_epoch"] == elbos.index(max(elbos))
