@@ -27,7 +27,8 @@ CPU-sized synthetic data with Adam 1e-3 (see ``examples.synthetic.study`` for wh
 ``--epochs``, ``--max-train``, ``--max-eval``, ``--max-iw`` and ``--max-aggressive-epochs`` cap the
 budget for this machine (defaults per data set in :data:`DEFAULTS`; docs/results.md says why);
 ``--max-train all`` and ``--max-eval all`` lift the cap on a split.
-``--select best`` evaluates each run's best validation epoch (-ELBO; exact NLL for the AR row) instead
+``--fixed-aggressive-epochs N`` replaces the MI-plateau rule by exactly N aggressive epochs (to see
+what the rule's decision costs). ``--select best`` evaluates each run's best validation epoch (-ELBO; exact NLL for the AR row) instead
 of its last, as the paper's code does before testing. ``--from-json --markdown --figures DIR`` redraws tables and MI/KL curves from the JSON without training.
 """
 from __future__ import annotations
@@ -88,6 +89,7 @@ class Budget:
     max_iw: Optional[int] = None  # IW-NLL on the first N test examples (KL, MI, AU on all of them)
     curve_points: int = 16  # validation KL/MI/AU measurements per run for the training curves
     select: str = "last"  # which model is evaluated: "last" epoch, or "best" validation epoch (the paper's)
+    fixed_aggressive_epochs: Optional[int] = None  # aggressive rows: FixedEpochs(n) instead of the MI rule
 
     def __post_init__(self) -> None:
         for name in ("epochs", "iw_samples", "curve_points"):
@@ -98,7 +100,8 @@ class Budget:
             raise ValueError(f"warm_up must be >= 0 epochs, got {self.warm_up!r}")
         if self.select not in SELECTIONS:
             raise ValueError(f"select must be one of {SELECTIONS}, got {self.select!r}")
-        for name, least in (("max_train", 2), ("max_eval", 2), ("max_aggressive_epochs", 1), ("max_iw", 1)):
+        for name, least in (("max_train", 2), ("max_eval", 2), ("max_aggressive_epochs", 1), ("max_iw", 1),
+                            ("fixed_aggressive_epochs", 1)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise ValueError(f"{name} must be None or an integer >= {least}, got {value!r}")
@@ -290,6 +293,13 @@ def _kl_schedule(row: str, budget: Budget) -> Any:
     return ConstantKL(1.0)
 
 
+def _stopping(setup: Setup, budget: Budget) -> Any:
+    """The data set's rule (MI plateau, capped), or exactly ``budget.fixed_aggressive_epochs`` epochs."""
+    if budget.fixed_aggressive_epochs is not None:
+        return FixedEpochs(budget.fixed_aggressive_epochs)
+    return setup.make_stopping()
+
+
 def _zeros_like_latent(x: torch.Tensor, latent_dim: int) -> torch.Tensor:
     return torch.zeros(x.shape[0], 1, latent_dim)
 
@@ -422,7 +432,7 @@ def run_one(data: str, row: str, seed: int, budget: Budget, threads: Optional[in
         aggressive = row.startswith("aggressive")
         trainer = AggressiveTrainer(
             vae, setup.make_optimizer(vae.encoder.parameters()), setup.make_optimizer(vae.decoder.parameters()),
-            stopping=setup.make_stopping(), kl_schedule=_kl_schedule(row, budget), aggressive=aggressive,
+            stopping=_stopping(setup, budget), kl_schedule=_kl_schedule(row, budget), aggressive=aggressive,
             window=setup.window, max_inner_steps=setup.max_inner_steps, clip_grad_norm=5.0)
         total_steps = budget.epochs * len(setup.train_loader)
         curve = LatentCurve(setup.val_loader, every=max(1, math.ceil(total_steps / budget.curve_points)))
@@ -644,7 +654,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="training examples (first N, or 'all'; default: per data set)")
     p.add_argument("--max-eval", type=_count_or_all, default=None,
                    help="validation and test examples (first N, or 'all'; default: per data set)")
-    p.add_argument("--max-aggressive-epochs", type=int, default=None)
+    p.add_argument("--max-aggressive-epochs", type=int, default=None,
+                   help="cap on the aggressive phase, on top of the MI-plateau rule")
+    p.add_argument("--fixed-aggressive-epochs", type=int, default=None,
+                   help="aggressive rows leave the aggressive phase after exactly N epochs (no MI rule)")
     p.add_argument("--max-iw", type=int, default=None, help="IW-NLL on the first N test examples only")
     p.add_argument("--iw-samples", type=int, default=None, help="importance samples for IW-NLL (default 500)")
     p.add_argument("--select", default=None, choices=list(SELECTIONS),
@@ -664,7 +677,8 @@ def budgets_from_args(args: argparse.Namespace, datasets: Sequence[str]) -> Dict
     (``--max-train all`` / ``--max-eval all`` become ``None``: the whole split)."""
     changes = {"epochs": args.epochs, "warm_up": args.warm_up, "max_train": args.max_train,
                "max_eval": args.max_eval, "iw_samples": args.iw_samples,
-               "max_aggressive_epochs": args.max_aggressive_epochs, "max_iw": args.max_iw, "select": args.select}
+               "max_aggressive_epochs": args.max_aggressive_epochs, "max_iw": args.max_iw, "select": args.select,
+               "fixed_aggressive_epochs": args.fixed_aggressive_epochs}
     given = {k: (None if v == ALL else v) for k, v in changes.items() if v is not None}
     return {d: Budget(**{**asdict(DEFAULTS[d]), **given}) for d in datasets}
 

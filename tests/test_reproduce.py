@@ -135,3 +135,14 @@ def test_select_best_is_recorded_for_every_row(tmp_path):
         else:
             elbos = [h["val_elbo"] for h in run["history"]]
             assert run["evaluated_epoch"] == elbos.index(max(elbos))
+
+
+def test_fixed_aggressive_epochs_replaces_the_mi_rule(tmp_path):
+    """Two aggressive epochs out of three, whatever the (noisy) validation MI does."""
+    doc = reproduce.main(["--data", "synthetic", "--seeds", "0", "--rows", "aggressive", "--out", str(tmp_path),
+                          "--fixed-aggressive-epochs", "2", *TINY[:1], "3", *TINY[2:]])["synthetic"]
+    run, = doc["runs"]
+    assert [h["aggressive"] for h in run["history"]] == [True, True, False]
+    assert run["aggressive_epochs"] == 2 and doc["budget"]["fixed_aggressive_epochs"] == 2
+    with pytest.raises(ValueError, match="fixed_aggressive_epochs"):
+        reproduce.Budget(epochs=1, warm_up=0, max_train=None, max_eval=None, iw_samples=1, fixed_aggressive_epochs=0)
