@@ -663,6 +663,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--select", default=None, choices=list(SELECTIONS),
                    help="evaluate the last epoch's model (default) or the best validation epoch's (the paper's)")
     p.add_argument("--figures", default=None, help="also write DIR/curves_<data>.png (needs matplotlib)")
+    p.add_argument("--curve-rows", nargs="+", default=["basic", "aggressive"], choices=[r for r in ROWS if r != "ar"],
+                   help="rows drawn in the MI/KL curves (default: basic aggressive)")
     p.add_argument("--from-json", action="store_true",
                    help="do not train: read the JSON files already in --out (for --figures / --markdown)")
     p.add_argument("--markdown", action="store_true", help="also print the tables as Markdown")
@@ -708,7 +710,8 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Dict[str, Any]]:
             print(f"\n### {d}\n\n{format_markdown(doc)}", flush=True)
     if args.figures:
         for d, doc in docs.items():
-            print(f"wrote {plot_curves(doc, Path(args.figures) / f'curves_{d}.png')}", flush=True)
+            path = plot_curves(doc, Path(args.figures) / f"curves_{d}.png", rows=args.curve_rows)
+            print(f"wrote {path}", flush=True)
     return docs
 
 

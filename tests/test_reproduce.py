@@ -146,3 +146,14 @@ def test_fixed_aggressive_epochs_replaces_the_mi_rule(tmp_path):
     assert run["aggressive_epochs"] == 2 and doc["budget"]["fixed_aggressive_epochs"] == 2
     with pytest.raises(ValueError, match="fixed_aggressive_epochs"):
         reproduce.Budget(epochs=1, warm_up=0, max_train=None, max_eval=None, iw_samples=1, fixed_aggressive_epochs=0)
+
+
+def test_figures_redrawn_from_json_for_chosen_rows(study, tmp_path):
+    pytest.importorskip("matplotlib")
+    out, _ = study
+    reproduce.main(["--data", "synthetic", "--out", str(out), "--from-json", "--figures", str(tmp_path),
+                    "--curve-rows", "anneal", "aggressive_anneal"])
+    png = tmp_path / "curves_synthetic.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(SystemExit):
+        reproduce.build_parser().parse_args(["--curve-rows", "ar"])  # no latent, no curve
