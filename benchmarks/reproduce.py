@@ -27,6 +27,7 @@ CPU-sized synthetic data with Adam 1e-3 (see ``examples.synthetic.study`` for wh
 ``--epochs``, ``--max-train``, ``--max-eval``, ``--max-iw`` and ``--max-aggressive-epochs`` cap the
 budget for this machine (defaults per data set in :data:`DEFAULTS`; docs/results.md says why);
 ``--max-train all`` and ``--max-eval all`` lift the cap on a split.
+``--window`` and ``--max-inner-steps`` override the inner loop's window test and cap.
 ``--fixed-aggressive-epochs N`` replaces the MI-plateau rule by exactly N aggressive epochs (to see
 what the rule's decision costs). ``--select best`` evaluates each run's best validation epoch (-ELBO; exact NLL for the AR row) instead
 of its last, as the paper's code does before testing. ``--from-json --markdown --figures DIR`` redraws tables and MI/KL curves from the JSON without training.
@@ -90,6 +91,8 @@ class Budget:
     curve_points: int = 16  # validation KL/MI/AU measurements per run for the training curves
     select: str = "last"  # which model is evaluated: "last" epoch, or "best" validation epoch (the paper's)
     fixed_aggressive_epochs: Optional[int] = None  # aggressive rows: FixedEpochs(n) instead of the MI rule
+    window: Optional[int] = None  # inner-loop window test length; None: the data set's (text: the preset's)
+    max_inner_steps: Optional[int] = None  # inner-loop cap; None: the data set's
 
     def __post_init__(self) -> None:
         for name in ("epochs", "iw_samples", "curve_points"):
@@ -101,7 +104,7 @@ class Budget:
         if self.select not in SELECTIONS:
             raise ValueError(f"select must be one of {SELECTIONS}, got {self.select!r}")
         for name, least in (("max_train", 2), ("max_eval", 2), ("max_aggressive_epochs", 1), ("max_iw", 1),
-                            ("fixed_aggressive_epochs", 1)):
+                            ("fixed_aggressive_epochs", 1), ("window", 1), ("max_inner_steps", 1)):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < least):
                 raise ValueError(f"{name} must be None or an integer >= {least}, got {value!r}")
@@ -433,7 +436,8 @@ def run_one(data: str, row: str, seed: int, budget: Budget, threads: Optional[in
         trainer = AggressiveTrainer(
             vae, setup.make_optimizer(vae.encoder.parameters()), setup.make_optimizer(vae.decoder.parameters()),
             stopping=_stopping(setup, budget), kl_schedule=_kl_schedule(row, budget), aggressive=aggressive,
-            window=setup.window, max_inner_steps=setup.max_inner_steps, clip_grad_norm=5.0)
+            window=budget.window or setup.window, max_inner_steps=budget.max_inner_steps or setup.max_inner_steps,
+            clip_grad_norm=5.0)
         total_steps = budget.epochs * len(setup.train_loader)
         curve = LatentCurve(setup.val_loader, every=max(1, math.ceil(total_steps / budget.curve_points)))
         trainer.callbacks.append(curve)
@@ -451,6 +455,7 @@ def run_one(data: str, row: str, seed: int, budget: Budget, threads: Optional[in
         t0 = time.perf_counter()
         metrics = _evaluate_vae(setup, budget.iw_samples)
         extra = {"curve": curve.points, "left_aggressive_at": curve.left_aggressive_at,
+                 "window": trainer.window, "max_inner_steps": trainer.max_inner_steps,
                  "steps_per_epoch": len(setup.train_loader),
                  "evaluated_epoch": best.best_epoch if best is not None else budget.epochs - 1}
     return {"data": data, "row": row, "seed": seed, "metrics": metrics, "history": json_safe(history),
@@ -658,6 +663,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cap on the aggressive phase, on top of the MI-plateau rule")
     p.add_argument("--fixed-aggressive-epochs", type=int, default=None,
                    help="aggressive rows leave the aggressive phase after exactly N epochs (no MI rule)")
+    p.add_argument("--window", type=int, default=None,
+                   help="inner-loop window (default: the data set's; the paper: 15 text, 10 images)")
+    p.add_argument("--max-inner-steps", type=int, default=None, help="inner-loop cap (default: the data set's)")
     p.add_argument("--max-iw", type=int, default=None, help="IW-NLL on the first N test examples only")
     p.add_argument("--iw-samples", type=int, default=None, help="importance samples for IW-NLL (default 500)")
     p.add_argument("--select", default=None, choices=list(SELECTIONS),
@@ -680,7 +688,8 @@ def budgets_from_args(args: argparse.Namespace, datasets: Sequence[str]) -> Dict
     changes = {"epochs": args.epochs, "warm_up": args.warm_up, "max_train": args.max_train,
                "max_eval": args.max_eval, "iw_samples": args.iw_samples,
                "max_aggressive_epochs": args.max_aggressive_epochs, "max_iw": args.max_iw, "select": args.select,
-               "fixed_aggressive_epochs": args.fixed_aggressive_epochs}
+               "fixed_aggressive_epochs": args.fixed_aggressive_epochs, "window": args.window,
+               "max_inner_steps": args.max_inner_steps}
     given = {k: (None if v == ALL else v) for k, v in changes.items() if v is not None}
     return {d: Budget(**{**asdict(DEFAULTS[d]), **given}) for d in datasets}
 

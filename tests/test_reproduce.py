@@ -157,3 +157,16 @@ def test_figures_redrawn_from_json_for_chosen_rows(study, tmp_path):
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(SystemExit):
         reproduce.build_parser().parse_args(["--curve-rows", "ar"])  # no latent, no curve
+
+
+def test_window_and_cap_overrides_reach_the_trainer(tmp_path):
+    """--window 2 --max-inner-steps 4: every decoder update is preceded by exactly 4 inner steps (the
+    window test runs at 2 and 4; the cap ends the loop at 4 whatever the test says)."""
+    doc = reproduce.main(["--data", "synthetic", "--seeds", "0", "--rows", "aggressive", "--out", str(tmp_path),
+                          "--window", "2", "--max-inner-steps", "4", *TINY])["synthetic"]
+    run, = doc["runs"]
+    assert (run["window"], run["max_inner_steps"]) == (2, 4)
+    assert doc["budget"]["window"] == 2 and doc["budget"]["max_inner_steps"] == 4
+    # the first window test (step 2) compares with +inf and never exits; the second (step 4) exits or not,
+    # and the cap ends the loop there anyway: exactly 4 steps per update (the default window 15 gives >= 30)
+    assert run["history"][0]["inner_steps_mean"] == 4
