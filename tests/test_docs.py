@@ -48,3 +48,15 @@ def test_quickstart_runs_and_prints_the_test_line():
                          capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "val_mi" in out.stdout and "test: IW-NLL" in out.stdout
+
+
+def test_relative_links_in_docs_and_readme_resolve():
+    """Every relative link and image in README.md and docs/*.md names a file of the repository."""
+    missing = []
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            if re.match(r"[a-z]+:", target) or target.startswith("#"):
+                continue  # a web address or an anchor on the same page
+            if not (page.parent / target.split("#")[0]).exists():
+                missing.append(f"{page.relative_to(ROOT)} -> {target}")
+    assert not missing, missing
