@@ -170,3 +170,16 @@ def test_window_and_cap_overrides_reach_the_trainer(tmp_path):
     # the first window test (step 2) compares with +inf and never exits; the second (step 4) exits or not,
     # and the cap ends the loop there anyway: exactly 4 steps per update (the default window 15 gives >= 30)
     assert run["history"][0]["inner_steps_mean"] == 4
+
+
+def test_text_study_keeps_the_inner_loop_its_published_runs_used():
+    """The committed text studies ran with window 5 / cap 30; the default budget keeps them reproducible
+    even though the cpu preset now has the paper's loop, and --window overrides it."""
+    from examples.text.presets import get_preset
+
+    assert (get_preset("cpu").window, get_preset("cpu").max_inner_steps) == (15, 100)
+    default = reproduce.budgets_from_args(reproduce.build_parser().parse_args([]), ["text"])["text"]
+    assert (default.window, default.max_inner_steps) == (5, 30)
+    paper = reproduce.budgets_from_args(
+        reproduce.build_parser().parse_args(["--window", "15", "--max-inner-steps", "100"]), ["text"])["text"]
+    assert (paper.window, paper.max_inner_steps) == (15, 100)
