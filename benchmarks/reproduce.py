@@ -29,8 +29,9 @@ budget for this machine (defaults per data set in :data:`DEFAULTS`; docs/results
 ``--max-train all`` and ``--max-eval all`` lift the cap on a split.
 ``--window`` and ``--max-inner-steps`` override the inner loop's window test and cap.
 ``--fixed-aggressive-epochs N`` replaces the MI-plateau rule by exactly N aggressive epochs (to see
-what the rule's decision costs). ``--select best`` evaluates each run's best validation epoch (-ELBO; exact NLL for the AR row) instead
-of its last, as the paper's code does before testing. ``--from-json --markdown --figures DIR`` redraws tables and MI/KL curves from the JSON without training.
+what the rule's decision costs). ``--select best`` evaluates each run's best validation epoch (-ELBO;
+exact NLL for the AR row) instead of its last, as the paper's code does before testing.
+``--from-json --markdown --figures DIR`` redraws tables and MI/KL curves from the JSON without training.
 """
 from __future__ import annotations
 
@@ -232,7 +233,6 @@ def _setup_text(budget: Budget, seed: int) -> Setup:
     torch.manual_seed(seed)
     vae = build_vae(preset, len(data.vocab))
     cap = budget.max_aggressive_epochs if budget.max_aggressive_epochs is not None else preset.max_aggressive_epochs
-    window, max_inner = budget.window or preset.window, budget.max_inner_steps or preset.max_inner_steps
 
     def stopping() -> Any:
         return MIPlateau() if cap is None else AnyOf(MIPlateau(), FixedEpochs(cap))
@@ -243,12 +243,12 @@ def _setup_text(budget: Budget, seed: int) -> Setup:
         train_loader=make_loader(train, preset.batch_size, shuffle=True, seed=seed),
         val_loader=make_loader(valid, eb, shuffle=False), test_loader=make_loader(test, eb, shuffle=False),
         iw_loader=make_loader(_head(test, budget.max_iw), eb, shuffle=False), iw_chunk=50,
-        make_stopping=stopping, window=window, max_inner_steps=max_inner,
+        make_stopping=stopping, window=preset.window, max_inner_steps=preset.max_inner_steps,
         count_tokens=lambda x: count_predicted_tokens(x, Vocab.pad_id),
         settings={"model": "examples.text preset cpu", "preset": preset.to_dict(),
                   "optimizer": f"SGD lr {preset.lr} (both networks)", "batch_size": preset.batch_size,
                   "stopping": f"MIPlateau(patience=1) then, at most, {cap} aggressive epochs",
-                  "window": window, "max_inner_steps": max_inner, "eval_batch_size": eb,
+                  "window": preset.window, "max_inner_steps": preset.max_inner_steps, "eval_batch_size": eb,
                   "data": "bundled fortunes corpus", "vocab": len(data.vocab),
                   "sizes": {"train": len(train), "valid": len(valid), "test": len(test)}})
 
@@ -415,6 +415,10 @@ def run_one(data: str, row: str, seed: int, budget: Budget, threads: Optional[in
     if threads:
         torch.set_num_threads(threads)
     setup = SETUPS[data](budget, seed)
+    # the budget's inner-loop override, if any, replaces the data set's (and is what the JSON records)
+    setup.window = budget.window or setup.window
+    setup.max_inner_steps = budget.max_inner_steps or setup.max_inner_steps
+    setup.settings.update(window=setup.window, max_inner_steps=setup.max_inner_steps)
     torch.manual_seed(seed)
     start = time.perf_counter()
     if row == "ar":
@@ -432,15 +436,14 @@ def run_one(data: str, row: str, seed: int, budget: Budget, threads: Optional[in
                    "iw_samples": "exact"}
         aggressive_epochs = 0
         nlls = [h["val_nll"] for h in history]
-        extra = {"evaluated_epoch": nlls.index(min(nlls)) if budget.select == "best" else budget.epochs - 1}
+        extra = {"evaluated_epoch": nlls.index(min(nlls)) if budget.select == "best" else len(nlls) - 1}
     else:
         vae = setup.vae
         aggressive = row.startswith("aggressive")
         trainer = AggressiveTrainer(
             vae, setup.make_optimizer(vae.encoder.parameters()), setup.make_optimizer(vae.decoder.parameters()),
             stopping=_stopping(setup, budget), kl_schedule=_kl_schedule(row, budget), aggressive=aggressive,
-            window=budget.window or setup.window, max_inner_steps=budget.max_inner_steps or setup.max_inner_steps,
-            clip_grad_norm=5.0)
+            window=setup.window, max_inner_steps=setup.max_inner_steps, clip_grad_norm=5.0)
         total_steps = budget.epochs * len(setup.train_loader)
         curve = LatentCurve(setup.val_loader, every=max(1, math.ceil(total_steps / budget.curve_points)))
         trainer.callbacks.append(curve)
@@ -460,7 +463,7 @@ def run_one(data: str, row: str, seed: int, budget: Budget, threads: Optional[in
         extra = {"curve": curve.points, "left_aggressive_at": curve.left_aggressive_at,
                  "window": trainer.window, "max_inner_steps": trainer.max_inner_steps,
                  "steps_per_epoch": len(setup.train_loader),
-                 "evaluated_epoch": best.best_epoch if best is not None else budget.epochs - 1}
+                 "evaluated_epoch": best.best_epoch if best is not None else len(history) - 1}
     return {"data": data, "row": row, "seed": seed, "metrics": metrics, "history": json_safe(history),
             "train_seconds": train_seconds, "eval_seconds": time.perf_counter() - t0,
             "aggressive_epochs": aggressive_epochs, "settings": setup.settings, **json_safe(extra)}

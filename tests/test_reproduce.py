@@ -167,6 +167,7 @@ def test_window_and_cap_overrides_reach_the_trainer(tmp_path):
     run, = doc["runs"]
     assert (run["window"], run["max_inner_steps"]) == (2, 4)
     assert doc["budget"]["window"] == 2 and doc["budget"]["max_inner_steps"] == 4
+    assert (doc["settings"]["window"], doc["settings"]["max_inner_steps"]) == (2, 4)  # not the data set's 15/100
     # the first window test (step 2) compares with +inf and never exits; the second (step 4) exits or not,
     # and the cap ends the loop there anyway: exactly 4 steps per update (the default window 15 gives >= 30)
     assert run["history"][0]["inner_steps_mean"] == 4
