@@ -176,6 +176,10 @@ class ProgressBar(Callback):
             self._line_open = True
 
     def on_phase_change(self, trainer: "AggressiveTrainer", step: int) -> None:
+        # make room for the switch message: tqdm's bar is cleared (it redraws at the next update), the
+        # plain line gets its newline
+        if self._bar is not None:
+            self._bar.clear()
         self._close_line()
 
     def _close_line(self) -> None:

@@ -64,3 +64,20 @@ def test_verbose_and_progress_lines_do_not_share_a_line(monkeypatch, capsys):
     # the switch (after the first update) and the epoch line each start a line of their own
     assert any(line.startswith("leaving the aggressive phase") for line in lines)
     assert any(line.startswith("epoch   0 |") for line in lines)
+
+
+def test_switch_message_does_not_follow_a_tqdm_bar_on_its_line(capsys):
+    """With tqdm the bar is cleared before the switch is announced, so on a terminal (or in a log read
+    line by line, \\r and \\n alike) the message starts a line instead of trailing the bar's text."""
+    pytest.importorskip("tqdm")
+    import re
+
+    torch.manual_seed(0)
+    vae = VAE(MLPEncoder(), BernoulliDecoder())
+    trainer = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=0.1),
+                                torch.optim.SGD(vae.decoder.parameters(), lr=0.1), stopping=FixedSteps(1),
+                                window=2, verbose=True, progress=True)
+    trainer.callbacks[0].stream = sys.stdout  # bar and messages on one stream, as on a terminal
+    trainer.fit([binary_data(8), binary_data(8, seed=1)], val_loader=[binary_data(8)], epochs=1)
+    segments = [s.strip() for s in re.split(r"[\r\n]", capsys.readouterr().out)]
+    assert any(s.startswith("leaving the aggressive phase") for s in segments), segments
