@@ -30,6 +30,8 @@ class EpochRecord:
         skipped_batches: decoder/joint updates skipped for a non-finite loss or gradient
             (``on_nonfinite="skip"``); their batches are left out of the epoch's means.
         skipped_inner_steps: encoder-only inner steps skipped for the same reason.
+        left_aggressive_at: when the trainer left the aggressive phase during this epoch (or at its
+            end), the number of decoder updates taken by then; ``None`` in every other epoch.
     """
 
     epoch: int
@@ -49,6 +51,7 @@ class EpochRecord:
     wall_time: float = 0.0
     skipped_batches: int = 0
     skipped_inner_steps: int = 0
+    left_aggressive_at: Optional[int] = None
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
@@ -86,6 +89,15 @@ class History(Sequence[EpochRecord]):
         if name not in valid:
             raise KeyError(f"unknown column {name!r}; expected one of {valid}")
         return [getattr(r, name) for r in self.records]
+
+    @property
+    def left_aggressive_at(self) -> Optional[int]:
+        """Decoder updates taken when training left the aggressive phase (``None``: it never did,
+        or the run was basic from the start)."""
+        for record in self.records:
+            if record.left_aggressive_at is not None:
+                return record.left_aggressive_at
+        return None
 
     def to_dicts(self) -> List[Dict[str, Any]]:
         return [r.to_dict() for r in self.records]

@@ -114,6 +114,7 @@ class EpochProgress:
         self.skipped_batches = 0
         self.skipped_inner_steps = 0
         self.kl_weight = math.nan
+        self.left_aggressive_at: Optional[int] = None  # decoder updates done at the phase switch
         self.elapsed_before = 0.0  # seconds spent in this epoch before a resume
         self._started = time.perf_counter()
 
@@ -151,6 +152,7 @@ class EpochProgress:
             val_mi=val.get("mi"), val_au=val.get("au"), val_kl=val.get("kl"),
             val_elbo=val.get("elbo"), val_reconstruction=val.get("reconstruction"),
             skipped_batches=self.skipped_batches, skipped_inner_steps=self.skipped_inner_steps,
+            left_aggressive_at=self.left_aggressive_at,
         )
 
     def state_dict(self) -> Dict[str, Any]:
@@ -160,7 +162,7 @@ class EpochProgress:
             "batches": self.batches, "aggressive_steps": self.aggressive_steps,
             "inner_total": self.inner_total, "skipped_batches": self.skipped_batches,
             "skipped_inner_steps": self.skipped_inner_steps, "kl_weight": self.kl_weight,
-            "elapsed": self.elapsed,
+            "left_aggressive_at": self.left_aggressive_at, "elapsed": self.elapsed,
         }
 
     def local_state(self) -> Dict[str, Any]:
@@ -177,5 +179,7 @@ class EpochProgress:
                      "skipped_inner_steps"):
             setattr(progress, name, int(state[name]))
         progress.kl_weight = float(state["kl_weight"])
+        left = state.get("left_aggressive_at")
+        progress.left_aggressive_at = None if left is None else int(left)
         progress.elapsed_before = float(state["elapsed"])
         return progress

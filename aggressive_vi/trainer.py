@@ -266,6 +266,7 @@ class AggressiveTrainer:
                 if self.is_aggressive and self.stopping.should_stop(
                     TrainingEvent(epoch=epoch, step=self.step, epoch_end=False)
                 ):
+                    progress.left_aggressive_at = self.step
                     self._leave_aggressive()
                 kl_weight = float(self.kl_schedule(self.step, self.steps_per_epoch or 1))
                 if self.is_aggressive:
@@ -295,6 +296,7 @@ class AggressiveTrainer:
         if self.is_aggressive and self.stopping.should_stop(
             TrainingEvent(epoch=epoch, step=self.step, epoch_end=True, metrics=record.to_dict())
         ):
+            record.left_aggressive_at = self.step
             self._leave_aggressive()
         record.wall_time = progress.elapsed
         self._batches = self._progress = None

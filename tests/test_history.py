@@ -21,3 +21,29 @@ def test_columns_slices_and_json_round_trip(tmp_path):
     assert loaded.to_dicts() == h.to_dicts()
     with pytest.raises(KeyError, match="unknown column 'mi'"):
         h.column("mi")
+
+
+def _fit(stopping, epochs=2, batches=3):
+    import torch
+
+    from aggressive_vi import VAE, AggressiveTrainer
+    from conftest import BernoulliDecoder, MLPEncoder, binary_data
+
+    torch.manual_seed(0)
+    vae = VAE(MLPEncoder(), BernoulliDecoder())
+    trainer = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=0.1),
+                                torch.optim.SGD(vae.decoder.parameters(), lr=0.1),
+                                stopping=stopping, window=2)
+    data = [binary_data(8, seed=i) for i in range(batches)]
+    return trainer.fit(data, val_loader=data[:1], epochs=epochs)
+
+
+def test_history_records_the_decoder_update_at_which_the_aggressive_phase_ended():
+    from aggressive_vi import Always, FixedEpochs, FixedSteps
+
+    mid = _fit(FixedSteps(4))  # decided before update 5, in epoch 1
+    assert mid.left_aggressive_at == 4 and mid.column("left_aggressive_at") == [None, 4]
+    end = _fit(FixedEpochs(1))  # decided at the end of epoch 0, after its 3 updates
+    assert end.left_aggressive_at == 3 and end.column("left_aggressive_at") == [3, None]
+    assert _fit(Always()).left_aggressive_at is None
+    assert History.from_dicts(mid.to_dicts()).left_aggressive_at == 4
