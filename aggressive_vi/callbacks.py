@@ -102,12 +102,15 @@ def format_record(record: EpochRecord) -> str:
     if record.skipped_batches or record.skipped_inner_steps:
         parts.append(f"skipped {record.skipped_batches} batches, {record.skipped_inner_steps} inner steps")
     phase = f"aggressive (inner {record.inner_steps_mean:.1f})" if record.aggressive else "basic"
+    if record.left_aggressive_at is not None:
+        phase += f", then basic: left the aggressive phase after {record.left_aggressive_at} decoder updates"
     parts += [phase, f"{record.wall_time:.1f}s"]
     return " | ".join(parts)
 
 
 class PrintLogger(Callback):
-    """Prints one line per epoch (and the switch out of the aggressive phase), on rank 0 only.
+    """Prints one line per epoch, on rank 0 only; the line of the epoch in which training left the
+    aggressive phase says so, with the decoder update at which it did.
 
     Args:
         stream: where to write (``sys.stdout`` by default).
@@ -119,9 +122,6 @@ class PrintLogger(Callback):
     def _print(self, text: str) -> None:
         if is_main_process():
             print(text, file=self.stream or sys.stdout, flush=True)
-
-    def on_phase_change(self, trainer: "AggressiveTrainer", step: int) -> None:
-        self._print(f"leaving the aggressive phase after {step} decoder updates")
 
     def on_epoch_end(self, trainer: "AggressiveTrainer", record: EpochRecord) -> None:
         self._print(format_record(record))

@@ -30,7 +30,7 @@ __all__ = [
 ]
 
 FORMAT = "aggressive-vi/trainer"
-VERSION = 1
+VERSION = 2
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -204,7 +204,8 @@ class Checkpoint:
         keep_last: keep this many most recent files of this prefix (``None``: keep all).
         prefix: file-name prefix.
 
-    Also saves when ``fit`` is interrupted (Ctrl-C / ``KeyboardInterrupt``): at the next step boundary
+    Also saves when ``fit`` returns in the middle of an epoch (``trainer.stop_training`` set by a
+    callback), and when ``fit`` is interrupted (Ctrl-C / ``KeyboardInterrupt``): at the next step boundary
     after a first Ctrl-C (an exact resume point), or, for an interrupt that cannot wait, at once into
     a file tagged ``-interrupted`` (resuming from it redoes the interrupted batch). Sets
     ``trainer.last_checkpoint`` to the newest path, which a :class:`~aggressive_vi.faults.NonFiniteError`
@@ -269,6 +270,10 @@ class Checkpoint:
 
     def on_epoch_end(self, trainer: "AggressiveTrainer", record: Any) -> None:
         if self.at_epoch_end:
+            self.save(trainer)
+
+    def on_fit_end(self, trainer: "AggressiveTrainer") -> None:
+        if trainer.epoch_in_progress:  # stopped in the middle of an epoch: keep where it stopped
             self.save(trainer)
 
     def on_interrupt(self, trainer: "AggressiveTrainer") -> None:

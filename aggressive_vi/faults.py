@@ -132,19 +132,36 @@ def batch_context(where: Callable[[], str], x: Any, first: Optional[str]) -> Ite
     type/dtype/shape differs from the first batch's (``first``)."""
     try:
         yield
-    except (RuntimeError, ValueError, TypeError, IndexError) as exc:
-        if isinstance(exc, NonFiniteError) or getattr(exc, "_aggressive_vi_where", False):
+    except Exception as exc:  # any type: a KeyError or a user's own exception needs the context too
+        if isinstance(exc, (NonFiniteError, StopIteration)) or getattr(exc, "_aggressive_vi_where", False):
             raise
         described = describe_input(x)
         context = f"{where()}, input {described}"
         if first is not None and first != described:
             context += f" (the first batch was {first})"
+        _add_context(exc, context)
+        raise
+
+
+def _add_context(exc: BaseException, context: str) -> None:
+    """Put ``context`` in front of the exception's message, keeping its type (also for types whose
+    ``str`` ignores ``args``: then as a note, where Python has notes)."""
+    before = str(exc)
+    try:
         if exc.args and isinstance(exc.args[0], str):
             exc.args = (f"{context}: {exc.args[0]}",) + exc.args[1:]
         else:
             exc.args = (context,) + exc.args
+    except Exception:  # pragma: no cover - an exception type with read-only args
+        pass
+    if context not in str(exc) or str(exc) == before:
+        add_note = getattr(exc, "add_note", None)
+        if callable(add_note):
+            add_note(context)
+    try:
         exc._aggressive_vi_where = True  # type: ignore[attr-defined]
-        raise
+    except Exception:  # pragma: no cover - __slots__ exceptions
+        pass
 
 
 class DeferredInterrupt:

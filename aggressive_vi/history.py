@@ -26,6 +26,7 @@ class EpochRecord:
         inner_steps_mean: encoder-only steps per aggressive decoder update (0 when none).
         val_mi, val_au, val_kl, val_elbo, val_reconstruction: validation estimates
             (MI by the minibatch-mixture estimator; AU with the trainer's threshold).
+        val_mi_stderr: the standard error of ``val_mi``, nats.
         wall_time: seconds spent in the epoch, validation included.
         skipped_batches: decoder/joint updates skipped for a non-finite loss or gradient
             (``on_nonfinite="skip"``); their batches are left out of the epoch's means.
@@ -44,6 +45,7 @@ class EpochRecord:
     aggressive_steps: int
     inner_steps_mean: float
     val_mi: Optional[float] = None
+    val_mi_stderr: Optional[float] = None
     val_au: Optional[int] = None
     val_kl: Optional[float] = None
     val_elbo: Optional[float] = None
@@ -105,6 +107,13 @@ class History(Sequence[EpochRecord]):
     @classmethod
     def from_dicts(cls, rows: List[Dict[str, Any]]) -> "History":
         return cls([EpochRecord(**row) for row in rows])
+
+    def state_dict(self) -> List[Dict[str, Any]]:
+        """The records as plain dicts (what a checkpoint holds)."""
+        return self.to_dicts()
+
+    def load_state_dict(self, rows: List[Dict[str, Any]]) -> None:
+        self.records = [EpochRecord(**row) for row in rows]
 
     def to_json(self, path: Union[str, "os.PathLike[str]"]) -> None:
         """Write the records as a JSON list (atomically: temporary file, then rename)."""

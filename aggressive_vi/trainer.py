@@ -32,20 +32,24 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from .batches import FreshBatches, extract_input, loader_length, model_device, move_to_device
+from ._impl.checks import has_method, is_callable, one_of, positive_float_or_none, positive_int
+from ._impl.components import load_callbacks, load_component, optimizer_flags, restore_optimizer_flags
+from ._impl.loaders import (InputFn, check_inner_source, extract_input, loader_generators,
+                            loader_length, model_device, move_to_device)
+from ._impl.progress import EpochInProgress
+from ._impl.rng import rng_state, set_rng_state
+from ._impl.streams import InnerStream
 from .callbacks import PrintLogger, ProgressBar, StepInfo
-from .checkpoint import load_checkpoint
-from .distributed import TrainingNetworks, all_reduce_sum, any_rank
+from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, load_plain_state_dict, plain_state_dict
+from .distributed import TrainingNetworks, all_gather_object, all_reduce_sum, any_rank, is_distributed, rank, world_size
 from .estimators import summary
 from .faults import (ON_NONFINITE, DeferredInterrupt, NonFiniteError, batch_context, clip_and_check,
                      describe_input, nonfinite_message)
 from .history import History
 from .model import ELBOTerms, as_vae
-from .protocols import KLSchedule, StoppingCriterion, TrainingEvent
-from .resume import EpochProgress, LoaderPosition
+from .protocols import KLSchedule, StoppingCriterion, TrainingEvent, optional_state
 from .schedules import ConstantKL
 from .stopping import MIPlateau
-from .trainer_state import load_trainer_state_dict, resume_position, trainer_state_dict
 
 __all__ = ["AggressiveTrainer"]
 
@@ -72,11 +76,6 @@ def _check_optimizer(name: str, optimizer: Any, own: nn.Module, own_name: str,
         raise ValueError(f"{name} holds no {own_name} parameter; expected model.{own_name}.parameters()")
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-        raise ValueError(f"{name} must be a positive int; got {value!r}")
-
-
 class AggressiveTrainer:
     """Trains a VAE with aggressive inference-network updates until the stopping criterion fires.
 
@@ -100,6 +99,10 @@ class AggressiveTrainer:
         ddp: under an initialised ``torch.distributed`` process group, wrap encoder and decoder in
             separate ``DistributedDataParallel`` wrappers (``None``: whenever there are several
             processes). See :mod:`aggressive_vi.distributed`.
+        get_input: ``batch -> x``, how the model's input is taken from a loader batch (training,
+            inner-loop and validation batches alike). Default: the batch itself when it is a
+            tensor, its first element when it is a tuple/list, ``batch["x"]`` when it is a dict;
+            e.g. ``get_input=lambda b: (b["tokens"], b["lengths"])`` passes more.
         callbacks: objects with any of the hooks in :mod:`aggressive_vi.callbacks`.
         verbose: print one line per epoch (adds a :class:`~aggressive_vi.PrintLogger`).
         progress: show a progress bar (adds a :class:`~aggressive_vi.ProgressBar`).
@@ -125,6 +128,7 @@ class AggressiveTrainer:
         au_threshold: float = 0.01,
         on_nonfinite: str = "raise",
         ddp: Optional[bool] = None,
+        get_input: InputFn = extract_input,
         callbacks: Sequence[Any] = (),
         verbose: bool = False,
         progress: bool = False,
@@ -135,33 +139,21 @@ class AggressiveTrainer:
         self.vae = as_vae(model)
         _check_optimizer("enc_opt", enc_opt, self.vae.encoder, "encoder", self.vae.decoder, "decoder")
         _check_optimizer("dec_opt", dec_opt, self.vae.decoder, "decoder", self.vae.encoder, "encoder")
-        _check_positive_int("window", window)
-        _check_positive_int("max_inner_steps", max_inner_steps)
-        _check_positive_int("n_samples", n_samples)
-        if clip_grad_norm is not None and not clip_grad_norm > 0:
-            raise ValueError(f"clip_grad_norm must be positive or None; got {clip_grad_norm!r}")
-        if on_nonfinite not in ON_NONFINITE:
-            raise ValueError(f"on_nonfinite must be one of {ON_NONFINITE}; got {on_nonfinite!r}")
-        self.stopping: StoppingCriterion = stopping if stopping is not None else MIPlateau()
-        if not callable(getattr(self.stopping, "should_stop", None)):
-            raise TypeError(
-                f"stopping must have a method should_stop(event) -> bool; got "
-                f"{type(self.stopping).__name__}"
-            )
-        self.kl_schedule: KLSchedule = kl_schedule if kl_schedule is not None else ConstantKL(1.0)
-        if not callable(self.kl_schedule):
-            raise TypeError(
-                f"kl_schedule must be callable as schedule(step, steps_per_epoch) -> float; got "
-                f"{type(self.kl_schedule).__name__}"
-            )
+        self.window = positive_int("window", window)
+        self.max_inner_steps = positive_int("max_inner_steps", max_inner_steps)
+        self.n_samples = positive_int("n_samples", n_samples)
+        self.clip_grad_norm = positive_float_or_none("clip_grad_norm", clip_grad_norm)
+        self.on_nonfinite = one_of("on_nonfinite", on_nonfinite, ON_NONFINITE)
+        self.stopping: StoppingCriterion = has_method(
+            "stopping", stopping if stopping is not None else MIPlateau(), "should_stop",
+            "should_stop(event) -> bool")
+        self.kl_schedule: KLSchedule = is_callable(
+            "kl_schedule", kl_schedule if kl_schedule is not None else ConstantKL(1.0),
+            "schedule(step, steps_per_epoch) -> float")
+        self.get_input = is_callable("get_input", get_input, "get_input(batch) -> model input")
         self.enc_opt = enc_opt
         self.dec_opt = dec_opt
-        self.window = window
-        self.max_inner_steps = max_inner_steps
-        self.clip_grad_norm = clip_grad_norm
-        self.n_samples = n_samples
         self.au_threshold = au_threshold
-        self.on_nonfinite = on_nonfinite
         self.callbacks: List[Any] = list(callbacks)
         if progress:  # before the logger, so the bar's line is closed when an epoch line prints
             self.callbacks.append(ProgressBar())
@@ -171,20 +163,19 @@ class AggressiveTrainer:
         self._dec_params = [p for p in self.vae.decoder.parameters() if p.requires_grad]
         self.nets = TrainingNetworks(model, ddp)  # the model itself, or DDP views of it
 
-        # training state (all of it goes into state_dict)
+        # the run's state (state_dict composes it)
         self.epoch = 0  # epochs completed
         self.step = 0  # decoder updates taken (skipped ones included)
         self.is_aggressive = bool(aggressive)
         self.history = History()
-        self.stop_training = False
         self.steps_per_epoch: Optional[int] = None
+        self._epoch_run: Optional[EpochInProgress] = None  # the epoch under way, if any
+        self._inner: Optional[InnerStream] = None  # the inner loop's stream
+        self._restore: Optional[Dict[str, Any]] = None  # a loaded position, applied by the next fit
+        # per-fit bookkeeping
+        self.stop_training = False
         self.last_checkpoint: Optional[str] = None  # set by the Checkpoint callback
         self.at_step_boundary = True  # False while a decoder update is under way
-        self._batches: Optional[LoaderPosition] = None  # the epoch in progress: its iterator
-        self._progress: Optional[EpochProgress] = None  # ... and its running sums
-        self._fresh: Optional[FreshBatches] = None
-        self._loaders: Sequence[Any] = ()
-        self._pending: Optional[Dict[str, Any]] = None  # a loaded position, applied by fit
         self._interrupt = DeferredInterrupt()
         self._batch_index = self._inner_step = 0
         self._first_batch: Optional[str] = None
@@ -203,44 +194,44 @@ class AggressiveTrainer:
         """Train until ``epochs`` epochs are complete (counting epochs of earlier ``fit`` calls).
 
         Args:
-            train_loader: yields minibatches (a tensor, ``(x, ...)`` or ``{"x": x, ...}``).
+            train_loader: yields minibatches (a tensor, ``(x, ...)`` or ``{"x": x, ...}``; see
+                ``get_input``).
             val_loader: data for the per-epoch validation MI, AU, KL and ELBO (needed by
                 :class:`~aggressive_vi.MIPlateau`).
             epochs: total number of epochs to have trained when ``fit`` returns.
             inner_loader: where the inner loop draws its fresh minibatches (default: a second,
-                independent iterator over ``train_loader``).
+                independent iterator over ``train_loader``; required when ``train_loader`` has
+                ``persistent_workers=True``).
             steps_per_epoch: needed only when ``train_loader`` has no ``len``.
             resume_from: a checkpoint file (or a directory of them: the latest is used) written by
                 :class:`~aggressive_vi.Checkpoint`; training continues exactly where it was saved,
                 given loaders that yield the same batches (docs/checkpointing.md). ``None``: go on
-                from the trainer's current state.
+                from the trainer's current state (an epoch stopped in the middle goes on).
 
         Returns:
-            The :class:`~aggressive_vi.History` of all epochs so far.
+            The :class:`~aggressive_vi.History` of all completed epochs.
 
         Raises:
             NonFiniteError: a NaN/inf loss or gradient (with ``on_nonfinite="raise"``).
             CheckpointError: ``resume_from`` does not fit this model, optimisers or loader.
+            ValueError: bad arguments, e.g. ranks whose loaders yield different numbers of batches.
             KeyboardInterrupt: after writing a checkpoint when a Checkpoint callback is present.
         """
-        steps = self._check_fit_args(train_loader, val_loader, epochs, steps_per_epoch)
+        steps = self._check_fit_args(train_loader, val_loader, epochs, steps_per_epoch, inner_loader)
         if resume_from is not None:
             self.load_state_dict(load_checkpoint(resume_from))
         self.steps_per_epoch = steps
         self.stop_training = False
         self._first_batch = None
-        inner_source = inner_loader if inner_loader is not None else train_loader
-        fresh = self._fresh  # the inner loop's stream goes on across fit calls over the same loader
-        if fresh is None or fresh.loader is not inner_source or self._pending is not None:
-            fresh = FreshBatches(inner_source)
-        self._fresh, self._loaders = fresh, (train_loader, fresh.loader)
-        resume_position(self, train_loader, fresh)  # no-op unless a checkpoint was loaded
+        self._attach_streams(train_loader, inner_loader if inner_loader is not None else train_loader)
+        inner = self._inner
+        assert inner is not None
         modes = [(m, m.training) for m in self.model.modules()]
         self._call("on_fit_start")
         try:
             with self._interrupt:  # a first Ctrl-C ends fit at the next step boundary
                 while self.epoch < epochs and not self.stop_training:
-                    self._run_epoch(train_loader, val_loader, fresh)
+                    self._run_epoch(train_loader, val_loader, inner)
                     self._stop_requested()  # a Ctrl-C during validation is honoured here
         except KeyboardInterrupt:
             self._call("on_interrupt")  # e.g. Checkpoint writes one before we propagate
@@ -252,59 +243,62 @@ class AggressiveTrainer:
         return self.history
 
     def _run_epoch(self, train_loader: Iterable[Any], val_loader: Optional[Iterable[Any]],
-                   fresh: FreshBatches) -> None:
+                   inner: InnerStream) -> None:
+        """Train one epoch (or the rest of one). A stop requested before its last batch leaves
+        the epoch open (not recorded, ``epoch`` unchanged): the next ``fit`` goes on from there."""
+        run = self._epoch_in_progress(train_loader)
         epoch = self.epoch
-        batches, progress = self._epoch_position(train_loader)  # a resumed epoch goes on from there
         self._call("on_epoch_start", epoch)
         device = model_device(self.vae)
-        for batch in batches:
-            self._batch_index = batch_index = batches.consumed - 1
+        for batch in run.stream:
+            self._batch_index = batch_index = run.stream.consumed - 1
             self.at_step_boundary = False
             with batch_context(self._where, batch, self._first_batch):  # errors name the batch
                 self.model.train()
-                x = move_to_device(extract_input(batch), device)
+                x = self._input(batch, device)
                 if self.is_aggressive and self.stopping.should_stop(
                     TrainingEvent(epoch=epoch, step=self.step, epoch_end=False)
                 ):
-                    progress.left_aggressive_at = self.step
+                    run.left_aggressive_at = self.step
                     self._leave_aggressive()
                 kl_weight = float(self.kl_schedule(self.step, self.steps_per_epoch or 1))
                 if self.is_aggressive:
-                    inner, skipped_inner = self._catch_up_encoder(x, fresh, kl_weight)
+                    inner_steps, skipped_inner = self._catch_up_encoder(x, inner, kl_weight)
                     terms, applied = self._decoder_step(x, kl_weight)
                 else:
-                    inner, skipped_inner = 0, 0
+                    inner_steps, skipped_inner = 0, 0
                     terms, applied = self._joint_step(x, kl_weight)
             if self._first_batch is None:
                 self._first_batch = describe_input(batch)
             self.step += 1
-            progress.add(*(terms if applied else (None, None, None)), inner_steps=inner,
-                         aggressive=inner > 0, kl_weight=kl_weight, skipped_inner=skipped_inner)
+            run.add(*(terms if applied else (None, None, None)), inner_steps=inner_steps,
+                    aggressive=inner_steps > 0, kl_weight=kl_weight, skipped_inner=skipped_inner)
             self.at_step_boundary = True
             self._call("on_step_end", StepInfo(
                 epoch=epoch, step=self.step, batch_index=batch_index, loss=terms.loss.mean(),
-                kl=terms.kl.mean(), kl_weight=kl_weight, aggressive=inner > 0, inner_steps=inner,
-                skipped=not applied))
-            if self._stop_requested():
-                break
-        if progress.batches == 0:
+                kl=terms.kl.mean(), kl_weight=kl_weight, aggressive=inner_steps > 0,
+                inner_steps=inner_steps, skipped=not applied))
+            if self._stop_requested() and run.batches != self.steps_per_epoch:
+                return  # stopped in the middle: the epoch stays open
+        if run.batches == 0:
             raise ValueError("train_loader yielded no batch; expected a non-empty loader")
         val: Dict[str, Any] = {}
         if val_loader is not None:
-            val = summary(self.model, val_loader, au_threshold=self.au_threshold)
-        record = progress.record(val)  # training sums reduced over ranks
+            val = summary(self.model, val_loader, au_threshold=self.au_threshold,
+                          get_input=self.get_input)
+        record = run.record(val)  # training sums reduced over ranks
         if self.is_aggressive and self.stopping.should_stop(
             TrainingEvent(epoch=epoch, step=self.step, epoch_end=True, metrics=record.to_dict())
         ):
             record.left_aggressive_at = self.step
             self._leave_aggressive()
-        record.wall_time = progress.elapsed
-        self._batches = self._progress = None
+        record.wall_time = run.elapsed
+        self._epoch_run = None
         self.history.append(record)
         self.epoch += 1
         self._call("on_epoch_end", record)
 
-    def _catch_up_encoder(self, x: Any, fresh: FreshBatches, kl_weight: float) -> Tuple[int, int]:
+    def _catch_up_encoder(self, x: Any, inner: InnerStream, kl_weight: float) -> Tuple[int, int]:
         """Encoder-only steps until the inference network stops improving.
 
         The first step uses ``x``, each later one a fresh minibatch. Every ``window`` steps the mean
@@ -340,7 +334,7 @@ class AggressiveTrainer:
                 window_count = 0
             if steps >= self.max_inner_steps:
                 break
-            x = move_to_device(extract_input(next(fresh)), device)
+            x = self._input(next(inner), device)
         self._inner_step = 0
         self.enc_opt.zero_grad(set_to_none=True)  # no stale encoder gradient outlives the loop
         return steps, skipped
@@ -435,8 +429,12 @@ class AggressiveTrainer:
             if fn is not None:
                 fn(self, *args)
 
+    def _input(self, batch: Any, device: Optional[torch.device]) -> Any:
+        return move_to_device(self.get_input(batch), device)
+
     def _check_fit_args(self, train_loader: Iterable[Any], val_loader: Optional[Iterable[Any]],
-                        epochs: int, steps_per_epoch: Optional[int]) -> int:
+                        epochs: int, steps_per_epoch: Optional[int],
+                        inner_loader: Optional[Iterable[Any]]) -> int:
         if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
             raise ValueError(f"epochs must be a non-negative int; got {epochs!r}")
         length = loader_length(train_loader)
@@ -450,44 +448,162 @@ class AggressiveTrainer:
                 f"stopping={self.stopping!r} decides on validation metrics but val_loader is None; "
                 "pass fit(..., val_loader=...) or use a criterion such as FixedSteps(n)"
             )
+        if self.is_aggressive:
+            check_inner_source(train_loader, inner_loader)
         if steps_per_epoch is not None:
-            _check_positive_int("steps_per_epoch", steps_per_epoch)
-            return steps_per_epoch
-        if length is None:
+            steps = positive_int("steps_per_epoch", steps_per_epoch)
+        elif length is None:
             raise ValueError(
                 "train_loader has no len(); pass fit(..., steps_per_epoch=N) so that the KL "
                 "schedule knows how long an epoch is"
             )
-        return length
+        else:
+            steps = length
+        if is_distributed():  # every rank must take the same number of steps, or collectives hang
+            lengths = all_gather_object(length if length is not None else steps)
+            if len(set(lengths)) > 1:
+                shown = ", ".join(f"rank {r}: {n}" for r, n in enumerate(lengths))
+                raise ValueError(
+                    f"train_loader yields a different number of batches on each rank ({shown}); "
+                    "every rank must take the same steps. Shard with "
+                    "torch.utils.data.DistributedSampler (it pads to equal shards) and/or "
+                    "DataLoader(..., drop_last=True)"
+                )
+        return steps
 
     # ------------------------------------------------------------------ position in the run
-    def _epoch_position(self, train_loader: Iterable[Any]) -> Tuple[LoaderPosition, EpochProgress]:
-        """The epoch's batch iterator and running sums: new ones (``set_epoch`` called on the
-        loader's sampler) unless a checkpoint taken mid-epoch was just resumed."""
-        if self._batches is None or self._progress is None:
-            self._batches = LoaderPosition(train_loader, self.epoch)
-            self._progress = EpochProgress(self.epoch, self.is_aggressive, model_device(self.vae))
-        return self._batches, self._progress
+    def _attach_streams(self, train_loader: Iterable[Any], inner_source: Iterable[Any]) -> None:
+        """Set up the epoch and inner streams for this ``fit``: from a loaded checkpoint when one
+        is pending (then restore the random state it saved), else keep what is under way over the
+        same loaders (a stopped or interrupted epoch goes on)."""
+        restore, self._restore = self._restore, None
+        if restore is None:
+            if self._epoch_run is not None and self._epoch_run.loader is not train_loader:
+                self._epoch_run = None  # an epoch in progress goes on only over its loader
+            if self._inner is None or self._inner.loader is not inner_source:
+                self._inner = InnerStream(inner_source)
+            return
+        self._epoch_run = None
+        self._inner = InnerStream(inner_source)
+        saved_epoch, mine, source = restore["epoch_in_progress"], restore["rank"], restore["source"]
+        if saved_epoch is not None and restore["steps_per_epoch"] != self.steps_per_epoch:
+            raise CheckpointError(
+                f"{source} was taken after {saved_epoch['stream']['consumed']} batches of epoch "
+                f"{self.epoch} with {restore['steps_per_epoch']} batches per epoch; this train_loader "
+                f"has {self.steps_per_epoch}: resume mid-epoch needs the same loader"
+            )
+        if mine is None:
+            import warnings
+            warnings.warn(f"{source} holds no random state for rank {rank()}: the run "
+                          "continues, but not exactly as it would have without the interruption")
+            return
+        if restore["inner_stream"] is not None:
+            self._inner = InnerStream.replay(inner_source, restore["inner_stream"], mine["inner_stream"])
+        if saved_epoch is not None:
+            self._epoch_run = EpochInProgress.replay(train_loader, saved_epoch, mine["epoch_in_progress"],
+                                                     model_device(self.vae))
+        set_rng_state(mine["random"], loader_generators(train_loader, inner_source))
 
-    # ------------------------------------------------------------------ state (see trainer_state.py)
+    def _epoch_in_progress(self, train_loader: Iterable[Any]) -> EpochInProgress:
+        """The epoch under way, or a new one (``set_epoch`` called on the loader's sampler)."""
+        if self._epoch_run is None:
+            self._epoch_run = EpochInProgress(train_loader, self.epoch, self.is_aggressive)
+        return self._epoch_run
+
+    @property
+    def epoch_in_progress(self) -> bool:
+        """Whether an epoch has begun and not ended (e.g. ``stop_training`` was set mid-epoch)."""
+        return self._epoch_run is not None and self._epoch_run.batches > 0
+
+    # ------------------------------------------------------------------ state
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to continue training exactly: model, optimisers, counters, phase,
-        history, stopping-criterion / KL-schedule / callback states, the position inside the epoch
-        and in the inner loop's stream, and each process's random state and running epoch sums.
+        history, stopping-criterion / KL-schedule / callback states, the epoch in progress and the
+        inner loop's stream (positions), and under ``per_rank[rank]`` what differs between
+        processes (random states, running epoch sums).
 
         Only tensors, numbers, strings, lists and dicts: readable with ``weights_only=True``.
         """
-        return trainer_state_dict(self)
+        run, inner = self._epoch_run, self._inner
+        loaders = [x.loader for x in (run, inner) if x is not None]
+        callbacks = [{"type": type(cb).__name__, "state": optional_state(cb)}
+                     for cb in self.callbacks if optional_state(cb) is not None]
+        return {
+            "format": FORMAT,
+            "version": VERSION,
+            "model": plain_state_dict(self.model),
+            "enc_opt": self.enc_opt.state_dict(),
+            "dec_opt": self.dec_opt.state_dict(),
+            "epoch": self.epoch,
+            "step": self.step,
+            "is_aggressive": self.is_aggressive,
+            "steps_per_epoch": self.steps_per_epoch,
+            "stopping": optional_state(self.stopping),
+            "stopping_type": type(self.stopping).__name__,
+            "kl_schedule": optional_state(self.kl_schedule),
+            "callbacks": callbacks,
+            "history": self.history.state_dict(),
+            "epoch_in_progress": run.state_dict() if run is not None else None,
+            "inner_stream": inner.state_dict() if inner is not None else None,
+            "per_rank": {rank(): {  # Checkpoint gathers every rank's
+                "random": rng_state(loader_generators(*loaders)),
+                "epoch_in_progress": run.local_state_dict() if run is not None else None,
+                "inner_stream": inner.local_state_dict() if inner is not None else None,
+            }},
+            "world_size": world_size(),
+            "config": {"window": self.window, "max_inner_steps": self.max_inner_steps,
+                       "clip_grad_norm": self.clip_grad_norm, "n_samples": self.n_samples,
+                       "on_nonfinite": self.on_nonfinite},
+        }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore what :meth:`state_dict` saved; the position in the epoch and the random state
-        take effect at the next :meth:`fit` (with the same loaders).
+        take effect at the next :meth:`fit` (with the same loaders). The optimisers keep the flags
+        they were built with (``foreach``, ``fused``, ``capturable``, ``differentiable``).
 
         Raises:
             CheckpointError: another format, or a model/optimiser/stopping criterion that does not
                 fit (the error names the mismatched keys and shapes).
         """
-        load_trainer_state_dict(self, state)
+        import os
+        import warnings
+
+        source = str(state.get("source", "the state dict"))
+        if state.get("format", FORMAT) != FORMAT or int(state.get("version", 0)) != VERSION:
+            raise CheckpointError(
+                f"{source} has format {state.get('format')!r} version {state.get('version')!r}; "
+                f"expected {FORMAT!r} version {VERSION}"
+            )
+        load_plain_state_dict(self.model, state["model"], source)
+        for name, optimizer in (("enc_opt", self.enc_opt), ("dec_opt", self.dec_opt)):
+            flags = optimizer_flags(optimizer)
+            try:
+                optimizer.load_state_dict(state[name])
+            except (ValueError, KeyError) as exc:
+                raise CheckpointError(f"{source}: the saved {name} does not fit this trainer's "
+                                      f"{name}: {exc}") from exc
+            restore_optimizer_flags(optimizer, flags)
+        self.epoch = int(state["epoch"])
+        self.step = int(state["step"])
+        self.is_aggressive = bool(state["is_aggressive"])
+        load_component("stopping", self.stopping, state.get("stopping"), state.get("stopping_type"), source)
+        load_component("kl_schedule", self.kl_schedule, state.get("kl_schedule"), None, source)
+        load_callbacks(self.callbacks, state.get("callbacks", []), source)
+        self.history = History()
+        self.history.load_state_dict(state["history"])
+        per_rank = state.get("per_rank") or {}
+        mine = per_rank.get(rank())
+        if mine is None and per_rank:
+            mine = per_rank[min(per_rank)]
+            warnings.warn(f"{source} was saved by {state.get('world_size')} process(es) and holds "
+                          f"no state for rank {rank()}; using rank {min(per_rank)}'s random state "
+                          "and epoch sums")
+        self._epoch_run = None
+        self._restore = {"epoch_in_progress": state.get("epoch_in_progress"),
+                         "inner_stream": state.get("inner_stream"),
+                         "steps_per_epoch": state.get("steps_per_epoch"), "rank": mine, "source": source}
+        if os.path.isfile(source):
+            self.last_checkpoint = source
 
 
 def _detached(terms: ELBOTerms) -> ELBOTerms:

@@ -40,9 +40,11 @@ def test_print_logger_writes_one_line_per_epoch_and_the_switch():
     stream = io.StringIO()
     fit_with(PrintLogger(stream=stream), epochs=2)
     lines = stream.getvalue().splitlines()
-    # the switch is announced when it happens (end of epoch 0), before that epoch's line
-    assert len(lines) == 3 and "leaving the aggressive phase after 3 decoder updates" in lines[0]
-    assert lines[1].startswith("epoch   0") and "aggressive" in lines[1] and "basic" in lines[2]
+    # one line per epoch; the line of epoch 0, in which the switch happened (at its end), says so
+    assert len(lines) == 2 and lines[0].startswith("epoch   0") and lines[1].startswith("epoch   1")
+    assert "aggressive (inner" in lines[0]
+    assert "then basic: left the aggressive phase after 3 decoder updates" in lines[0]
+    assert "basic" in lines[1] and "aggressive" not in lines[1]
 
 
 def test_progress_bar_rejects_bad_refresh():
@@ -62,13 +64,13 @@ def test_verbose_and_progress_lines_do_not_share_a_line(monkeypatch, capsys):
     trainer.fit([binary_data(8), binary_data(8, seed=1)], val_loader=[binary_data(8)], epochs=1)
     lines = capsys.readouterr().out.split("\n")
     # the switch (after the first update) and the epoch line each start a line of their own
-    assert any(line.startswith("leaving the aggressive phase") for line in lines)
-    assert any(line.startswith("epoch   0 |") for line in lines)
+    assert any(line.startswith("epoch   0 |") and "left the aggressive phase after 1 decoder" in line
+               for line in lines)
 
 
 def test_switch_message_does_not_follow_a_tqdm_bar_on_its_line(capsys):
-    """With tqdm the bar is cleared before the switch is announced, so on a terminal (or in a log read
-    line by line, \\r and \\n alike) the message starts a line instead of trailing the bar's text."""
+    """With tqdm the bar is closed before the epoch line (which announces the switch), so on a
+    terminal (or in a log read line by line, \\r and \\n alike) that line does not trail the bar's text."""
     pytest.importorskip("tqdm")
     import re
 
@@ -80,4 +82,4 @@ def test_switch_message_does_not_follow_a_tqdm_bar_on_its_line(capsys):
     trainer.callbacks[0].stream = sys.stdout  # bar and messages on one stream, as on a terminal
     trainer.fit([binary_data(8), binary_data(8, seed=1)], val_loader=[binary_data(8)], epochs=1)
     segments = [s.strip() for s in re.split(r"[\r\n]", capsys.readouterr().out)]
-    assert any(s.startswith("leaving the aggressive phase") for s in segments), segments
+    assert any(s.startswith("epoch   0 |") and "left the aggressive phase" in s for s in segments), segments

@@ -130,7 +130,7 @@ def test_keyboard_interrupt_mid_step_still_writes_a_tagged_checkpoint(tmp_path):
     (name,) = os.listdir(tmp_path)
     assert name.endswith("-interrupted.pt") and not trainer.at_step_boundary
     state = load_checkpoint(tmp_path / name)
-    assert state["step"] == trainer.step and state["position"]["epoch"]["iterator"]["consumed"] == trainer.step
+    assert state["step"] == trainer.step and state["epoch_in_progress"]["stream"]["consumed"] == trainer.step
 
 
 def small_trainer(tmp_path=None, **kwargs):
@@ -151,7 +151,7 @@ def test_checkpoint_callback_schedule_atomicity_and_pruning(tmp_path):
                                             "checkpoint-e0002-s000000010.pt"]
     assert trainer.last_checkpoint == str(tmp_path / "checkpoint-e0002-s000000010.pt")
     state = torch.load(trainer.last_checkpoint, weights_only=True)  # only safe types inside
-    assert state["epoch"] == 2 and state["position"]["epoch"] is None and len(state["history"]) == 2
+    assert state["epoch"] == 2 and state["epoch_in_progress"] is None and len(state["history"]) == 2
     assert isinstance(state["history"][0], dict)
 
 

@@ -160,3 +160,24 @@ def test_a_batch_the_model_cannot_take_is_named_by_index(bad, pattern):
 def test_bad_option():
     with pytest.raises(ValueError, match=r"on_nonfinite must be one of \('raise', 'skip'\); got 'ignore'"):
         make(on_nonfinite="ignore")
+
+
+@pytest.mark.parametrize("error", [KeyError("lengths"), AttributeError("no attribute 'hidden'"),
+                                   AssertionError("shapes differ"), type("UserError", (Exception,), {})("mine")])
+def test_any_exception_from_the_users_modules_gets_the_epoch_and_batch(error):
+    class Failing(BernoulliDecoder):
+        calls = 0
+
+        def log_prob(self, x, z):
+            Failing.calls += 1
+            if Failing.calls == 3:
+                raise error
+            return super().log_prob(x, z)
+
+    torch.manual_seed(0)
+    vae = VAE(MLPEncoder(), Failing())
+    trainer = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=0.1),
+                                torch.optim.SGD(vae.decoder.parameters(), lr=0.1), aggressive=False)
+    with pytest.raises(type(error)) as info:
+        trainer.fit([binary_data(8, seed=i) for i in range(4)], epochs=1)
+    assert "epoch 0, batch 2 (decoder update 3)" in str(info.value)

@@ -4,7 +4,7 @@ A snapshot is a dict of tensors and Python primitives (so that ``torch.load(...,
 reads it back): the global torch CPU generator, the CUDA generators when CUDA is initialised, Python's
 ``random``, NumPy's legacy global generator when NumPy has been imported, and any extra
 ``torch.Generator`` passed in (e.g. a data loader's own shuffling generator, see
-:func:`loader_generators`).
+:func:`~aggressive_vi._impl.loaders.loader_generators`).
 """
 from __future__ import annotations
 
@@ -14,21 +14,7 @@ from typing import Any, Dict, Iterable, List, Optional
 
 import torch
 
-__all__ = ["rng_state", "set_rng_state", "loader_generators"]
-
-
-def loader_generators(*loaders: Any) -> List[torch.Generator]:
-    """The ``torch.Generator`` objects that shuffle these loaders (``loader.generator``,
-    ``loader.sampler.generator``, ``loader.batch_sampler.sampler.generator``), without duplicates."""
-    found: List[torch.Generator] = []
-    for loader in loaders:
-        sampler = getattr(loader, "sampler", None)
-        batch_sampler = getattr(loader, "batch_sampler", None)
-        for owner in (loader, sampler, getattr(batch_sampler, "sampler", None)):
-            gen = getattr(owner, "generator", None)
-            if isinstance(gen, torch.Generator) and all(gen is not g for g in found):
-                found.append(gen)
-    return found
+__all__ = ["rng_state", "set_rng_state"]
 
 
 def rng_state(generators: Iterable[torch.Generator] = ()) -> Dict[str, Any]:

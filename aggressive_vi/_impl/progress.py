@@ -1,0 +1,143 @@
+"""The epoch in progress: its batch stream, its running sums and counters, and its record.
+
+:class:`EpochInProgress` owns everything a checkpoint taken in the middle of an epoch must hold
+about that epoch; the trainer composes its :meth:`~EpochInProgress.state_dict` (the same on every
+rank) and :meth:`~EpochInProgress.local_state_dict` (this rank's sums and random snapshot).
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Dict, Iterable, Optional
+
+import torch
+
+from ..history import EpochRecord
+from ..metrics import Metric
+from .streams import EpochStream
+
+__all__ = ["TrainingSums", "EpochInProgress"]
+
+
+class TrainingSums(Metric):
+    """Running totals of one epoch's decoder (or joint) updates.
+
+    ``loss_sum``, ``reconstruction_sum``, ``kl_sum`` (nats, float64, on the model's device: adding a
+    batch does not sync with the host) and ``examples`` are summed over ranks when the epoch ends;
+    the counters are the same on every rank.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        for name in ("loss_sum", "reconstruction_sum", "kl_sum"):
+            self.add_state(name, torch.zeros((), dtype=torch.float64))
+        self.add_state("examples", 0)
+        for name in ("batches", "aggressive_steps", "inner_total", "skipped_batches",
+                     "skipped_inner_steps"):
+            self.add_state(name, 0, reduce=None)
+
+    def update(self, loss: Optional[torch.Tensor], reconstruction: Optional[torch.Tensor],
+               kl: Optional[torch.Tensor], *, inner_steps: int, aggressive: bool,
+               skipped_inner: int) -> None:
+        """Count one update; ``loss is None`` when it was skipped (non-finite)."""
+        self.batches += 1
+        self.skipped_inner_steps += skipped_inner
+        if aggressive:
+            self.aggressive_steps += 1
+            self.inner_total += inner_steps
+        if loss is None or reconstruction is None or kl is None:
+            self.skipped_batches += 1
+            return
+        self.examples += loss.shape[0]
+        self._accumulate("loss_sum", loss.sum())
+        self._accumulate("reconstruction_sum", reconstruction.sum())
+        self._accumulate("kl_sum", kl.sum())
+
+    def compute(self) -> Dict[str, float]:
+        """Means per example over all ranks (``nan`` when every update was skipped)."""
+        r = self.reduced()
+        n = float(r["examples"])
+        mean = (lambda s: float(s) / n) if n > 0 else (lambda s: math.nan)
+        return {"loss": mean(r["loss_sum"]), "reconstruction": mean(r["reconstruction_sum"]),
+                "kl": mean(r["kl_sum"])}
+
+
+class EpochInProgress:
+    """One epoch being trained.
+
+    Args:
+        loader: the training loader (its sampler gets ``set_epoch(epoch)``).
+        epoch: 0-based index.
+        began_aggressive: whether the epoch starts in the aggressive phase.
+    """
+
+    def __init__(self, loader: Iterable[Any], epoch: int, began_aggressive: bool,
+                 stream: Optional[EpochStream] = None) -> None:
+        self.loader = loader
+        self.epoch = epoch
+        self.began_aggressive = began_aggressive
+        self.stream = stream if stream is not None else EpochStream(loader, epoch)
+        self.sums = TrainingSums()
+        self.kl_weight = math.nan  # at the epoch's last update
+        self.left_aggressive_at: Optional[int] = None  # decoder updates done at the phase switch
+        self.elapsed_before = 0.0  # seconds spent in this epoch before a resume
+        self._started = time.perf_counter()
+
+    @property
+    def batches(self) -> int:
+        """Updates completed in this epoch."""
+        return self.sums.batches
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self._started
+
+    def add(self, loss: Optional[torch.Tensor], reconstruction: Optional[torch.Tensor],
+            kl: Optional[torch.Tensor], *, inner_steps: int, aggressive: bool, kl_weight: float,
+            skipped_inner: int) -> None:
+        """Count one completed update (``loss is None``: skipped)."""
+        self.kl_weight = kl_weight
+        self.sums.update(loss, reconstruction, kl, inner_steps=inner_steps, aggressive=aggressive,
+                         skipped_inner=skipped_inner)
+
+    def record(self, val: Dict[str, Any]) -> EpochRecord:
+        """The epoch's record (training means reduced over ranks) with validation metrics ``val``."""
+        means = self.sums.compute()
+        s = self.sums
+        return EpochRecord(
+            epoch=self.epoch, steps=s.batches, loss=means["loss"],
+            reconstruction=means["reconstruction"], kl=means["kl"], kl_weight=self.kl_weight,
+            aggressive=self.began_aggressive, aggressive_steps=s.aggressive_steps,
+            inner_steps_mean=s.inner_total / s.aggressive_steps if s.aggressive_steps else 0.0,
+            val_mi=val.get("mi"), val_mi_stderr=val.get("mi_stderr"), val_au=val.get("au"),
+            val_kl=val.get("kl"), val_elbo=val.get("elbo"),
+            val_reconstruction=val.get("reconstruction"),
+            skipped_batches=s.skipped_batches, skipped_inner_steps=s.skipped_inner_steps,
+            left_aggressive_at=self.left_aggressive_at, wall_time=self.elapsed,
+        )
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Position and bookkeeping, the same on every rank. The stream position counts the
+        updates *completed* (an interrupt in the middle of one leaves one more batch drawn: it is
+        redone on resume)."""
+        return {"epoch": self.epoch, "began_aggressive": self.began_aggressive,
+                "kl_weight": self.kl_weight, "left_aggressive_at": self.left_aggressive_at,
+                "elapsed": self.elapsed,
+                "stream": dict(self.stream.state_dict(), consumed=self.batches)}
+
+    def local_state_dict(self) -> Dict[str, Any]:
+        """This rank's running sums and the random snapshot its pass began with."""
+        return {"sums": self.sums.state_dict(), "stream": self.stream.local_state_dict()}
+
+    @classmethod
+    def replay(cls, loader: Iterable[Any], state: Dict[str, Any], local: Dict[str, Any],
+               device: Optional[torch.device]) -> "EpochInProgress":
+        """The epoch at a saved position: the stream replayed to it, the sums restored."""
+        stream = EpochStream.replay(loader, state["stream"], local["stream"], "train_loader")
+        epoch = cls(loader, int(state["epoch"]), bool(state["began_aggressive"]), stream=stream)
+        epoch.sums.load_state_dict(local["sums"], device=device)
+        epoch.kl_weight = float(state["kl_weight"])
+        left = state.get("left_aggressive_at")
+        epoch.left_aggressive_at = None if left is None else int(left)
+        epoch.elapsed_before = float(state["elapsed"])
+        return epoch

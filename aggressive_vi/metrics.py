@@ -1,0 +1,520 @@
+"""Estimators as small stateful objects: ``update(batch)`` / ``compute()`` / ``reset()``.
+
+Use them from any training loop (yours, Lightning's, Fabric's) to log what the paper watches::
+
+    mi = MutualInformation(model)
+    for batch in val_loader:
+        mi.update(batch)           # encodes under eval mode and no_grad; restores the model's mode
+    mi.compute().value            # nats, reduced over ranks under torch.distributed
+
+Every metric declares its state once with :meth:`Metric.add_state` (a name, a default and a
+reduction); :meth:`Metric.compute` reduces all of it over ranks in one place, with a single
+all-reduce for the ``"sum"`` states. The functions in :mod:`aggressive_vi.estimators` are the
+functional twins: each runs the metric over a whole loader.
+
+Posterior metrics (everything here but :class:`IWNLL`) also take an already computed q(z|x) with
+``update_posterior(mean, logvar, x)`` (``mean``, ``logvar``: ``[batch, latent_dim]``), so one
+encoder pass can feed several of them (see :func:`aggressive_vi.estimators.summary`).
+
+>>> import torch
+>>> from aggressive_vi.metrics import KL
+>>> kl = KL()
+>>> kl.update_posterior(torch.zeros(4, 2), torch.zeros(4, 2))   # q(z|x) = p(z): no KL
+>>> kl.compute()
+0.0
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+
+import torch
+from torch import nn
+
+from ._impl.checks import non_negative_float, positive_int
+from ._impl.loaders import InputFn, extract_input, model_device, move_to_device
+from .distributed import all_gather_object, all_reduce_sum, is_distributed
+from .model import VAE, as_vae, gaussian_kl_to_standard_normal
+
+__all__ = [
+    "Metric", "PosteriorMetric", "evaluation_mode",
+    "KL", "ELBO", "MutualInformation", "ActiveUnits", "IWNLL",
+    "ELBOEstimate", "MIEstimate", "ActiveUnitsResult", "IWNLLResult",
+    "batch_mutual_information", "iw_log_likelihood",
+]
+
+Number = Union[int, float]
+State = Union[torch.Tensor, Number, List[torch.Tensor], None]
+REDUCTIONS = ("sum", "cat", None)
+
+
+@contextlib.contextmanager
+def evaluation_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and ``torch.no_grad`` inside; every submodule's previous mode restored on exit."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, mode in modes:
+            module.training = mode
+
+
+# ---------------------------------------------------------------------------- the base
+class Metric:
+    """A running estimate with named, declared state.
+
+    Subclasses call :meth:`add_state` in ``__init__`` for every piece of state and implement
+    ``update`` and ``compute``. A state is a tensor (kept on the device of the data it sums), a host
+    number (counts known without a device sync), ``None`` (a tensor whose shape the first update
+    sets, e.g. ``[latent_dim]``), or a list of tensors (``reduce="cat"``).
+
+    Reductions: ``"sum"`` (added over ranks), ``"cat"`` (concatenated over ranks along dim 0) or
+    ``None`` (the same on every rank; not reduced).
+    """
+
+    def __init__(self) -> None:
+        self._defaults: Dict[str, State] = {}
+        self._reductions: Dict[str, Optional[str]] = {}
+
+    def add_state(self, name: str, default: State, reduce: Optional[str] = "sum") -> None:
+        """Declare a state ``name`` with its ``default`` value and cross-rank reduction."""
+        if reduce not in REDUCTIONS:
+            raise ValueError(f"reduce must be one of {REDUCTIONS}; got {reduce!r}")
+        if reduce == "cat" and default != []:
+            raise ValueError(f"a 'cat' state starts as an empty list; got default {default!r}")
+        if not name.isidentifier() or name.startswith("_") or hasattr(type(self), name):
+            raise ValueError(f"state name must be a public identifier not used by the class; got {name!r}")
+        self._defaults[name] = default
+        self._reductions[name] = reduce
+        setattr(self, name, _copy(default))
+
+    @property
+    def state_names(self) -> List[str]:
+        return list(self._defaults)
+
+    def reset(self) -> None:
+        """Every state back to its default."""
+        for name, default in self._defaults.items():
+            setattr(self, name, _copy(default))
+
+    def _accumulate(self, name: str, value: torch.Tensor) -> None:
+        """Add ``value`` to a tensor state (materialising a ``None`` state with its shape)."""
+        current = getattr(self, name)
+        if current is None:
+            setattr(self, name, value.detach().double().clone())
+        else:
+            if current.device != value.device:
+                current = current.to(value.device)
+            setattr(self, name, current + value.detach().double())
+
+    def reduced(self) -> Dict[str, Any]:
+        """Every state reduced over ranks (one all-reduce for the ``"sum"`` states, one gather
+        for each ``"cat"`` one); without a process group, the local states. Leaves the metric's own
+        state unchanged."""
+        out: Dict[str, Any] = {}
+        sums = [n for n, r in self._reductions.items() if r == "sum"]
+        for name, reduce in self._reductions.items():
+            value = getattr(self, name)
+            if reduce == "cat":
+                out[name] = _gather_cat(value)
+            elif reduce is None:
+                out[name] = value
+        if sums:
+            values = [getattr(self, n) for n in sums]
+            if any(v is None for v in values) and is_distributed():
+                missing = [n for n, v in zip(sums, values) if v is None]
+                raise RuntimeError(f"{type(self).__name__}: states {missing} were never updated on "
+                                   "this rank; every rank needs at least one batch")
+            device = next((v.device for v in values if isinstance(v, torch.Tensor)), None)
+            flat = [torch.as_tensor(v, dtype=torch.float64, device=device).reshape(-1)
+                    for v in values if v is not None]
+            packed = all_reduce_sum(torch.cat(flat)) if flat else None
+            offset = 0
+            for name, value in zip(sums, values):
+                if value is None:
+                    out[name] = None
+                    continue
+                size = value.numel() if isinstance(value, torch.Tensor) else 1
+                assert packed is not None
+                part = packed[offset:offset + size]
+                offset += size
+                out[name] = part.reshape(value.shape) if isinstance(value, torch.Tensor) else part[0]
+        return out
+
+    def state_dict(self) -> Dict[str, Any]:
+        """The states by name (tensors as CPU copies): loads with ``weights_only=True``."""
+        out: Dict[str, Any] = {}
+        for name in self._defaults:
+            value = getattr(self, name)
+            if isinstance(value, torch.Tensor):
+                value = value.detach().cpu().clone()
+            elif isinstance(value, list):
+                value = [v.detach().cpu().clone() for v in value]
+            out[name] = value
+        return out
+
+    def load_state_dict(self, state: Dict[str, Any], device: Optional[torch.device] = None) -> None:
+        """Restore :meth:`state_dict` (tensor states moved to ``device`` when given).
+
+        Raises:
+            KeyError: a state is missing, or the dict holds one this metric does not declare.
+        """
+        missing = [n for n in self._defaults if n not in state]
+        unknown = [n for n in state if n not in self._defaults]
+        if missing or unknown:
+            raise KeyError(f"{type(self).__name__}.load_state_dict: missing states {missing}, "
+                           f"unknown states {unknown}")
+        for name in self._defaults:
+            value = state[name]
+            if isinstance(value, torch.Tensor):
+                value = value.to(device) if device is not None else value.clone()
+            elif isinstance(value, list):
+                value = [v.to(device) if device is not None else v.clone() for v in value]
+            setattr(self, name, value)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def compute(self) -> Any:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def _copy(value: State) -> State:
+    if isinstance(value, torch.Tensor):
+        return value.clone()
+    if isinstance(value, list):
+        return list(value)
+    return value
+
+
+def _gather_cat(parts: List[torch.Tensor]) -> Optional[torch.Tensor]:
+    local = torch.cat(parts) if parts else None
+    if not is_distributed():
+        return local
+    gathered = all_gather_object(local.cpu() if local is not None else None)
+    pieces = [p for p in gathered if p is not None]
+    if not pieces:
+        return None
+    device = local.device if local is not None else None
+    return torch.cat(pieces).to(device)
+
+
+class PosteriorMetric(Metric):
+    """A metric of q(z|x): ``update(batch)`` runs the encoder; ``update_posterior`` takes its output.
+
+    Args:
+        model: a :class:`~aggressive_vi.VAE` or a module with ``.encoder``/``.decoder``; ``None``
+            when only :meth:`update_posterior` will be used.
+        get_input: ``batch -> x``, how the model's input is taken from a loader batch (default: the
+            tensor itself, the first element of a tuple/list, or ``batch["x"]``).
+    """
+
+    def __init__(self, model: Optional[nn.Module] = None, *, get_input: InputFn = extract_input) -> None:
+        super().__init__()
+        self.model = model
+        self.get_input = get_input
+
+    def _vae(self) -> VAE:
+        if self.model is None:
+            raise ValueError(f"{type(self).__name__}.update(batch) needs the model: pass "
+                             f"{type(self).__name__}(model), or call update_posterior(mean, logvar)")
+        return as_vae(self.model)
+
+    def update(self, batch: Any) -> None:
+        """Encode one loader batch (eval mode, no gradient; the model's modes are restored)."""
+        vae = self._vae()
+        x = move_to_device(self.get_input(batch), model_device(vae))
+        with evaluation_mode(vae):
+            mean, logvar = vae.encode(x)
+            self.update_posterior(mean, logvar, x)
+
+    def update_posterior(self, mean: torch.Tensor, logvar: torch.Tensor, x: Any = None) -> None:
+        """Add one batch's q(z|x): ``mean, logvar: [batch, latent_dim]`` (``x``: the batch's input,
+        needed by metrics that run the decoder)."""
+        raise NotImplementedError  # pragma: no cover
+
+
+# ---------------------------------------------------------------------------- KL and ELBO
+class KL(PosteriorMetric):
+    """Mean KL(q(z|x) || N(0, I)) over the data, nats per example (closed form)."""
+
+    def __init__(self, model: Optional[nn.Module] = None, *, get_input: InputFn = extract_input) -> None:
+        super().__init__(model, get_input=get_input)
+        self.add_state("kl_sum", torch.zeros((), dtype=torch.float64))
+        self.add_state("count", 0)
+
+    def update_posterior(self, mean: torch.Tensor, logvar: torch.Tensor, x: Any = None) -> None:
+        self._accumulate("kl_sum", gaussian_kl_to_standard_normal(mean, logvar).sum())
+        self.count += mean.shape[0]
+
+    def compute(self) -> float:
+        r = self.reduced()
+        return float(r["kl_sum"]) / _count(self, r)
+
+
+@dataclass(frozen=True)
+class ELBOEstimate:
+    """Data-set averages in nats per example: ``elbo = -(reconstruction + kl)``."""
+
+    elbo: float
+    reconstruction: float
+    kl: float
+
+
+class ELBO(PosteriorMetric):
+    """Mean ELBO over the data with ``n_samples`` reparameterised draws per example."""
+
+    def __init__(self, model: Optional[nn.Module] = None, *, n_samples: int = 1,
+                 get_input: InputFn = extract_input) -> None:
+        super().__init__(model, get_input=get_input)
+        self.n_samples = positive_int("n_samples", n_samples)
+        self.add_state("kl_sum", torch.zeros((), dtype=torch.float64))
+        self.add_state("reconstruction_sum", torch.zeros((), dtype=torch.float64))
+        self.add_state("count", 0)
+
+    def update_posterior(self, mean: torch.Tensor, logvar: torch.Tensor, x: Any = None) -> None:
+        if x is None:
+            raise ValueError("ELBO.update_posterior needs x (the decoder scores it); got None")
+        terms = self._vae().elbo_given(x, mean, logvar, n_samples=self.n_samples)
+        self._accumulate("kl_sum", terms.kl.sum())
+        self._accumulate("reconstruction_sum", terms.reconstruction.sum())
+        self.count += mean.shape[0]
+
+    def compute(self) -> ELBOEstimate:
+        r = self.reduced()
+        n = _count(self, r)
+        kl, rec = float(r["kl_sum"]) / n, float(r["reconstruction_sum"]) / n
+        return ELBOEstimate(-(rec + kl), rec, kl)
+
+
+# ---------------------------------------------------------------------------- mutual information
+def batch_mutual_information(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """The paper's minibatch estimate of I_q(x; z), a scalar tensor in nats.
+
+    ``I = E_x E_q(z|x)[log q(z|x) - log q(z)]`` where the aggregate posterior q(z) is the mixture of
+    the batch's B posteriors, ``q(z) = (1/B) sum_j q(z|x_j)``, with one sample z per x. The first term
+    is the exact negative entropy of each Gaussian. Equals ``E_x KL(q(z|x)||p) - KL(q(z)||p)`` in
+    expectation; it is at most log B, so it depends on the batch size.
+
+    Args:
+        mean, logvar: ``[batch, latent_dim]``.
+    """
+    batch, latent_dim = mean.shape
+    neg_entropy = (-0.5 * latent_dim * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(-1)).mean()
+    z = VAE.reparameterize(mean, logvar, 1).transpose(0, 1)  # [1, batch, latent_dim]
+    # log q(z_i | x_j) for every pair: [batch (i, the sample), batch (j, the component)]
+    log_density = VAE.log_q_given(z.expand(batch, -1, -1), mean, logvar).t()
+    log_qz = torch.logsumexp(log_density, dim=1) - math.log(batch)
+    return neg_entropy - log_qz.mean()
+
+
+@dataclass(frozen=True)
+class MIEstimate:
+    """An estimate of I_q(x; z) in nats with its standard error.
+
+    Attributes:
+        value: the estimate, nats.
+        stderr: its standard error, nats (``nan`` when it cannot be estimated, e.g. one batch).
+        estimator: ``"minibatch"`` (the paper's: each minibatch's mixture as q(z)).
+        n_examples: examples seen (all ranks).
+    """
+
+    value: float
+    stderr: float
+    estimator: str
+    n_examples: int
+
+    def __float__(self) -> float:
+        return self.value
+
+
+class MutualInformation(PosteriorMetric):
+    """The paper's minibatch estimator of I_q(x; z): :func:`batch_mutual_information` averaged over
+    batches, weighted by their size.
+
+    The aggregate posterior is each minibatch's mixture, so the estimate is at most log(batch size):
+    compare values computed with the same batch size. Its standard error treats the batch estimates
+    as independent draws: ``sqrt(weighted variance of the batch estimates / number of batches)``.
+    """
+
+    estimator = "minibatch"
+
+    def __init__(self, model: Optional[nn.Module] = None, *, get_input: InputFn = extract_input) -> None:
+        super().__init__(model, get_input=get_input)
+        self.add_state("weighted_sum", torch.zeros((), dtype=torch.float64))  # sum_b B_b * I_b
+        self.add_state("weighted_sq_sum", torch.zeros((), dtype=torch.float64))  # sum_b B_b * I_b^2
+        self.add_state("count", 0)  # sum_b B_b
+        self.add_state("batches", 0)
+
+    def update_posterior(self, mean: torch.Tensor, logvar: torch.Tensor, x: Any = None) -> None:
+        value = batch_mutual_information(mean, logvar).double()
+        b = mean.shape[0]
+        self._accumulate("weighted_sum", value * b)
+        self._accumulate("weighted_sq_sum", value * value * b)
+        self.count += b
+        self.batches += 1
+
+    def compute(self) -> MIEstimate:
+        r = self.reduced()
+        n, batches = _count(self, r), float(r["batches"])
+        mean = float(r["weighted_sum"]) / n
+        var = max(float(r["weighted_sq_sum"]) / n - mean * mean, 0.0)
+        stderr = math.sqrt(var / (batches - 1)) if batches > 1 else math.nan
+        return MIEstimate(mean, stderr, self.estimator, int(n))
+
+
+# ---------------------------------------------------------------------------- active units
+@dataclass(frozen=True)
+class ActiveUnitsResult:
+    """Active latent units (Burda et al., 2016).
+
+    Attributes:
+        count: dimensions whose posterior-mean variance exceeds the threshold.
+        variances: ``[latent_dim]`` unbiased variance over the data of E_q(z|x)[z_d].
+        threshold: the threshold used.
+    """
+
+    count: int
+    variances: torch.Tensor
+    threshold: float
+
+    def __int__(self) -> int:
+        return self.count
+
+
+class ActiveUnits(PosteriorMetric):
+    """Count the latent dimensions with ``Var_x(E_q(z|x)[z_d]) > threshold`` (paper: 0.01)."""
+
+    def __init__(self, model: Optional[nn.Module] = None, *, threshold: float = 0.01,
+                 get_input: InputFn = extract_input) -> None:
+        super().__init__(model, get_input=get_input)
+        self.threshold = non_negative_float("threshold", threshold)
+        self.add_state("mean_sum", None)  # [latent_dim], shaped by the first update
+        self.add_state("mean_sq_sum", None)
+        self.add_state("count", 0)
+
+    def update_posterior(self, mean: torch.Tensor, logvar: torch.Tensor, x: Any = None) -> None:
+        m = mean.detach().double()
+        self._accumulate("mean_sum", m.sum(0))
+        self._accumulate("mean_sq_sum", m.pow(2).sum(0))
+        self.count += mean.shape[0]
+
+    def compute(self) -> ActiveUnitsResult:
+        r = self.reduced()
+        count = float(r["count"])
+        if count < 2 or r["mean_sum"] is None:
+            raise ValueError(f"active_units needs at least 2 examples; the loader gave {int(count)}")
+        variances = ((r["mean_sq_sum"] - r["mean_sum"].pow(2) / count) / (count - 1)).clamp_min(0.0)
+        return ActiveUnitsResult(int((variances > self.threshold).sum().item()),
+                                 variances.float().cpu(), self.threshold)
+
+
+# ---------------------------------------------------------------------------- IW-NLL
+def iw_log_likelihood(
+    model: nn.Module, x: Any, *, n_samples: int = 500, chunk_size: int = 100
+) -> torch.Tensor:
+    """Importance-weighted estimate of log p(x) for one batch: ``[batch]``, nats.
+
+    ``log p(x) ~= logsumexp_k [log p(x, z_k) - log q(z_k|x)] - log K`` with ``z_k ~ q(z|x)``,
+    K = ``n_samples``, drawn ``chunk_size`` samples at a time to bound memory (the decoder sees
+    ``z`` of shape ``[batch, chunk_size, latent_dim]``). A lower bound on log p(x) in expectation that
+    tightens as K grows; exact for any K when q(z|x) is the true posterior. Does not change the model's
+    mode or disable gradients: call inside :func:`evaluation_mode` (as :class:`IWNLL` does).
+    """
+    positive_int("n_samples", n_samples)
+    positive_int("chunk_size", chunk_size)
+    vae = as_vae(model)
+    mean, logvar = vae.encode(x)
+    log_w = []
+    for start in range(0, n_samples, chunk_size):
+        k = min(chunk_size, n_samples - start)
+        z = vae.reparameterize(mean, logvar, k)
+        log_w.append(vae.log_joint(x, z) - vae.log_q_given(z, mean, logvar))
+    return torch.logsumexp(torch.cat(log_w, dim=1), dim=1) - math.log(n_samples)
+
+
+@dataclass(frozen=True)
+class IWNLLResult:
+    """Importance-weighted negative log-likelihood over a data set.
+
+    Attributes:
+        nll: mean of -log p(x) over examples, nats per example.
+        n_examples: examples evaluated (all ranks together).
+        n_tokens: the total of ``count_tokens`` over examples when it was given, else ``None``.
+    """
+
+    nll: float
+    n_examples: int
+    n_tokens: Optional[int] = None
+
+    @property
+    def perplexity(self) -> Optional[float]:
+        """``exp(sum of NLL / n_tokens)`` (per-token perplexity), ``None`` without token counts."""
+        if self.n_tokens is None:
+            return None
+        return math.exp(self.nll * self.n_examples / self.n_tokens)
+
+    def __float__(self) -> float:
+        return self.nll
+
+
+class IWNLL(Metric):
+    """Importance-weighted NLL (the paper's reported likelihood), nats per example.
+
+    Args:
+        model: the VAE.
+        n_samples: importance samples per example (the paper uses 500).
+        chunk_size: samples per decoder call; lower it to save memory.
+        count_tokens: optional ``x -> number of tokens in the batch`` (for text: words plus
+            end-of-sentence symbols) so that :attr:`IWNLLResult.perplexity` can be reported.
+        get_input: ``batch -> x`` (see :class:`PosteriorMetric`).
+    """
+
+    def __init__(self, model: nn.Module, *, n_samples: int = 500, chunk_size: int = 100,
+                 count_tokens: Optional[Callable[[Any], Union[int, torch.Tensor]]] = None,
+                 get_input: InputFn = extract_input) -> None:
+        super().__init__()
+        self.model = model
+        self.n_samples = positive_int("n_samples", n_samples)
+        self.chunk_size = positive_int("chunk_size", chunk_size)
+        self.count_tokens = count_tokens
+        self.get_input = get_input
+        self.add_state("nll_sum", torch.zeros((), dtype=torch.float64))
+        self.add_state("count", 0)
+        self.add_state("tokens", torch.zeros((), dtype=torch.float64))
+
+    def update(self, batch: Any) -> None:
+        vae = as_vae(self.model)
+        x = move_to_device(self.get_input(batch), model_device(vae))
+        with evaluation_mode(vae):
+            self.update_input(x)
+
+    def update_input(self, x: Any) -> None:
+        """Add one batch given the model's input ``x`` (already on the model's device)."""
+        ll = iw_log_likelihood(self.model, x, n_samples=self.n_samples, chunk_size=self.chunk_size)
+        self._accumulate("nll_sum", -ll.sum())
+        self.count += ll.shape[0]
+        if self.count_tokens is not None:
+            self._accumulate("tokens", torch.as_tensor(self.count_tokens(x), dtype=torch.float64)
+                             .sum().to(ll.device))
+
+    def compute(self) -> IWNLLResult:
+        r = self.reduced()
+        n = _count(self, r)
+        return IWNLLResult(nll=float(r["nll_sum"]) / n, n_examples=int(n),
+                           n_tokens=int(round(float(r["tokens"]))) if self.count_tokens is not None else None)
+
+
+def _count(metric: Metric, reduced: Dict[str, Any]) -> float:
+    n = float(reduced["count"])
+    if n <= 0:
+        raise ValueError(f"{type(metric).__name__}.compute(): no example was added; call update first "
+                         "(an empty loader?)")
+    return n

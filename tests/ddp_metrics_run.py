@@ -1,0 +1,66 @@
+"""Worker for tests/test_distributed_metrics.py, launched with ``torchrun --nproc_per_node=2`` (gloo).
+
+    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_metrics_run.py OUT_DIR
+
+Each rank writes OUT_DIR/rank{r}.pt: the metrics computed over its shard of a fixed data set
+(reduced over both ranks by the metrics themselves), and the error ``fit`` raised when the ranks'
+loaders yield different numbers of batches.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+import torch.distributed as dist
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from conftest import BernoulliDecoder, MLPEncoder, binary_data  # noqa: E402
+
+from aggressive_vi import VAE, AggressiveTrainer, Always  # noqa: E402
+from aggressive_vi import metrics  # noqa: E402
+
+N, BATCH = 40, 8
+
+
+def model() -> VAE:
+    torch.manual_seed(0)
+    return VAE(MLPEncoder(), BernoulliDecoder())
+
+
+def main(out: str) -> None:
+    dist.init_process_group("gloo")
+    rank = dist.get_rank()
+    result = {"file": os.path.abspath(sys.modules["aggressive_vi"].__file__)}
+    vae = model()
+    data = binary_data(N)
+    shard = data[rank::2]  # rank 0: examples 0, 2, ...; rank 1: 1, 3, ...
+    kl, au = metrics.KL(vae), metrics.ActiveUnits(vae, threshold=0.0)
+    elbo_counts = metrics.ELBO(vae)
+    for start in range(0, shard.shape[0], BATCH):
+        batch = shard[start:start + BATCH]
+        kl.update(batch)
+        au.update(batch)
+        elbo_counts.update(batch)
+    result["kl"] = kl.compute()
+    result["au_variances"] = au.compute().variances
+    result["elbo_count"] = int(elbo_counts.reduced()["count"])
+
+    # uneven shards: rank 0 has 5 batches, rank 1 has 4
+    n_batches = 5 if rank == 0 else 4
+    batches = [binary_data(BATCH, seed=i) for i in range(n_batches)]
+    trainer = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=0.1),
+                                torch.optim.SGD(vae.decoder.parameters(), lr=0.1), stopping=Always())
+    try:
+        trainer.fit(batches, epochs=1)
+        result["uneven_error"] = None
+    except ValueError as exc:
+        result["uneven_error"] = str(exc)
+    result["step_after_uneven"] = trainer.step
+    torch.save(result, os.path.join(out, f"rank{rank}.pt"))
+    dist.destroy_process_group()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])

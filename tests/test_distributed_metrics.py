@@ -1,0 +1,64 @@
+"""Metric objects reduce their named states over ranks; ``fit`` refuses uneven shards up front.
+
+A real two-process gloo group (``torchrun``), launched in its own session so that a timeout kills
+both workers."""
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from aggressive_vi import metrics
+from conftest import binary_data
+from ddp_metrics_run import BATCH, N, model
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    out = tmp_path_factory.mktemp("ddp_metrics")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
+               OMP_NUM_THREADS="1")
+    if sys.platform.startswith("linux"):
+        env.setdefault("GLOO_SOCKET_IFNAME", "lo")
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                             "--nproc_per_node=2", os.path.join(HERE, "ddp_metrics_run.py"), str(out)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, output[-3000:]
+    return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
+
+
+def test_workers_import_the_checkout_under_test(ranks):
+    assert all(r["file"].startswith(ROOT + os.sep) for r in ranks)
+
+
+def test_metrics_reduce_over_ranks_to_the_single_process_value(ranks):
+    vae = model()
+    data = binary_data(N)
+    kl, au = metrics.KL(vae), metrics.ActiveUnits(vae, threshold=0.0)
+    for start in range(0, N, BATCH):
+        kl.update(data[start:start + BATCH])
+        au.update(data[start:start + BATCH])
+    for r in ranks:  # sums in float64: equal up to the order of additions
+        assert r["kl"] == pytest.approx(kl.compute(), rel=1e-12)
+        assert torch.allclose(r["au_variances"], au.compute().variances, rtol=1e-6)
+        assert r["elbo_count"] == N
+
+
+def test_uneven_shards_fail_before_training_naming_each_ranks_length(ranks):
+    for r in ranks:
+        message = r["uneven_error"]
+        assert message is not None and "rank 0: 5" in message and "rank 1: 4" in message
+        assert "DistributedSampler" in message and "drop_last" in message
+        assert r["step_after_uneven"] == 0
