@@ -14,7 +14,7 @@ import torch
 from examples.text.experiment import json_safe  # NaN/inf -> null for strict JSON
 
 from .datasets import Budget
-from .rows import ROW_LABELS, ROWS
+from .rows import ROW_LABELS, ROWS, is_aggressive
 from .runner import run_one
 from .tables import aggregate, format_table
 
@@ -25,6 +25,8 @@ FORMAT = "benchmarks.reproduce/1"
 
 def _write(path: Path, data: str, budget: Budget, seeds: Sequence[int], rows: Sequence[str],
            runs: List[Dict[str, Any]], expected: int, command: str) -> Dict[str, Any]:
+    """Write (atomically) and return the JSON document of one data set: budget, settings, the summary
+    over seeds (:func:`aggregate`) and every finished run, ``complete`` once all ``expected`` are in."""
     runs = sorted(runs, key=lambda r: (ROWS.index(r["row"]), r["seed"]))
     summary = aggregate(runs)
     doc = {"format": FORMAT, "data": data, "budget": asdict(budget), "seeds": list(seeds), "rows": list(rows),
@@ -46,7 +48,7 @@ def _job(args: tuple) -> Dict[str, Any]:
 
 def _cost(data: str, row: str) -> int:
     """Rough relative cost, to start the longest runs first."""
-    return {"image": 3, "text": 2, "synthetic": 1}[data] * (3 if row.startswith("aggressive") else 1)
+    return {"image": 3, "text": 2, "synthetic": 1}[data] * (3 if is_aggressive(row) else 1)
 
 
 def run_study(datasets: Sequence[str], seeds: Sequence[int], out: Path, budgets: Dict[str, Budget], *,
