@@ -184,3 +184,39 @@ def test_text_study_keeps_the_inner_loop_its_published_runs_used():
     paper = reproduce.budgets_from_args(
         reproduce.build_parser().parse_args(["--window", "15", "--max-inner-steps", "100"]), ["text"])["text"]
     assert (paper.window, paper.max_inner_steps) == (15, 100)
+
+
+def test_phase_switch_step_comes_from_the_history(tmp_path):
+    """The run's ``left_aggressive_at`` is ``History.left_aggressive_at``: one fixed aggressive epoch of
+    3 decoder updates (48 examples, batch 16), so the phase ends after update 3; the curve points agree
+    (aggressive up to step 3, not after); a basic run never leaves a phase it never entered."""
+    from aggressive_vi import History
+
+    doc = reproduce.main(["--data", "synthetic", "--seeds", "0", "--rows", "basic", "aggressive", "--out", str(tmp_path),
+                          "--fixed-aggressive-epochs", "1", *TINY[:1], "2", *TINY[2:]])["synthetic"]
+    runs = {r["row"]: r for r in doc["runs"]}
+    aggressive = runs["aggressive"]
+    assert aggressive["steps_per_epoch"] == 3
+    assert aggressive["left_aggressive_at"] == 3 == History.from_dicts(aggressive["history"]).left_aggressive_at
+    assert [h["left_aggressive_at"] for h in aggressive["history"]] == [3, None]
+    curve = aggressive["curve"]
+    assert [p["step"] for p in curve] == list(range(7))  # 6 updates, 16 curve points at most: every update
+    assert [p["aggressive"] for p in curve] == [p["step"] <= 3 for p in curve]
+    assert runs["basic"]["left_aggressive_at"] is None
+    assert all(h["left_aggressive_at"] is None for h in runs["basic"]["history"])
+
+
+def test_text_setup_cuts_the_splits_to_the_budget():
+    """The text splits are cut with the example's public ``TextDataset.head``: the first N sentences."""
+    from examples.text.experiment import load_data
+    from examples.text.presets import get_preset
+
+    budget = reproduce.Budget(epochs=1, warm_up=0, max_train=8, max_eval=5, iw_samples=2, max_iw=3)
+    setup = reproduce.SETUPS["text"](budget, 0)
+    assert setup.settings["sizes"] == {"train": 8, "valid": 5, "test": 5}
+    assert sum(len(b) for b in setup.train_loader) == 8
+    assert sum(len(b) for b in setup.iw_loader) == 3
+    full = load_data("bundled", max_vocab=get_preset("cpu").max_vocab).splits["test"]
+    assert len(full) > 5  # the corpus's own split is left whole
+    test_sentences = sorted(tuple(row[1:int((row != 0).sum()) - 1].tolist()) for b in setup.test_loader for row in b)
+    assert test_sentences == sorted(tuple(full[i]) for i in range(5))

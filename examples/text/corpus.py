@@ -6,6 +6,7 @@ A batch is a ``LongTensor [batch, max_len + 2]``: ``<s>``, the token ids, ``</s>
 """
 from __future__ import annotations
 
+import copy
 import gzip
 import json
 import random
@@ -165,6 +166,16 @@ class TextDataset(Dataset):
 
     def lengths(self) -> List[int]:
         return [len(s) for s in self.ids]
+
+    def head(self, n: int) -> "TextDataset":
+        """The first ``n`` sentences (all of them when ``n >= len(self)``) as a new dataset with the
+        same vocabulary; ``labels``, when present, are cut alike. ``self`` is left unchanged."""
+        if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+            raise ValueError(f"head: n must be an integer >= 0, got {n!r}")
+        out = copy.copy(self)
+        out.ids = self.ids[:n]
+        out.labels = None if self.labels is None else self.labels[:n]
+        return out
 
 
 def pad_batch(sentences: Sequence[Sequence[int]], pad_id: int = 0, bos_id: int = 1, eos_id: int = 2) -> torch.Tensor:

@@ -92,6 +92,23 @@ def test_make_loader_yields_padded_long_batches(tmp_path):
     assert int(sum((b == vocab.eos_id).sum() for b in batches)) == 4
 
 
+def test_text_dataset_head_cuts_sentences_and_labels_and_leaves_the_original(tmp_path):
+    path = _write(tmp_path, "y.txt", "4\tgreat food\n1\tawful\n2\tfine i guess\n")
+    corpus = read_corpus(path, labels=True)
+    full = TextDataset(corpus, Vocab.build(corpus.sentences))
+    two = full.head(2)
+    assert len(two) == 2 and [two[i] for i in range(2)] == [full[0], full[1]]
+    assert two.labels == ["4", "1"] and two.vocab is full.vocab and two.lengths() == [2, 1]
+    assert len(full) == 3 and full.labels == ["4", "1", "2"]  # the original is not cut
+    assert len(full.head(10)) == 3 and len(full.head(0)) == 0
+    unlabelled = TextDataset(read_corpus(_write(tmp_path, "t.txt", "a b\nc\n")), full.vocab)
+    assert unlabelled.head(1).labels is None and len(unlabelled.head(1)) == 1
+    assert list(make_loader(two, 2, shuffle=False))[0].shape == (2, 4)  # <s> great food </s>
+    for bad in (-1, 1.5, True, None):
+        with pytest.raises(ValueError, match="n must be"):
+            full.head(bad)
+
+
 def test_resolve_splits(tmp_path):
     bundled = resolve_splits("bundled")
     assert all(p.is_file() for p in bundled.values())
