@@ -3,7 +3,7 @@
 He, Spokoyny, Neubig, Berg-Kirkpatrick, "Lagging Inference Networks and Posterior Collapse in
 Variational Autoencoders", ICLR 2019.
 """
-from . import estimators
+from . import estimators, metrics
 from .callbacks import Callback, PrintLogger, ProgressBar, StepInfo
 from .checkpoint import Checkpoint, CheckpointError, latest_checkpoint
 from .faults import NonFiniteError
@@ -46,4 +46,5 @@ __all__ = [
     "latest_checkpoint",
     "NonFiniteError",
     "estimators",
+    "metrics",
 ]

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from ._impl.loaders import InputFn, extract_input, model_device, move_to_device
-from .metrics import (ELBO, IWNLL, KL, ActiveUnitsResult, ELBOEstimate, IWNLLResult, MIEstimate,
-                      Metric, MutualInformation, PosteriorMetric, batch_mutual_information,
-                      evaluation_mode, iw_log_likelihood)
+from ._impl.checks import one_of
+from .metrics import (ELBO, IWNLL, KL, ActiveUnitsResult, DatasetMutualInformation, ELBOEstimate,
+                      IWNLLResult, MIEstimate, Metric, MutualInformation, PosteriorMetric,
+                      batch_mutual_information, evaluation_mode, iw_log_likelihood)
 from .metrics import ActiveUnits as _ActiveUnitsMetric
 from .model import as_vae
 
@@ -43,7 +44,24 @@ __all__ = [
     "elbo",
     "summary",
     "run_metrics",
+    "MI_ESTIMATORS",
+    "mi_metric",
 ]
+
+#: The two estimators of I_q(x; z): ``"minibatch"`` (the paper's) and ``"dataset"``.
+MI_ESTIMATORS = ("minibatch", "dataset")
+
+
+def mi_metric(estimator: str = "minibatch", **options: Any) -> PosteriorMetric:
+    """A fresh MI metric: :class:`~aggressive_vi.metrics.MutualInformation` for ``"minibatch"``
+    (the paper's estimator), :class:`~aggressive_vi.metrics.DatasetMutualInformation` for
+    ``"dataset"`` (``options``: its ``n_draws``, ``seed``, ``chunk_elements``)."""
+    one_of("estimator", estimator, MI_ESTIMATORS)
+    if estimator == "minibatch":
+        if options:
+            raise ValueError(f"the minibatch MI estimator takes no options; got {sorted(options)}")
+        return MutualInformation()
+    return DatasetMutualInformation(**options)
 
 
 def _inputs(model: nn.Module, loader: Iterable[Any], get_input: InputFn) -> Iterator[Any]:
@@ -99,19 +117,28 @@ def iw_nll(
 
 
 def mutual_information_estimate(model: nn.Module, loader: Iterable[Any], *,
-                                get_input: InputFn = extract_input) -> MIEstimate:
-    """I_q(x; z) by the paper's minibatch estimator, with its standard error (nats)."""
-    return run_metrics(model, loader, {"mi": MutualInformation()}, get_input=get_input)["mi"]
+                                estimator: str = "minibatch", get_input: InputFn = extract_input,
+                                **options: Any) -> MIEstimate:
+    """I_q(x; z) with its standard error (nats), by ``estimator``:
 
-
-def mutual_information(model: nn.Module, loader: Iterable[Any], *,
-                       get_input: InputFn = extract_input) -> float:
-    """I_q(x; z) in nats: :func:`batch_mutual_information` averaged over batches, weighted by size.
-
-    This is the paper's estimator (aggregate posterior = each minibatch's mixture). It is bounded by
-    log(batch size), so compare values computed with the same batch size.
+    * ``"minibatch"`` (default, the paper's): the aggregate posterior is each minibatch's mixture,
+      one z per example; at most log(batch size), so compare values at the same batch size.
+    * ``"dataset"``: the mixture of all N posteriors of the loader, ``n_draws`` z per example
+      (default 10; see :class:`~aggressive_vi.metrics.DatasetMutualInformation`).
     """
-    return mutual_information_estimate(model, loader, get_input=get_input).value
+    metric = mi_metric(estimator, **options)
+    return run_metrics(model, loader, {"mi": metric}, get_input=get_input)["mi"]
+
+
+def mutual_information(model: nn.Module, loader: Iterable[Any], *, estimator: str = "minibatch",
+                       get_input: InputFn = extract_input, **options: Any) -> float:
+    """I_q(x; z) in nats (:func:`mutual_information_estimate` without its standard error).
+
+    The default is the paper's estimator (aggregate posterior = each minibatch's mixture), bounded
+    by log(batch size); ``estimator="dataset"`` uses the whole loader's mixture.
+    """
+    return mutual_information_estimate(model, loader, estimator=estimator, get_input=get_input,
+                                       **options).value
 
 
 def active_units(model: nn.Module, loader: Iterable[Any], *, threshold: float = 0.01,
@@ -143,6 +170,7 @@ def summary(
     terms: Iterable[str] = _TERMS,
     au_threshold: float = 0.01,
     n_samples: int = 1,
+    mi_estimator: str = "minibatch",
     get_input: InputFn = extract_input,
 ) -> Dict[str, Any]:
     """Several estimates in one pass over the loader (what the trainer records every epoch).
@@ -151,6 +179,7 @@ def summary(
         terms: any of ``"elbo"`` (also gives ``reconstruction`` and ``kl``), ``"kl"``, ``"mi"``
             (also gives ``mi_stderr``), ``"au"`` (gives ``au`` and ``au_detail``, an
             :class:`ActiveUnits`).
+        mi_estimator: ``"minibatch"`` (the paper's) or ``"dataset"`` (see :func:`mi_metric`).
 
     Returns:
         A dict of floats (nats per example; ``au`` an int) for the requested terms, plus
@@ -166,7 +195,7 @@ def summary(
     elif "kl" in wanted:
         metrics["kl"] = KL()
     if "mi" in wanted:
-        metrics["mi"] = MutualInformation()
+        metrics["mi"] = mi_metric(mi_estimator)
     if "au" in wanted:
         metrics["au"] = _ActiveUnitsMetric(threshold=au_threshold)
     if not metrics:

@@ -40,7 +40,7 @@ from .model import VAE, as_vae, gaussian_kl_to_standard_normal
 
 __all__ = [
     "Metric", "PosteriorMetric", "evaluation_mode",
-    "KL", "ELBO", "MutualInformation", "ActiveUnits", "IWNLL",
+    "KL", "ELBO", "MutualInformation", "DatasetMutualInformation", "ActiveUnits", "IWNLL",
     "ELBOEstimate", "MIEstimate", "ActiveUnitsResult", "IWNLLResult",
     "batch_mutual_information", "iw_log_likelihood",
 ]
@@ -322,7 +322,8 @@ class MIEstimate:
     Attributes:
         value: the estimate, nats.
         stderr: its standard error, nats (``nan`` when it cannot be estimated, e.g. one batch).
-        estimator: ``"minibatch"`` (the paper's: each minibatch's mixture as q(z)).
+        estimator: ``"minibatch"`` (the paper's: each minibatch's mixture as q(z)) or ``"dataset"``
+            (the whole data set's mixture, :class:`DatasetMutualInformation`).
         n_examples: examples seen (all ranks).
     """
 
@@ -368,6 +369,63 @@ class MutualInformation(PosteriorMetric):
         var = max(float(r["weighted_sq_sum"]) / n - mean * mean, 0.0)
         stderr = math.sqrt(var / (batches - 1)) if batches > 1 else math.nan
         return MIEstimate(mean, stderr, self.estimator, int(n))
+
+
+class DatasetMutualInformation(PosteriorMetric):
+    """I_q(x; z) with the aggregate posterior of the whole data set: q(z) = (1/N) sum_j q(z|x_j).
+
+    ``I = (1/N) sum_i [ -H(q(z|x_i)) - (1/S) sum_s log q(z_is) ]`` with ``S = n_draws`` samples
+    ``z_is ~ q(z|x_i)`` per example; the entropy term is exact. Unlike the paper's minibatch
+    estimator (:class:`MutualInformation`) it is bounded by log N rather than log(batch), does not
+    depend on the batch size, and with several draws per example it is much less noisy. The
+    posteriors of all N examples are kept (``[N, latent_dim]`` twice; gathered from every rank under
+    ``torch.distributed``) and ``log q(z)`` is evaluated in chunks of at most ``chunk_elements``
+    ``[rows, N, latent_dim]`` elements, so memory stays bounded.
+
+    The draws come from a generator seeded with ``seed`` (the same on every rank, and the same from
+    one epoch to the next: the estimate moves only when the posteriors do). The standard error is
+    ``std_i(term_i) / sqrt(N)`` over the per-example terms.
+
+    Args:
+        n_draws: z samples per example (S).
+        seed: seed of the draws.
+        chunk_elements: bound on the elements of one chunk of pairwise log densities.
+    """
+
+    estimator = "dataset"
+
+    def __init__(self, model: Optional[nn.Module] = None, *, n_draws: int = 10, seed: int = 0,
+                 chunk_elements: int = 1 << 24, get_input: InputFn = extract_input) -> None:
+        super().__init__(model, get_input=get_input)
+        self.n_draws = positive_int("n_draws", n_draws)
+        self.seed = int(seed)
+        self.chunk_elements = positive_int("chunk_elements", chunk_elements)
+        self.add_state("means", [], reduce="cat")  # [batch, latent_dim] per update
+        self.add_state("logvars", [], reduce="cat")
+
+    def update_posterior(self, mean: torch.Tensor, logvar: torch.Tensor, x: Any = None) -> None:
+        self.means.append(mean.detach().double())
+        self.logvars.append(logvar.detach().double())
+
+    def compute(self) -> MIEstimate:
+        r = self.reduced()
+        mean, logvar = r["means"], r["logvars"]
+        if mean is None or mean.shape[0] < 1:
+            raise ValueError("DatasetMutualInformation.compute(): no example was added; call update first")
+        n, d = mean.shape
+        generator = torch.Generator(device=mean.device).manual_seed(self.seed)
+        eps = torch.randn((n, self.n_draws, d), generator=generator, dtype=mean.dtype, device=mean.device)
+        z = (mean.unsqueeze(1) + (0.5 * logvar).exp().unsqueeze(1) * eps).reshape(n * self.n_draws, d)
+        rows = max(1, self.chunk_elements // max(1, n * d))
+        log_qz = torch.cat([
+            torch.logsumexp(VAE.log_q_given(z[start:start + rows].unsqueeze(0).expand(n, -1, -1),
+                                            mean, logvar), dim=0)  # [rows]: sum over the N components
+            for start in range(0, n * self.n_draws, rows)
+        ]) - math.log(n)
+        neg_entropy = -0.5 * d * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(-1)  # [N]
+        terms = neg_entropy - log_qz.reshape(n, self.n_draws).mean(1)
+        stderr = float(terms.std(unbiased=True)) / math.sqrt(n) if n > 1 else math.nan
+        return MIEstimate(float(terms.mean()), stderr, self.estimator, int(n))
 
 
 # ---------------------------------------------------------------------------- active units

@@ -42,7 +42,7 @@ from ._impl.streams import InnerStream
 from .callbacks import PrintLogger, ProgressBar, StepInfo
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, load_plain_state_dict, plain_state_dict
 from .distributed import TrainingNetworks, all_gather_object, all_reduce_sum, any_rank, is_distributed, rank, world_size
-from .estimators import summary
+from .estimators import MI_ESTIMATORS, summary
 from .faults import (ON_NONFINITE, DeferredInterrupt, NonFiniteError, batch_context, clip_and_check,
                      describe_input, nonfinite_message)
 from .history import History
@@ -93,6 +93,10 @@ class AggressiveTrainer:
         clip_grad_norm: max gradient norm (paper: 5.0); ``None`` disables clipping.
         n_samples: z samples per example in the training ELBO (paper: 1).
         au_threshold: variance threshold of the validation active-unit count (paper: 0.01).
+        mi_estimator: how the validation MI (``EpochRecord.val_mi``, with ``val_mi_stderr``) is
+            estimated: ``"minibatch"`` (the paper's: each minibatch's mixture as the aggregate
+            posterior) or ``"dataset"`` (the whole validation set's mixture, 10 draws per example:
+            quieter, and independent of the batch size). See :mod:`aggressive_vi.estimators`.
         on_nonfinite: ``"raise"`` (default): a NaN/inf loss or gradient stops training with a
             :class:`~aggressive_vi.NonFiniteError` before the step is applied; ``"skip"``: the step is
             not applied, training goes on, and the skips are counted in the history.
@@ -126,6 +130,7 @@ class AggressiveTrainer:
         clip_grad_norm: Optional[float] = 5.0,
         n_samples: int = 1,
         au_threshold: float = 0.01,
+        mi_estimator: str = "minibatch",
         on_nonfinite: str = "raise",
         ddp: Optional[bool] = None,
         get_input: InputFn = extract_input,
@@ -154,6 +159,7 @@ class AggressiveTrainer:
         self.enc_opt = enc_opt
         self.dec_opt = dec_opt
         self.au_threshold = au_threshold
+        self.mi_estimator = one_of("mi_estimator", mi_estimator, MI_ESTIMATORS)
         self.callbacks: List[Any] = list(callbacks)
         if progress:  # before the logger, so the bar's line is closed when an epoch line prints
             self.callbacks.append(ProgressBar())
@@ -285,7 +291,7 @@ class AggressiveTrainer:
         val: Dict[str, Any] = {}
         if val_loader is not None:
             val = summary(self.model, val_loader, au_threshold=self.au_threshold,
-                          get_input=self.get_input)
+                          mi_estimator=self.mi_estimator, get_input=self.get_input)
         record = run.record(val)  # training sums reduced over ranks
         if self.is_aggressive and self.stopping.should_stop(
             TrainingEvent(epoch=epoch, step=self.step, epoch_end=True, metrics=record.to_dict())

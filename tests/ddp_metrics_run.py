@@ -38,14 +38,17 @@ def main(out: str) -> None:
     shard = data[rank::2]  # rank 0: examples 0, 2, ...; rank 1: 1, 3, ...
     kl, au = metrics.KL(vae), metrics.ActiveUnits(vae, threshold=0.0)
     elbo_counts = metrics.ELBO(vae)
+    dataset_mi = metrics.DatasetMutualInformation(vae, n_draws=3, seed=1)
     for start in range(0, shard.shape[0], BATCH):
         batch = shard[start:start + BATCH]
         kl.update(batch)
         au.update(batch)
         elbo_counts.update(batch)
+        dataset_mi.update(batch)
     result["kl"] = kl.compute()
     result["au_variances"] = au.compute().variances
     result["elbo_count"] = int(elbo_counts.reduced()["count"])
+    result["dataset_mi"] = dataset_mi.compute().value  # posteriors gathered: rank 0's, then rank 1's
 
     # uneven shards: rank 0 has 5 batches, rank 1 has 4
     n_batches = 5 if rank == 0 else 4

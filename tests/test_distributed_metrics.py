@@ -54,6 +54,13 @@ def test_metrics_reduce_over_ranks_to_the_single_process_value(ranks):
         assert r["kl"] == pytest.approx(kl.compute(), rel=1e-12)
         assert torch.allclose(r["au_variances"], au.compute().variances, rtol=1e-6)
         assert r["elbo_count"] == N
+    # the whole-data-set MI sees every rank's posteriors (in rank order) and the same seeded draws
+    in_rank_order = torch.cat([data[0::2], data[1::2]])
+    reference = metrics.DatasetMutualInformation(vae, n_draws=3, seed=1)
+    for start in range(0, N, BATCH):
+        reference.update(in_rank_order[start:start + BATCH])
+    assert ranks[0]["dataset_mi"] == ranks[1]["dataset_mi"]
+    assert ranks[0]["dataset_mi"] == pytest.approx(reference.compute().value, rel=1e-9)
 
 
 def test_uneven_shards_fail_before_training_naming_each_ranks_length(ranks):

@@ -55,7 +55,7 @@ def test_mi_plateau_ignores_steps_and_round_trips_its_state():
     run(crit, [1.0, 0.5])
     other = MIPlateau(patience=3, cumulative=True)
     other.load_state_dict(crit.state_dict())
-    assert other.state_dict() == {"reference": 1.0, "failures": 1}
+    assert other.state_dict() == {"reference": 1.0, "reference_stderr": 0.0, "failures": 1}
 
 
 def test_mi_plateau_names_a_missing_metric():
@@ -65,8 +65,10 @@ def test_mi_plateau_names_a_missing_metric():
 
 
 @pytest.mark.parametrize("kwargs,pattern", [
-    ({"patience": 0}, "patience must be >= 1; got 0"),
-    ({"min_delta": -1.0}, "min_delta must be >= 0; got -1.0"),
+    ({"patience": 0}, "patience must be a positive int; got 0"),
+    ({"min_delta": -1.0}, "min_delta must be a non-negative number; got -1.0"),
+    ({"k_stderr": -2}, "k_stderr must be a non-negative number; got -2"),
+    ({"min_epochs": 1.5}, "min_epochs must be a non-negative int; got 1.5"),
 ])
 def test_mi_plateau_bad_options(kwargs, pattern):
     with pytest.raises(ValueError, match=pattern):
@@ -100,3 +102,38 @@ def test_a_user_criterion_in_a_few_lines_is_a_stopping_criterion():
 
     crit = StopWhenKLAbove()
     assert crit.should_stop(TrainingEvent(0, 1, True, {"kl": 6.0}))
+
+
+def epoch(e, mi, se=None):
+    metrics = {"val_mi": mi}
+    if se is not None:
+        metrics["val_mi_stderr"] = se
+    return TrainingEvent(epoch=e, step=10 * (e + 1), epoch_end=True, metrics=metrics)
+
+
+def test_default_plateau_is_the_papers_rule_and_fires_on_a_noisy_start():
+    # the paper's rule: reference 0, stop at the first MI below the previous epoch's
+    crit = MIPlateau()
+    assert crit.should_stop(epoch(0, -0.05, 0.06))  # noise below 0 at epoch 0 ends the phase
+    crit = MIPlateau()
+    assert [crit.should_stop(epoch(e, v)) for e, v in enumerate([0.2, 0.5, 0.7, 0.69])] == [False] * 3 + [True]
+
+
+def test_k_stderr_counts_rises_inside_the_noise_as_no_rise_and_min_epochs_delays_the_switch():
+    crit = MIPlateau(k_stderr=2.0, min_epochs=2)
+    # epoch 0: -0.05 +- 0.06 against the initial 0: no significant rise, but inside min_epochs
+    assert not crit.should_stop(epoch(0, -0.05, 0.06))
+    # epoch 1: 0.5 +- 0.05 against -0.05 +- 0.06: a rise of 0.55 > 2 * 0.078
+    assert not crit.should_stop(epoch(1, 0.5, 0.05)) and crit.failures == 0
+    # epoch 2: 0.55 +- 0.05: +0.05 < 2 * 0.071, no significant rise: counted, patience 1: stop
+    assert crit.should_stop(epoch(2, 0.55, 0.05))
+    # the same sequence under the paper's rule would have stopped at epoch 0
+    paper = MIPlateau()
+    assert paper.should_stop(epoch(0, -0.05, 0.06))
+
+
+def test_min_epochs_alone_and_a_missing_stderr():
+    crit = MIPlateau(min_epochs=3)
+    assert [crit.should_stop(epoch(e, v)) for e, v in enumerate([-0.1, -0.2, 0.3, 0.2])] == [False] * 3 + [True]
+    with pytest.raises(ValueError, match="needs the standard error 'val_mi_stderr'"):
+        MIPlateau(k_stderr=1.0).should_stop(epoch(0, 0.3))
