@@ -1,6 +1,9 @@
-"""The worker that tests/test_distributed.py launches with ``torchrun --nproc_per_node=2`` (gloo, CPU).
+"""The worker that tests/test_distributed.py starts twice, as ranks 0 and 1 of a gloo (CPU) group.
 
-    python -m torch.distributed.run --standalone --nproc_per_node=2 tests/ddp_run.py OUT_DIR
+    MASTER_ADDR=127.0.0.1 MASTER_PORT=29500 WORLD_SIZE=2 RANK=r python tests/ddp_run.py OUT_DIR
+
+(for r in 0 and 1; ``torchrun --standalone --nproc_per_node=2 tests/ddp_run.py OUT_DIR`` does the
+same; the test starts the ranks itself, in one process group, so that it can kill them all).
 
 Each rank writes OUT_DIR/rank{r}.pt with what the test compares: its parameters and history after a
 short aggressive run through the stopping switch, validation estimates over a sharded loader, and
@@ -16,9 +19,12 @@ import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from torch.utils.data import DataLoader, DistributedSampler
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the checkout these tests belong to comes first, before any installed aggressive_vi; then tests/
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(_HERE), _HERE]
 from conftest import BernoulliDecoder, MLPEncoder, binary_data  # noqa: E402
 
+import aggressive_vi  # noqa: E402
 from aggressive_vi import (VAE, AggressiveTrainer, AnyOf, Checkpoint, FixedEpochs, FixedSteps,  # noqa: E402
                            MIPlateau, NonFiniteError, estimators)
 from aggressive_vi.distributed import data_parallel  # noqa: E402
@@ -68,7 +74,7 @@ def main(out_dir: str) -> None:
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
     rank = dist.get_rank()
-    result = {}
+    result = {"package": aggressive_vi.__file__}
 
     # 1. a short aggressive run through the stopping switch, with checkpoints (rank 0 writes)
     train, val = loaders()
@@ -153,4 +159,7 @@ def main(out_dir: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    if sys.argv[1:] == ["--print-package"]:  # which aggressive_vi a run of this script uses
+        print(aggressive_vi.__file__)
+    else:
+        main(sys.argv[1])

@@ -3,7 +3,8 @@
     python tests/resume_run.py CHECKPOINT_DIR HANG_AT_STEP
 
 trains with a Checkpoint every 5 decoder updates, prints "hanging" once the decoder update
-HANG_AT_STEP is done and then sleeps until the test kills it with SIGKILL.
+HANG_AT_STEP is done and then sleeps until the test kills it with SIGKILL. It imports the
+``aggressive_vi`` of its own checkout (``python tests/resume_run.py --print-package`` prints which).
 """
 from __future__ import annotations
 
@@ -15,9 +16,12 @@ from typing import Any, List, Sequence, Tuple
 import torch
 from torch.utils.data import DataLoader
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# the checkout these tests belong to comes first, before any installed aggressive_vi; then tests/
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:0] = [os.path.dirname(_HERE), _HERE]
 from conftest import BernoulliDecoder, MLPEncoder, binary_data  # noqa: E402
 
+import aggressive_vi  # noqa: E402
 from aggressive_vi import (VAE, AggressiveTrainer, AnyOf, Checkpoint, FixedSteps,  # noqa: E402
                            LinearKLAnnealing, LRDecayOnPlateau, MIPlateau)
 
@@ -64,4 +68,7 @@ def main(argv: List[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    if sys.argv[1:] == ["--print-package"]:  # which aggressive_vi a run of this script uses
+        print(aggressive_vi.__file__)
+    else:
+        main(sys.argv[1:])

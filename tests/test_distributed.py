@@ -1,6 +1,6 @@
-"""DDP: a real two-process gloo run launched with torchrun, plus the single-process behaviour of the helpers."""
+"""DDP: a real two-process gloo run, plus the single-process behaviour of the helpers."""
 import os
-import subprocess
+import pathlib
 import sys
 
 import pytest
@@ -12,6 +12,7 @@ from aggressive_vi.checkpoint import load_checkpoint
 from aggressive_vi.distributed import TrainingNetworks, all_gather_object, any_rank, unwrap
 from conftest import BernoulliDecoder, MLPEncoder, binary_data
 from ddp_run import BATCH, N_VAL
+from process_group import free_port, run_group
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -19,19 +20,33 @@ ROOT = os.path.dirname(HERE)
 
 @pytest.fixture(scope="module")
 def ddp(tmp_path_factory):
-    """Runs tests/ddp_run.py under ``torchrun --nproc_per_node=2`` (gloo) once; returns both ranks'
-    results and the launcher's output."""
+    """Runs tests/ddp_run.py as ranks 0 and 1 of a gloo group once; returns both ranks' results and
+    their output. The ranks run in one process group of their own, killed as a whole when the run
+    ends, fails or times out (they trap SIGTERM, so they would outlive a plain terminate)."""
     out = tmp_path_factory.mktemp("ddp")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
+               WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
     if sys.platform.startswith("linux"):
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")  # containers whose hostname does not resolve
-    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           os.path.join(HERE, "ddp_run.py"), str(out)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    logs = [(open(out / f"rank{r}.out", "w"), open(out / f"rank{r}.err", "w")) for r in range(2)]
+    try:
+        codes = run_group([dict(args=[sys.executable, os.path.join(HERE, "ddp_run.py"), str(out)], cwd=ROOT,
+                                env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), stdout=o, stderr=e)
+                           for r, (o, e) in enumerate(logs)], timeout=240)
+    finally:
+        for o, e in logs:
+            o.close()
+            e.close()
+    text = {name: [(out / f"rank{r}.{name}").read_text() for r in range(2)] for name in ("out", "err")}
+    assert codes == [0, 0], "".join(t[-3000:] for pair in zip(text["out"], text["err"]) for t in pair)
     ranks = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
-    return ranks, proc.stdout, out
+    return ranks, "".join(text["out"]), out
+
+
+def test_both_ranks_ran_the_checkout_under_test(ddp):
+    (r0, r1), _, _ = ddp
+    for r in (r0, r1):
+        assert pathlib.Path(r["package"]).resolve() == pathlib.Path(ROOT, "aggressive_vi", "__init__.py").resolve()
 
 
 def test_ranks_end_with_identical_parameters_and_history(ddp):

@@ -140,18 +140,6 @@ def test_fixed_epochs_and_always():
     assert [r.aggressive for r in trainer.fit(loader(), epochs=2)] == [True, True]
 
 
-def test_mi_plateau_switch_follows_the_validation_mi():
-    _, trainer = make_trainer(stopping=MIPlateau())
-    history = trainer.fit(loader(), val_loader=loader(24, seed=1), epochs=4)
-    reference, expected = 0.0, True
-    for record in history:
-        assert record.aggressive is expected
-        assert record.val_mi is not None and record.val_au is not None
-        if expected:
-            expected = not record.val_mi < reference
-            reference = record.val_mi
-
-
 def test_kl_schedule_is_applied_per_decoder_update():
     _, trainer = make_trainer(aggressive=False, kl_schedule=LinearKLAnnealing(start=0.2, warmup_epochs=2))
     history = trainer.fit(loader(), epochs=3)  # 5 steps per epoch
