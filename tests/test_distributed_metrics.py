@@ -1,9 +1,9 @@
 """Metric objects reduce their named states over ranks; ``fit`` refuses uneven shards up front.
 
-A real two-process gloo group (``torchrun``), launched in its own session so that a timeout kills
-both workers."""
+A real two-process gloo group, its ranks in one process group of their own so that a timeout kills
+both workers (torchrun would start each worker in a session of its own, out of reach of a kill of
+torchrun's group)."""
 import os
-import signal
 import subprocess
 import sys
 
@@ -13,6 +13,7 @@ import torch
 from aggressive_vi import metrics
 from conftest import binary_data
 from ddp_metrics_run import BATCH, N, model
+from process_group import free_port, run_group
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -21,21 +22,19 @@ ROOT = os.path.dirname(HERE)
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp_metrics")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([ROOT, os.environ.get("PYTHONPATH", "")]),
-               OMP_NUM_THREADS="1")
+    env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
+               WORLD_SIZE="2", LOCAL_WORLD_SIZE="2")
     if sys.platform.startswith("linux"):
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                             "--nproc_per_node=2", os.path.join(HERE, "ddp_metrics_run.py"), str(out)],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=180)
+    logs = [open(out / f"rank{r}.log", "w") for r in range(2)]
+    try:  # the ranks in one process group of their own, SIGKILLed as a whole at the end
+        codes = run_group([dict(args=[sys.executable, os.path.join(HERE, "ddp_metrics_run.py"), str(out)],
+                                cwd=ROOT, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), stdout=log,
+                                stderr=subprocess.STDOUT) for r, log in enumerate(logs)], timeout=180)
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, output[-3000:]
+        for log in logs:
+            log.close()
+    assert codes == [0, 0], "".join((out / f"rank{r}.log").read_text()[-3000:] for r in range(2))
     return [torch.load(out / f"rank{r}.pt", weights_only=True) for r in range(2)]
 
 
