@@ -150,7 +150,7 @@ class ProgressBar(Callback):
             return
         self._total = trainer.steps_per_epoch
         try:
-            from tqdm.auto import tqdm
+            from tqdm.auto import tqdm  # type: ignore[import-untyped]
         except ImportError:
             self._bar = None
             return

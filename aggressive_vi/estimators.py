@@ -82,16 +82,16 @@ def run_metrics(model: nn.Module, loader: Iterable[Any], metrics: Dict[str, Metr
     its own. The model is in eval mode under ``no_grad`` throughout; its modes are restored.
     """
     vae = as_vae(model)
+    posterior = [m for m in metrics.values() if isinstance(m, PosteriorMetric)]
+    likelihood = [m for m in metrics.values() if isinstance(m, IWNLL)]
     with evaluation_mode(model):
         for x in _inputs(vae, loader, get_input):
-            posterior = [m for m in metrics.values() if isinstance(m, PosteriorMetric)]
             if posterior:
                 mean, logvar = vae.encode(x)
-                for m in posterior:
-                    m.update_posterior(mean, logvar, x)
-            for m in metrics.values():
-                if isinstance(m, IWNLL):
-                    m.update_input(x)
+                for p in posterior:
+                    p.update_posterior(mean, logvar, x)
+            for iw in likelihood:
+                iw.update_input(x)
     return {name: m.compute() for name, m in metrics.items()}
 
 

@@ -129,11 +129,12 @@ def nonfinite_message(*, epoch: int, step: int, batch_index: int, phase: str,
 def batch_context(where: Callable[[], str], x: Any, first: Optional[str]) -> Iterator[None]:
     """Prefix errors raised inside with ``where()`` (e.g. "epoch 2, batch 7", computed only on
     error) and the input's description, keeping the exception's type; note when the input's
-    type/dtype/shape differs from the first batch's (``first``)."""
+    type/dtype/shape differs from the first batch's (``first``). The context is also left on the
+    exception as ``exc.aggressive_vi_context`` (a string) for programs that handle it."""
     try:
         yield
     except Exception as exc:  # any type: a KeyError or a user's own exception needs the context too
-        if isinstance(exc, (NonFiniteError, StopIteration)) or getattr(exc, "_aggressive_vi_where", False):
+        if isinstance(exc, (NonFiniteError, StopIteration)) or getattr(exc, "aggressive_vi_context", None):
             raise
         described = describe_input(x)
         context = f"{where()}, input {described}"
@@ -159,7 +160,7 @@ def _add_context(exc: BaseException, context: str) -> None:
         if callable(add_note):
             add_note(context)
     try:
-        exc._aggressive_vi_where = True  # type: ignore[attr-defined]
+        exc.aggressive_vi_context = context  # type: ignore[attr-defined]  # also marks it as done
     except Exception:  # pragma: no cover - __slots__ exceptions
         pass
 

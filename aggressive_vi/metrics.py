@@ -245,6 +245,9 @@ class PosteriorMetric(Metric):
 class KL(PosteriorMetric):
     """Mean KL(q(z|x) || N(0, I)) over the data, nats per example (closed form)."""
 
+    kl_sum: torch.Tensor
+    count: int
+
     def __init__(self, model: Optional[nn.Module] = None, *, get_input: InputFn = extract_input) -> None:
         super().__init__(model, get_input=get_input)
         self.add_state("kl_sum", torch.zeros((), dtype=torch.float64))
@@ -270,6 +273,10 @@ class ELBOEstimate:
 
 class ELBO(PosteriorMetric):
     """Mean ELBO over the data with ``n_samples`` reparameterised draws per example."""
+
+    kl_sum: torch.Tensor
+    reconstruction_sum: torch.Tensor
+    count: int
 
     def __init__(self, model: Optional[nn.Module] = None, *, n_samples: int = 1,
                  get_input: InputFn = extract_input) -> None:
@@ -346,6 +353,10 @@ class MutualInformation(PosteriorMetric):
     """
 
     estimator = "minibatch"
+    weighted_sum: torch.Tensor
+    weighted_sq_sum: torch.Tensor
+    count: int
+    batches: int
 
     def __init__(self, model: Optional[nn.Module] = None, *, get_input: InputFn = extract_input) -> None:
         super().__init__(model, get_input=get_input)
@@ -393,6 +404,8 @@ class DatasetMutualInformation(PosteriorMetric):
     """
 
     estimator = "dataset"
+    means: List[torch.Tensor]
+    logvars: List[torch.Tensor]
 
     def __init__(self, model: Optional[nn.Module] = None, *, n_draws: int = 10, seed: int = 0,
                  chunk_elements: int = 1 << 24, get_input: InputFn = extract_input) -> None:
@@ -449,6 +462,10 @@ class ActiveUnitsResult:
 
 class ActiveUnits(PosteriorMetric):
     """Count the latent dimensions with ``Var_x(E_q(z|x)[z_d]) > threshold`` (paper: 0.01)."""
+
+    mean_sum: Optional[torch.Tensor]
+    mean_sq_sum: Optional[torch.Tensor]
+    count: int
 
     def __init__(self, model: Optional[nn.Module] = None, *, threshold: float = 0.01,
                  get_input: InputFn = extract_input) -> None:
@@ -534,6 +551,10 @@ class IWNLL(Metric):
             end-of-sentence symbols) so that :attr:`IWNLLResult.perplexity` can be reported.
         get_input: ``batch -> x`` (see :class:`PosteriorMetric`).
     """
+
+    nll_sum: torch.Tensor
+    tokens: torch.Tensor
+    count: int
 
     def __init__(self, model: nn.Module, *, n_samples: int = 500, chunk_size: int = 100,
                  count_tokens: Optional[Callable[[Any], Union[int, torch.Tensor]]] = None,

@@ -389,7 +389,7 @@ class AggressiveTrainer:
         return _detached(terms), applied
 
     # ------------------------------------------------------------------ helpers
-    def _clip_and_check(self, loss: torch.Tensor, params: List[torch.Tensor], phase: str,
+    def _clip_and_check(self, loss: torch.Tensor, params: Sequence[torch.Tensor], phase: str,
                         x: Any) -> bool:
         """Clip the gradient norm; ``True`` when loss and gradients are finite on every rank.
 
@@ -401,10 +401,13 @@ class AggressiveTrainer:
         self.enc_opt.zero_grad(set_to_none=True)
         self.dec_opt.zero_grad(set_to_none=True)
         if self.on_nonfinite == "raise":
-            where = dict(epoch=self.epoch, step=self.step + 1, batch_index=self._batch_index,
-                         phase=phase, inner_step=self._inner_step if phase == "inner" else None,
-                         checkpoint=self.last_checkpoint)
-            raise NonFiniteError(nonfinite_message(loss=loss, x=x, **where), **where)
+            inner_step = self._inner_step if phase == "inner" else None
+            message = nonfinite_message(epoch=self.epoch, step=self.step + 1, batch_index=self._batch_index,
+                                        phase=phase, inner_step=inner_step, loss=loss, x=x,
+                                        checkpoint=self.last_checkpoint)
+            raise NonFiniteError(message, epoch=self.epoch, step=self.step + 1,
+                                 batch_index=self._batch_index, phase=phase, inner_step=inner_step,
+                                 checkpoint=self.last_checkpoint)
         return False
 
     def _where(self) -> str:

@@ -181,3 +181,4 @@ def test_any_exception_from_the_users_modules_gets_the_epoch_and_batch(error):
     with pytest.raises(type(error)) as info:
         trainer.fit([binary_data(8, seed=i) for i in range(4)], epochs=1)
     assert "epoch 0, batch 2 (decoder update 3)" in str(info.value)
+    assert info.value.aggressive_vi_context.startswith("epoch 0, batch 2")

@@ -75,10 +75,10 @@ def move_to_device(x: Any, device: Optional[torch.device]) -> Any:
 
 def model_device(module: torch.nn.Module) -> Optional[torch.device]:
     """The device of the module's first parameter or buffer, ``None`` when it has neither."""
-    for tensor in module.parameters():
-        return tensor.device
-    for tensor in module.buffers():
-        return tensor.device
+    for parameter in module.parameters():
+        return parameter.device
+    for buffer in module.buffers():
+        return buffer.device
     return None
 
 

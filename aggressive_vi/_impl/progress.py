@@ -27,6 +27,16 @@ class TrainingSums(Metric):
     the counters are the same on every rank.
     """
 
+    loss_sum: torch.Tensor
+    reconstruction_sum: torch.Tensor
+    kl_sum: torch.Tensor
+    examples: int
+    batches: int
+    aggressive_steps: int
+    inner_total: int
+    skipped_batches: int
+    skipped_inner_steps: int
+
     def __init__(self) -> None:
         super().__init__()
         for name in ("loss_sum", "reconstruction_sum", "kl_sum"):

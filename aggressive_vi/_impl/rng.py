@@ -45,10 +45,9 @@ def set_rng_state(state: Dict[str, Any], generators: Iterable[torch.Generator] =
     if cuda is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in cuda[: torch.cuda.device_count()]])
     np_state = state.get("numpy")
-    numpy = sys.modules.get("numpy")
     if np_state is not None:
-        if numpy is None:
-            import numpy  # the run had NumPy imported: restore it so that user code draws the same
+        import numpy  # the run had NumPy imported: restore it so that user code draws the same
+
         numpy.random.set_state((np_state["name"], np_state["key"].numpy().astype("uint32"),
                                 np_state["pos"], np_state["has_gauss"], np_state["gauss"]))
 
