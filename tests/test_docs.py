@@ -19,7 +19,7 @@ def python_blocks(path: pathlib.Path):
 
 
 def test_bring_your_own_model_guide_example_trains(capsys):
-    code = [b for b in python_blocks(ROOT / "docs" / "bring-your-own-model.md") if "AggressiveTrainer(" in b]
+    code = [b for b in python_blocks(ROOT / "docs" / "bring-your-own-model.md") if ".fit(" in b]
     assert len(code) == 1
     g = torch.Generator().manual_seed(0)
     images = (torch.rand(48, 1, 28, 28, generator=g) > 0.5).float()
