@@ -13,6 +13,7 @@ from .protocols import Decoder, Encoder, KLSchedule, StoppingCriterion, Training
 from .schedules import ConstantKL, CyclicalKLAnnealing, LinearKLAnnealing
 from .lr_decay import LRDecayOnPlateau
 from .stopping import Always, AnyOf, FixedEpochs, FixedSteps, MIPlateau
+from .tensorboard_logger import TensorBoardLogger
 from .trainer import AggressiveTrainer
 
 __version__ = "0.1.0"
@@ -41,6 +42,7 @@ __all__ = [
     "StepInfo",
     "PrintLogger",
     "ProgressBar",
+    "TensorBoardLogger",
     "Checkpoint",
     "CheckpointError",
     "latest_checkpoint",

@@ -122,5 +122,58 @@ class History(Sequence[EpochRecord]):
             json.dump(self.to_dicts(), fh, indent=1)
         os.replace(tmp, path)
 
+    def plot(self, path: Optional[Union[str, "os.PathLike[str]"]] = None, *, title: str = "") -> Any:
+        """The paper's training-dynamics figure: I_q, E_x KL(q(z|x)||p(z)) and D_KL(q(z)||p(z)) on
+        the validation set after every epoch, against decoder updates, with the switch out of the
+        aggressive phase marked (needs matplotlib: ``pip install aggressive-vi[plots]``).
+
+        ``D_KL(q(z)||p(z)) = E_x KL(q(z|x)||p(z)) - I_q`` (the identity the paper's figure uses), all
+        in nats. Epochs without validation metrics are left out.
+
+        Args:
+            path: where to save the figure (PNG, PDF, ... by its extension); ``None``: don't save.
+            title: the figure's title.
+
+        Returns:
+            The ``matplotlib.figure.Figure`` (one axes; its lines are labelled ``I_q``,
+            ``E_x KL(q(z|x)||p(z))`` and ``KL(q(z)||p(z))``).
+
+        Raises:
+            ImportError: matplotlib is not installed.
+            ValueError: no epoch has validation MI and KL (``fit`` had no ``val_loader``).
+        """
+        try:
+            from matplotlib.figure import Figure
+        except ImportError as exc:  # pragma: no cover - depends on the environment
+            raise ImportError("History.plot needs matplotlib: pip install matplotlib "
+                              "(or aggressive-vi[plots])") from exc
+        steps, mi, kl = [], [], []
+        total = 0
+        for r in self.records:
+            total += r.steps
+            if r.val_mi is not None and r.val_kl is not None:
+                steps.append(total)
+                mi.append(r.val_mi)
+                kl.append(r.val_kl)
+        if not steps:
+            raise ValueError("History.plot needs validation MI and KL: none of the "
+                             f"{len(self)} epochs has them (pass fit(..., val_loader=...))")
+        fig = Figure(figsize=(6.0, 3.6), constrained_layout=True)
+        ax = fig.add_subplot()
+        ax.plot(steps, mi, marker="o", label="I_q")
+        ax.plot(steps, kl, marker="s", label="E_x KL(q(z|x)||p(z))")
+        ax.plot(steps, [k - m for k, m in zip(kl, mi)], marker="^", label="KL(q(z)||p(z))")
+        switch = self.left_aggressive_at
+        if switch is not None:
+            ax.axvline(switch, color="grey", linestyle="--", label="left the aggressive phase")
+        ax.set_xlabel("decoder updates")
+        ax.set_ylabel("nats")
+        if title:
+            ax.set_title(title)
+        ax.legend(fontsize="small")
+        if path is not None:
+            fig.savefig(os.fspath(path), dpi=120)
+        return fig
+
     def __repr__(self) -> str:
         return f"History({len(self)} epochs)"

@@ -68,6 +68,8 @@ def test_readme_snippets_run_and_resume_from_their_checkpoint(tmp_path, monkeypa
     assert "val_mi" in capsys.readouterr().out  # verbose=True printed the epoch line
     checkpoints = os.listdir(tmp_path / "runs" / "x")
     assert len(checkpoints) == 1 and checkpoints[0].endswith(".pt")  # written at the epoch end
+    assert (tmp_path / "runs" / "x-dynamics.png").stat().st_size > 1000  # the training-dynamics figure
+    assert any(name.startswith("events.out.tfevents") for name in os.listdir(tmp_path / "runs" / "x-tb"))
     # run again, as after a restart (other initial weights): latest_checkpoint("runs/x") now resumes
     # the finished epoch, so the weights are the first run's
     second = run_readme_snippets(seed=1)

@@ -47,3 +47,20 @@ def test_history_records_the_decoder_update_at_which_the_aggressive_phase_ended(
     assert end.left_aggressive_at == 3 and end.column("left_aggressive_at") == [3, None]
     assert _fit(Always()).left_aggressive_at is None
     assert History.from_dicts(mid.to_dicts()).left_aggressive_at == 4
+
+
+def test_plot_draws_the_training_dynamics_figure_with_the_switch(tmp_path):
+    rows = [dict(record(e, mi).to_dict(), val_kl=kl, steps=3) for e, (mi, kl) in
+            enumerate([(0.2, 0.5), (0.6, 1.0), (0.7, 1.4)])]
+    rows[1]["left_aggressive_at"] = 6
+    fig = History.from_dicts(rows).plot(tmp_path / "dynamics.png", title="run")
+    assert (tmp_path / "dynamics.png").stat().st_size > 1000
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert list(lines["I_q"].get_xdata()) == [3, 6, 9] and list(lines["I_q"].get_ydata()) == [0.2, 0.6, 0.7]
+    assert list(lines["E_x KL(q(z|x)||p(z))"].get_ydata()) == [0.5, 1.0, 1.4]
+    assert list(lines["KL(q(z)||p(z))"].get_ydata()) == pytest.approx([0.3, 0.4, 0.7])
+    assert list(lines["left the aggressive phase"].get_xdata()) == [6, 6]
+    with pytest.raises(ValueError, match="needs validation MI and KL"):
+        History([EpochRecord(epoch=0, steps=1, loss=1.0, reconstruction=1.0, kl=0.0, kl_weight=1.0,
+                             aggressive=False, aggressive_steps=0, inner_steps_mean=0.0)]).plot()
