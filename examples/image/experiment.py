@@ -1,4 +1,4 @@
-"""Glue for the image CLI: loaders, trainer, evaluation table, checkpoints, sample grids."""
+"""Glue for the image CLI: loaders, trainer, evaluation table, the exported model, sample grids."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,15 +9,17 @@ from torch.utils.data import DataLoader
 
 from aggressive_vi import (VAE, AggressiveTrainer, ConstantKL, LinearKLAnnealing, LRDecayOnPlateau, MIPlateau,
                            PrintLogger, ProgressBar, estimators)
+from aggressive_vi import checkpoint as library_checkpoint
 
 from .datasets import ImageSplits, eval_loader, train_loader
 from .png import image_grid, write_png
 from .presets import Preset, build_decoder, build_encoder, get_preset
 
-__all__ = ["CHECKPOINT_FORMAT", "subset", "make_loaders", "build_vae", "make_trainer", "evaluate",
+__all__ = ["MODEL_FORMAT", "MODEL_FILE", "subset", "make_loaders", "build_vae", "make_trainer", "evaluate",
            "format_table", "save_model", "load_model", "sample_grid", "reconstruction_grid"]
 
-CHECKPOINT_FORMAT = "examples.image/1"
+MODEL_FORMAT = "examples.image/1"  # what save_model writes (not the library's trainer checkpoint)
+MODEL_FILE = "model.pt"
 PathLike = Union[str, Path]
 
 
@@ -97,33 +99,43 @@ def format_table(metrics: Dict[str, Any], title: str = "") -> str:
     return "\n".join(lines)
 
 
-# -------------------------------------------------------------------------------- checkpoints
+# -------------------------------------------------------------------------------- the exported model
 def save_model(path: PathLike, vae: VAE, preset: Preset, **meta: Any) -> Path:
-    """Save the weights with everything needed to rebuild them (preset, data source, ...)."""
+    """Export the trained model for ``evaluate`` / ``sample``: its weights (on the CPU) with what
+    rebuilds it (the preset) and ``meta`` (data source, options), written atomically.
+
+    Not a training checkpoint: ``train --resume`` continues from the library's checkpoints in
+    ``OUT/checkpoints`` (:class:`aggressive_vi.Checkpoint`). Loads with ``weights_only=True``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "preset": preset.to_dict(), "model": vae.state_dict(), **meta}, tmp)
-    tmp.replace(path)
+    weights = {k: v.detach().cpu() for k, v in vae.state_dict().items()}
+    payload = {"format": MODEL_FORMAT, "preset": preset.to_dict(), "model": weights, **meta}
+    library_checkpoint.save_checkpoint(payload, path)  # the library's atomic write (temp, fsync, rename)
     return path
 
 
-def load_model(path: PathLike, map_location: str = "cpu") -> Tuple[VAE, Preset, Dict[str, Any]]:
-    """``(vae, preset, checkpoint)`` from a file written by :func:`save_model` (or a trainer checkpoint)."""
+def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Tuple[VAE, Preset, Dict[str, Any]]:
+    """``(vae, preset, saved dict)`` from a file written by :func:`save_model`; ``path`` may be the
+    run directory (its ``model.pt``). The model is on ``map_location``, in eval mode."""
     path = Path(path)
     if path.is_dir():
-        path = path / "model.pt"
+        if not (path / MODEL_FILE).exists() and (path / "checkpoints").is_dir():
+            raise FileNotFoundError(f"--checkpoint {path}: no {MODEL_FILE} yet (train writes it when it "
+                                    f"finishes); {path}/checkpoints holds an unfinished run: continue it "
+                                    "with `train ... --resume`")
+        path = path / MODEL_FILE
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (expected DIR/model.pt from `train`)")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an image-VAE checkpoint (format {CHECKPOINT_FORMAT!r})")
-    raw = dict(ckpt["preset"])
+        raise FileNotFoundError(f"--checkpoint {path} does not exist (expected DIR/{MODEL_FILE} from `train`)")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
+        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
+        raise ValueError(f"--checkpoint {path}: format {found!r}, expected {MODEL_FORMAT!r} "
+                         f"(the {MODEL_FILE} that train writes)")
+    raw = dict(saved["preset"])
     preset = Preset(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
     vae = build_vae(preset)
-    state = ckpt["model"] if "model" in ckpt else ckpt["trainer"]["model"]
-    vae.load_state_dict(state)
-    return vae.eval(), preset, ckpt
+    vae.load_state_dict(saved["model"])
+    return vae.to(map_location).eval(), preset, saved
 
 
 # -------------------------------------------------------------------------------- images
