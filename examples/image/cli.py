@@ -26,6 +26,7 @@ import torch
 
 from aggressive_vi import Checkpoint, LRDecayOnPlateau
 
+from ..devices import DEVICE_HELP, device_option, pin_memory
 from ..run_spec import RunSpec, check_resume, resume_point
 from .datasets import load_images
 from .experiment import (MODEL_FILE, build_vae, evaluate, format_table, load_model, make_loaders, make_trainer,
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--iw-chunk", type=_positive, default=100, help="samples per decoder call")
         p.add_argument("--max-eval", type=_positive, default=None, help="use only the first N valid/test images")
         p.add_argument("--threads", type=_positive, default=None, help="torch.set_num_threads")
+        p.add_argument("--device", type=device_option, default="cpu", help=DEVICE_HELP)
 
     t = sub.add_parser("train", help="train a VAE (aggressive or basic) and evaluate it on the test split")
     t.add_argument("--data", default="bundled",
@@ -114,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--data", default=None, help="default: the data the model was trained on")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--threads", type=_positive, default=None)
+    s.add_argument("--device", type=device_option, default="cpu", help=DEVICE_HELP)
     return parser
 
 
@@ -144,12 +147,12 @@ class EpochCPUTime:
 
 
 def _jsonable(args: argparse.Namespace) -> Dict[str, Any]:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    return {k: (str(v) if isinstance(v, (Path, torch.device)) else v) for k, v in vars(args).items()}
 
 
 # options a resumed run may change: the length of training, the final evaluation, the machinery
 RESUMABLE_OPTIONS = ("epochs", "iw_samples", "iw_chunk", "threads", "no_progress", "resume", "out",
-                     "save_every", "command")
+                     "save_every", "command", "device")
 
 
 def run_spec(config: Dict[str, Any]) -> RunSpec:
@@ -165,7 +168,8 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     checkpoints = args.out / "checkpoints"
     resume_from = resume_point(checkpoints, args.resume)
     splits = subset(load_images(args.data), args.max_train, args.max_eval)
-    train_dl, valid_dl, test_dl = make_loaders(splits, batch_size, seed=args.seed)
+    train_dl, valid_dl, test_dl = make_loaders(splits, batch_size, seed=args.seed,
+                                               pin_memory=pin_memory(args.device))
     config = _jsonable(args)
     config.update(batch_size=batch_size, preset_sizes=preset.to_dict(), data_sizes=splits.sizes(),
                   data_source=splits.source)
@@ -177,7 +181,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     print(f"data {splits.source}: {splits.sizes()}; preset {preset.name}; "
           f"{'aggressive' if args.aggressive else 'basic'} training for {args.epochs} epochs", flush=True)
 
-    vae = build_vae(preset)
+    vae = build_vae(preset).to(args.device)  # the trainer moves each batch to the model's device
     cpu_time = EpochCPUTime()
     trainer = make_trainer(vae, aggressive=args.aggressive, lr=args.lr, kl_start=args.kl_start,
                            warm_up=args.warm_up, patience=args.patience, window=args.window,
@@ -217,9 +221,9 @@ def _data_for(ckpt: Dict[str, Any], data: Optional[str], max_eval: Optional[int]
 
 
 def evaluate_cmd(args: argparse.Namespace) -> Dict[str, Any]:
-    vae, preset, ckpt = load_model(args.checkpoint)
+    vae, preset, ckpt = load_model(args.checkpoint, map_location=args.device)
     splits = _data_for(ckpt, args.data, args.max_eval)
-    _, valid_dl, test_dl = make_loaders(splits, args.batch_size)
+    _, valid_dl, test_dl = make_loaders(splits, args.batch_size, pin_memory=pin_memory(args.device))
     loader = test_dl if args.split == "test" else valid_dl
     torch.manual_seed(args.seed)  # after building the model, whose initialisation draws too
     metrics = evaluate(vae, loader, iw_samples=args.iw_samples, iw_chunk=args.iw_chunk)
@@ -232,7 +236,7 @@ def evaluate_cmd(args: argparse.Namespace) -> Dict[str, Any]:
 
 def sample_cmd(args: argparse.Namespace) -> List[Path]:
     torch.manual_seed(args.seed)
-    vae, preset, ckpt = load_model(args.checkpoint)
+    vae, preset, ckpt = load_model(args.checkpoint, map_location=args.device)
     ckpt_dir = args.checkpoint if args.checkpoint.is_dir() else args.checkpoint.parent
     out = args.out or ckpt_dir
     binary, probs = sample_grid(vae, args.n, seed=args.seed)

@@ -11,6 +11,7 @@ from aggressive_vi import (VAE, AggressiveTrainer, ConstantKL, LinearKLAnnealing
                            PrintLogger, ProgressBar, estimators)
 from aggressive_vi import checkpoint as library_checkpoint
 
+from ..devices import make_generator, module_device
 from .datasets import ImageSplits, eval_loader, train_loader
 from .png import image_grid, write_png
 from .presets import Preset, build_decoder, build_encoder, get_preset
@@ -30,14 +31,16 @@ def subset(splits: ImageSplits, max_train: Optional[int] = None, max_eval: Optio
                        splits.source)
 
 
-def make_loaders(splits: ImageSplits, batch_size: int, *, seed: int = 0,
-                 eval_seed: int = 0) -> Tuple[DataLoader, DataLoader, DataLoader]:
+def make_loaders(splits: ImageSplits, batch_size: int, *, seed: int = 0, eval_seed: int = 0,
+                 pin_memory: bool = False) -> Tuple[DataLoader, DataLoader, DataLoader]:
     """``(train, valid, test)``: training batches re-binarised at every draw (shuffled with ``seed``);
-    valid and test binarised once with ``eval_seed`` (and ``eval_seed + 1``), in order."""
-    gen = torch.Generator().manual_seed(seed)
-    return (train_loader(splits.train, batch_size, generator=gen),
-            eval_loader(splits.valid, batch_size, seed=eval_seed),
-            eval_loader(splits.test, batch_size, seed=eval_seed + 1))
+    valid and test binarised once with ``eval_seed`` (and ``eval_seed + 1``), in order. Batches
+    are made on the CPU (so the shuffling and binarising generators are CPU ones) and moved to the
+    model's device by the trainer and the estimators; pass ``pin_memory=True`` for a CUDA model."""
+    gen = torch.Generator().manual_seed(seed)  # the sampler's: a DataLoader shuffles on the CPU
+    return (train_loader(splits.train, batch_size, generator=gen, pin_memory=pin_memory),
+            eval_loader(splits.valid, batch_size, seed=eval_seed, pin_memory=pin_memory),
+            eval_loader(splits.test, batch_size, seed=eval_seed + 1, pin_memory=pin_memory))
 
 
 def build_vae(preset: Union[str, Preset]) -> VAE:
@@ -78,7 +81,8 @@ def evaluate(vae: VAE, loader: DataLoader, *, iw_samples: int = 500, iw_chunk: i
                n_examples=s["n_examples"], mi_batch_size=loader.batch_size)
     if iw_samples > 0:
         images = torch.cat([b for b in loader])
-        iw_loader = DataLoader(images, batch_size=iw_batch_size, shuffle=False)
+        iw_loader = DataLoader(images, batch_size=iw_batch_size, shuffle=False,
+                               pin_memory=getattr(loader, "pin_memory", False))
         res = estimators.iw_nll(vae, iw_loader, n_samples=iw_samples, chunk_size=min(iw_chunk, iw_samples))
         out.update(iw_nll=res.nll, iw_samples=iw_samples)
     return out
@@ -143,32 +147,37 @@ def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu") -
 def sample_grid(vae: VAE, n: int, *, seed: int = 0, ncol: int = 10) -> Tuple[torch.Tensor, torch.Tensor]:
     """``n`` images from the prior: z ~ N(0, I), then pixels by ancestral sampling.
 
-    Returns ``(binary_grid, probability_grid)`` as ``[H', W']`` images in [0, 1].
+    Returns ``(binary_grid, probability_grid)`` as ``[H', W']`` images in [0, 1], on the CPU. The
+    draws are made on the model's device, with a generator there (seeded with ``seed``).
     """
-    gen = torch.Generator().manual_seed(seed)
+    device = module_device(vae)
+    gen = make_generator(seed, device)
     decoder = vae.decoder
-    z = torch.randn(n, decoder.latent_dim, generator=gen)
+    z = torch.randn(n, decoder.latent_dim, generator=gen, device=device)
     was = vae.training
     vae.eval()
     try:
         images, probs = decoder.sample(z, generator=gen)
     finally:
         vae.train(was)
-    return image_grid(images, ncol), image_grid(probs, ncol)
+    return image_grid(images.cpu(), ncol), image_grid(probs.cpu(), ncol)
 
 
 @torch.no_grad()
 def reconstruction_grid(vae: VAE, x: torch.Tensor, *, seed: int = 0, ncol: int = 10) -> torch.Tensor:
     """Inputs and their reconstructions in alternating rows: z = the posterior mean of each input,
-    then x' drawn pixel by pixel from p(x|z). ``x``: ``[n, 1, 28, 28]`` binary images."""
-    gen = torch.Generator().manual_seed(seed)
+    then x' drawn pixel by pixel from p(x|z). ``x``: ``[n, 1, 28, 28]`` binary images (any device:
+    they are moved to the model's, where the draws are made). Returns a CPU ``[H', W']`` grid."""
+    device = module_device(vae)
+    gen = make_generator(seed, device)
     was = vae.training
     vae.eval()
     try:
-        mean, _ = vae.encode(x)
+        mean, _ = vae.encode(x.to(device))
         recon, _ = vae.decoder.sample(mean, generator=gen)
     finally:
         vae.train(was)
+    x, recon = x.cpu(), recon.cpu()
     ncol = max(1, min(ncol, len(x)))
     rows = []
     for start in range(0, len(x), ncol):

@@ -26,6 +26,7 @@ import torch
 from aggressive_vi import (AggressiveTrainer, AnyOf, Checkpoint, ConstantKL, FixedEpochs, LinearKLAnnealing,
                            LRDecayOnPlateau, MIPlateau)
 
+from ..devices import DEVICE_HELP, device_option, make_generator, module_device, pin_memory
 from ..run_spec import RunSpec, check_resume, resume_point
 from . import generation
 from .corpus import Vocab
@@ -92,7 +93,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     sizes = {s: len(d) for s, d in data.splits.items()}
     _log(f"data {args.data}: {sizes} sentences, vocabulary {len(data.vocab)}; preset {args.preset}: "
          f"{json.dumps(preset.to_dict())}")
-    vae = build_vae(preset, len(data.vocab))
+    vae = build_vae(preset, len(data.vocab)).to(args.device)  # the trainer moves each batch there
     enc_opt = torch.optim.SGD(vae.encoder.parameters(), lr=preset.lr)
     dec_opt = torch.optim.SGD(vae.decoder.parameters(), lr=preset.lr)
     aggressive = args.aggressive == "on"
@@ -112,8 +113,9 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         verbose=True, progress=not args.no_progress)
     if resume_from is not None:
         _log(f"resuming from {resume_from}")
-    train_loader = data.loader("train", preset.batch_size, shuffle=True, seed=args.seed)
-    val_loader = data.loader("valid", preset.eval_batch_size, shuffle=False)
+    pin = pin_memory(args.device)
+    train_loader = data.loader("train", preset.batch_size, shuffle=True, seed=args.seed, pin_memory=pin)
+    val_loader = data.loader("valid", preset.eval_batch_size, shuffle=False, pin_memory=pin)
     start = time.perf_counter()
     history = trainer.fit(train_loader, val_loader=val_loader, epochs=preset.epochs, resume_from=resume_from)
     train_time = time.perf_counter() - start
@@ -124,7 +126,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
          f"(-ELBO {lr_decay.best_loss:.3f}); evaluating on test with {preset.iw_samples} importance samples")
     torch.manual_seed(args.seed)
     start = time.perf_counter()
-    test_loader = data.loader("test", preset.eval_batch_size, shuffle=False)
+    test_loader = data.loader("test", preset.eval_batch_size, shuffle=False, pin_memory=pin)
     metrics = evaluate(vae, test_loader, iw_samples=preset.iw_samples, iw_chunk=preset.iw_chunk)
     metrics.update({"split": "test", "aggressive": aggressive, "epochs": len(history),
                     "aggressive_epochs": sum(r.aggressive for r in history), "train_seconds": train_time,
@@ -141,11 +143,12 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
 def evaluate_cmd(args: argparse.Namespace) -> Dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
-    vae, vocab, preset, ckpt = load_model(args.checkpoint)
+    vae, vocab, preset, ckpt = load_model(args.checkpoint, map_location=args.device)
     data_arg = args.data or ckpt["data"]
     data = load_data(data_arg, vocab=vocab, labels=args.labels, seed=ckpt["args"].get("seed", 783435))
     torch.manual_seed(args.seed)
-    loader = data.loader(args.split, args.batch_size or preset.eval_batch_size, shuffle=False)
+    loader = data.loader(args.split, args.batch_size or preset.eval_batch_size, shuffle=False,
+                         pin_memory=pin_memory(args.device))
     start = time.perf_counter()
     metrics = evaluate(vae, loader, iw_samples=args.iw_samples, iw_chunk=preset.iw_chunk)
     metrics.update({"split": args.split, "data": str(data_arg), "eval_seconds": time.perf_counter() - start})
@@ -165,8 +168,9 @@ def _read_sentences(args: argparse.Namespace, data_source: str, vocab: Vocab, li
 
 
 def generate_cmd(args: argparse.Namespace) -> List[str]:
-    vae, vocab, preset, ckpt = load_model(args.checkpoint)
-    gen = torch.Generator().manual_seed(args.seed)
+    vae, vocab, preset, ckpt = load_model(args.checkpoint, map_location=args.device)
+    device = module_device(vae)
+    gen = make_generator(args.seed, device)  # draws z and tokens on the model's device
     torch.manual_seed(args.seed)
     banned = generation.NEVER if args.allow_unk else (*generation.NEVER, vocab.unk_id)
     opts = dict(beam_size=args.beam_size, temperature=args.temperature, max_len=args.max_len, banned=banned)
@@ -187,7 +191,7 @@ def generate_cmd(args: argparse.Namespace) -> List[str]:
         sents = _read_sentences(args, ckpt["data"], vocab, lines)
         if not sents:
             raise ValueError(f"--reconstruct {args.reconstruct}: no non-empty line")
-        x = sentences_to_batch(sents, vocab)
+        x = sentences_to_batch(sents, vocab).to(device)
         ids = generation.reconstruct(vae.encoder, vae.decoder, x, args.strategy, use_mean=not args.posterior_sample,
                                      generator=gen, **opts)
         rows = []
@@ -198,7 +202,7 @@ def generate_cmd(args: argparse.Namespace) -> List[str]:
         emit(f"# reconstructions ({args.strategy}, z = {code})", rows)
     if args.interpolate:
         a, b = _read_sentences(args, ckpt["data"], vocab, args.interpolate)
-        xa, xb = sentences_to_batch([a], vocab), sentences_to_batch([b], vocab)
+        xa, xb = sentences_to_batch([a], vocab).to(device), sentences_to_batch([b], vocab).to(device)
         ids = generation.interpolate(vae.encoder, vae.decoder, xa, xb, steps=args.steps, strategy=args.strategy, **opts)
         emit(f"# interpolation ({args.strategy}, {args.steps} points)", [generation.to_text(vocab, s) for s in ids])
     if not out:
@@ -241,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--save-every", type=_positive, default=None, metavar="STEPS",
                    help="also checkpoint every STEPS decoder updates (default: at epoch ends only)")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--device", type=device_option, default="cpu", help=DEVICE_HELP)
     t.set_defaults(func=train)
 
     e = sub.add_parser("evaluate", help="IW-NLL, PPL, KL, MI, AU of a checkpoint")
@@ -252,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=None)
     e.add_argument("--seed", type=int, default=783435)
     e.add_argument("--threads", type=int, default=0)
+    e.add_argument("--device", type=device_option, default="cpu", help=DEVICE_HELP)
     e.set_defaults(func=evaluate_cmd)
 
     g = sub.add_parser("generate", help="sentences from the prior, reconstructions, interpolations")
@@ -272,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--allow-unk", action="store_true", help="let decoders emit <unk> (banned by default)")
     g.add_argument("--output", help="also write the text to this file")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", type=device_option, default="cpu", help=DEVICE_HELP)
     g.set_defaults(func=generate_cmd)
     return parser
 

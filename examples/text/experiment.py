@@ -31,8 +31,9 @@ class TextData:
     splits: Dict[str, TextDataset]
     source: str
 
-    def loader(self, split: str, batch_size: int, *, shuffle: bool, seed: int = 0) -> DataLoader:
-        return make_loader(self.splits[split], batch_size, shuffle=shuffle, seed=seed)
+    def loader(self, split: str, batch_size: int, *, shuffle: bool, seed: int = 0,
+               pin_memory: bool = False) -> DataLoader:
+        return make_loader(self.splits[split], batch_size, shuffle=shuffle, seed=seed, pin_memory=pin_memory)
 
 
 def _synthetic_corpora(seed: int) -> Dict[str, Corpus]:
