@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..devices import check_generator
 from .masked import MaskedStack, _norm, init_conv_
 from .shapes import as_image_batch
 
@@ -122,7 +123,8 @@ class PixelCNNDecoder(nn.Module):
         Args:
             z: ``[batch, latent_dim]`` latent codes.
             greedy: take each pixel as ``p >= 0.5`` instead of drawing it.
-            generator: optional ``torch.Generator`` for reproducible draws.
+            generator: optional ``torch.Generator`` for reproducible draws, on ``z``'s device
+                (``torch.Generator(device=z.device)``; a CPU generator cannot draw CUDA pixels).
 
         Returns:
             ``(images, probs)``: binary images ``[batch, 1, H, W]`` and the final Bernoulli means
@@ -131,6 +133,7 @@ class PixelCNNDecoder(nn.Module):
         if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != self.latent_dim:
             shape = list(z.shape) if isinstance(z, torch.Tensor) else type(z).__name__
             raise ValueError(f"z must be [batch, {self.latent_dim}], got {shape}")
+        check_generator(generator, z.device)
         size = self.image_size
         maps = self.z_to_maps(z).view(z.shape[0], self.latent_maps, size, size)
         img = torch.zeros(z.shape[0], 1, size, size, device=z.device, dtype=z.dtype)

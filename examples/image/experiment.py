@@ -1,4 +1,4 @@
-"""Glue for the image CLI: loaders, trainer, evaluation table, checkpoints, sample grids."""
+"""Glue for the image CLI: loaders, trainer, evaluation table, the exported model, sample grids."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -9,15 +9,18 @@ from torch.utils.data import DataLoader
 
 from aggressive_vi import (VAE, AggressiveTrainer, ConstantKL, LinearKLAnnealing, LRDecayOnPlateau, MIPlateau,
                            PrintLogger, ProgressBar, estimators)
+from aggressive_vi import checkpoint as library_checkpoint
 
+from ..devices import make_generator, module_device
 from .datasets import ImageSplits, eval_loader, train_loader
 from .png import image_grid, write_png
 from .presets import Preset, build_decoder, build_encoder, get_preset
 
-__all__ = ["CHECKPOINT_FORMAT", "subset", "make_loaders", "build_vae", "make_trainer", "evaluate",
+__all__ = ["MODEL_FORMAT", "MODEL_FILE", "subset", "make_loaders", "build_vae", "make_trainer", "evaluate",
            "format_table", "save_model", "load_model", "sample_grid", "reconstruction_grid"]
 
-CHECKPOINT_FORMAT = "examples.image/1"
+MODEL_FORMAT = "examples.image/1"  # what save_model writes (not the library's trainer checkpoint)
+MODEL_FILE = "model.pt"
 PathLike = Union[str, Path]
 
 
@@ -28,14 +31,16 @@ def subset(splits: ImageSplits, max_train: Optional[int] = None, max_eval: Optio
                        splits.source)
 
 
-def make_loaders(splits: ImageSplits, batch_size: int, *, seed: int = 0,
-                 eval_seed: int = 0) -> Tuple[DataLoader, DataLoader, DataLoader]:
+def make_loaders(splits: ImageSplits, batch_size: int, *, seed: int = 0, eval_seed: int = 0,
+                 pin_memory: bool = False) -> Tuple[DataLoader, DataLoader, DataLoader]:
     """``(train, valid, test)``: training batches re-binarised at every draw (shuffled with ``seed``);
-    valid and test binarised once with ``eval_seed`` (and ``eval_seed + 1``), in order."""
-    gen = torch.Generator().manual_seed(seed)
-    return (train_loader(splits.train, batch_size, generator=gen),
-            eval_loader(splits.valid, batch_size, seed=eval_seed),
-            eval_loader(splits.test, batch_size, seed=eval_seed + 1))
+    valid and test binarised once with ``eval_seed`` (and ``eval_seed + 1``), in order. Batches
+    are made on the CPU (so the shuffling and binarising generators are CPU ones) and moved to the
+    model's device by the trainer and the estimators; pass ``pin_memory=True`` for a CUDA model."""
+    gen = torch.Generator().manual_seed(seed)  # the sampler's: a DataLoader shuffles on the CPU
+    return (train_loader(splits.train, batch_size, generator=gen, pin_memory=pin_memory),
+            eval_loader(splits.valid, batch_size, seed=eval_seed, pin_memory=pin_memory),
+            eval_loader(splits.test, batch_size, seed=eval_seed + 1, pin_memory=pin_memory))
 
 
 def build_vae(preset: Union[str, Preset]) -> VAE:
@@ -76,7 +81,8 @@ def evaluate(vae: VAE, loader: DataLoader, *, iw_samples: int = 500, iw_chunk: i
                n_examples=s["n_examples"], mi_batch_size=loader.batch_size)
     if iw_samples > 0:
         images = torch.cat([b for b in loader])
-        iw_loader = DataLoader(images, batch_size=iw_batch_size, shuffle=False)
+        iw_loader = DataLoader(images, batch_size=iw_batch_size, shuffle=False,
+                               pin_memory=getattr(loader, "pin_memory", False))
         res = estimators.iw_nll(vae, iw_loader, n_samples=iw_samples, chunk_size=min(iw_chunk, iw_samples))
         out.update(iw_nll=res.nll, iw_samples=iw_samples)
     return out
@@ -97,33 +103,43 @@ def format_table(metrics: Dict[str, Any], title: str = "") -> str:
     return "\n".join(lines)
 
 
-# -------------------------------------------------------------------------------- checkpoints
+# -------------------------------------------------------------------------------- the exported model
 def save_model(path: PathLike, vae: VAE, preset: Preset, **meta: Any) -> Path:
-    """Save the weights with everything needed to rebuild them (preset, data source, ...)."""
+    """Export the trained model for ``evaluate`` / ``sample``: its weights (on the CPU) with what
+    rebuilds it (the preset) and ``meta`` (data source, options), written atomically.
+
+    Not a training checkpoint: ``train --resume`` continues from the library's checkpoints in
+    ``OUT/checkpoints`` (:class:`aggressive_vi.Checkpoint`). Loads with ``weights_only=True``.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    torch.save({"format": CHECKPOINT_FORMAT, "preset": preset.to_dict(), "model": vae.state_dict(), **meta}, tmp)
-    tmp.replace(path)
+    weights = {k: v.detach().cpu() for k, v in vae.state_dict().items()}
+    payload = {"format": MODEL_FORMAT, "preset": preset.to_dict(), "model": weights, **meta}
+    library_checkpoint.save_checkpoint(payload, path)  # the library's atomic write (temp, fsync, rename)
     return path
 
 
-def load_model(path: PathLike, map_location: str = "cpu") -> Tuple[VAE, Preset, Dict[str, Any]]:
-    """``(vae, preset, checkpoint)`` from a file written by :func:`save_model` (or a trainer checkpoint)."""
+def load_model(path: PathLike, map_location: Union[str, torch.device] = "cpu") -> Tuple[VAE, Preset, Dict[str, Any]]:
+    """``(vae, preset, saved dict)`` from a file written by :func:`save_model`; ``path`` may be the
+    run directory (its ``model.pt``). The model is on ``map_location``, in eval mode."""
     path = Path(path)
     if path.is_dir():
-        path = path / "model.pt"
+        if not (path / MODEL_FILE).exists() and (path / "checkpoints").is_dir():
+            raise FileNotFoundError(f"--checkpoint {path}: no {MODEL_FILE} yet (train writes it when it "
+                                    f"finishes); {path}/checkpoints holds an unfinished run: continue it "
+                                    "with `train ... --resume`")
+        path = path / MODEL_FILE
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist (expected DIR/model.pt from `train`)")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not an image-VAE checkpoint (format {CHECKPOINT_FORMAT!r})")
-    raw = dict(ckpt["preset"])
+        raise FileNotFoundError(f"--checkpoint {path} does not exist (expected DIR/{MODEL_FILE} from `train`)")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
+        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
+        raise ValueError(f"--checkpoint {path}: format {found!r}, expected {MODEL_FORMAT!r} "
+                         f"(the {MODEL_FILE} that train writes)")
+    raw = dict(saved["preset"])
     preset = Preset(**{k: tuple(v) if isinstance(v, list) else v for k, v in raw.items()})
     vae = build_vae(preset)
-    state = ckpt["model"] if "model" in ckpt else ckpt["trainer"]["model"]
-    vae.load_state_dict(state)
-    return vae.eval(), preset, ckpt
+    vae.load_state_dict(saved["model"])
+    return vae.to(map_location).eval(), preset, saved
 
 
 # -------------------------------------------------------------------------------- images
@@ -131,32 +147,37 @@ def load_model(path: PathLike, map_location: str = "cpu") -> Tuple[VAE, Preset, 
 def sample_grid(vae: VAE, n: int, *, seed: int = 0, ncol: int = 10) -> Tuple[torch.Tensor, torch.Tensor]:
     """``n`` images from the prior: z ~ N(0, I), then pixels by ancestral sampling.
 
-    Returns ``(binary_grid, probability_grid)`` as ``[H', W']`` images in [0, 1].
+    Returns ``(binary_grid, probability_grid)`` as ``[H', W']`` images in [0, 1], on the CPU. The
+    draws are made on the model's device, with a generator there (seeded with ``seed``).
     """
-    gen = torch.Generator().manual_seed(seed)
+    device = module_device(vae)
+    gen = make_generator(seed, device)
     decoder = vae.decoder
-    z = torch.randn(n, decoder.latent_dim, generator=gen)
+    z = torch.randn(n, decoder.latent_dim, generator=gen, device=device)
     was = vae.training
     vae.eval()
     try:
         images, probs = decoder.sample(z, generator=gen)
     finally:
         vae.train(was)
-    return image_grid(images, ncol), image_grid(probs, ncol)
+    return image_grid(images.cpu(), ncol), image_grid(probs.cpu(), ncol)
 
 
 @torch.no_grad()
 def reconstruction_grid(vae: VAE, x: torch.Tensor, *, seed: int = 0, ncol: int = 10) -> torch.Tensor:
     """Inputs and their reconstructions in alternating rows: z = the posterior mean of each input,
-    then x' drawn pixel by pixel from p(x|z). ``x``: ``[n, 1, 28, 28]`` binary images."""
-    gen = torch.Generator().manual_seed(seed)
+    then x' drawn pixel by pixel from p(x|z). ``x``: ``[n, 1, 28, 28]`` binary images (any device:
+    they are moved to the model's, where the draws are made). Returns a CPU ``[H', W']`` grid."""
+    device = module_device(vae)
+    gen = make_generator(seed, device)
     was = vae.training
     vae.eval()
     try:
-        mean, _ = vae.encode(x)
+        mean, _ = vae.encode(x.to(device))
         recon, _ = vae.decoder.sample(mean, generator=gen)
     finally:
         vae.train(was)
+    x, recon = x.cpu(), recon.cpu()
     ncol = max(1, min(ncol, len(x)))
     rows = []
     for start in range(0, len(x), ncol):

@@ -1,46 +1,70 @@
 """``python -m examples.text train|evaluate|generate``: the paper's text VAE from the command line.
 
     python -m examples.text train --data bundled --preset cpu --epochs 6 --out runs/text
+    python -m examples.text train --data bundled --preset cpu --epochs 8 --out runs/text --resume
     python -m examples.text evaluate --checkpoint runs/text --iw-samples 500
     python -m examples.text generate --checkpoint runs/text --prior 5 --strategy beam
+
+``train`` writes into ``--out``: ``history.json`` after every epoch; the trainer's checkpoints
+(``aggressive_vi.Checkpoint``) in ``checkpoints/`` after every epoch (and every ``--save-every``
+decoder updates; the last two are kept), with the vocabulary, preset and options of the run;
+``--resume`` continues exactly from the latest. At the end ``model.pt`` (the best model by
+validation ELBO with its vocabulary and preset: ``evaluate`` and ``generate`` load it) and
+``metrics.json`` (test split).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from aggressive_vi import (AggressiveTrainer, AnyOf, ConstantKL, FixedEpochs, LinearKLAnnealing,
+from aggressive_vi import (AggressiveTrainer, AnyOf, Checkpoint, ConstantKL, FixedEpochs, LinearKLAnnealing,
                            LRDecayOnPlateau, MIPlateau)
 
+from ..devices import DEVICE_HELP, device_option, make_generator, module_device, pin_memory
+from ..run_spec import RunSpec, check_resume, resume_point
 from . import generation
 from .corpus import Vocab
-from .experiment import (build_vae, evaluate, format_table, json_safe, load_checkpoint, load_data,
-                         save_checkpoint, sentences_to_batch)
-from .presets import PRESETS, get_preset
+from .experiment import (MODEL_FILE, build_vae, evaluate, format_table, json_safe, load_data, load_model,
+                         save_model, sentences_to_batch)
+from .presets import PRESETS, Preset, get_preset
 from .tokens import tokenize
 
 
-class _RunFiles:
-    """After every epoch: write ``history.json`` and ``trainer_last.pt`` (for ``--resume``)."""
+class HistoryFile:
+    """Callback: write ``history.json`` after every epoch."""
 
-    def __init__(self, out: Path, meta: Dict[str, Any]):
-        self.out, self.meta = out, meta
+    def __init__(self, path: Path) -> None:
+        self.path = path
 
     def on_epoch_end(self, trainer: AggressiveTrainer, record: Any) -> None:
-        (self.out / "history.json").write_text(json.dumps(json_safe(trainer.history.to_dicts()), indent=1))
-        torch.save({"trainer": trainer.state_dict(), **self.meta}, self.out / "trainer_last.pt")
+        self.path.write_text(json.dumps(json_safe(trainer.history.to_dicts()), indent=1))
 
 
 def _plain_args(args: argparse.Namespace) -> Dict[str, Any]:
-    """The command-line options as plain values (no subcommand function), so that checkpoints load
-    with ``torch.load(..., weights_only=True)``."""
+    """The command-line options as plain values (no subcommand function), so that the files that
+    hold them load with ``torch.load(..., weights_only=True)``."""
     return {k: (v if v is None or isinstance(v, (bool, int, float, str)) else str(v))
             for k, v in vars(args).items() if not callable(v)}
+
+
+# preset fields a resumed run may change: the length of training and the final evaluation
+RESUMABLE_PRESET_FIELDS = ("epochs", "iw_samples")
+
+
+def run_spec(args: argparse.Namespace, preset: Preset, vocab: Vocab) -> RunSpec:
+    """What must not change when a run is resumed: the vocabulary, the preset after the
+    command-line overrides (but ``epochs`` and ``iw_samples``), the data and the options that
+    shape training."""
+    sizes = {k: v for k, v in preset.to_dict().items() if k not in RESUMABLE_PRESET_FIELDS}
+    options = {k: _plain_args(args)[k] for k in ("data", "labels", "max_length", "seed", "aggressive")}
+    return RunSpec({"example": "text", "preset_name": args.preset, "preset": sizes, "options": options,
+                    "vocab": vocab.to_list()})
 
 
 def _log(text: str) -> None:
@@ -58,13 +82,18 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, latent_dim=args.latent_dim, window=args.window,
         max_inner_steps=args.max_inner_steps)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    checkpoints = out / "checkpoints"
+    resume_from = resume_point(checkpoints, args.resume)
     data = load_data(args.data, max_vocab=preset.max_vocab, labels=args.labels, max_length=args.max_length,
                      seed=args.seed)
+    spec = run_spec(args, preset, data.vocab)
+    if resume_from is not None:
+        check_resume(resume_from, spec)  # before anything is loaded: a clear error on other settings
+    out.mkdir(parents=True, exist_ok=True)
     sizes = {s: len(d) for s, d in data.splits.items()}
     _log(f"data {args.data}: {sizes} sentences, vocabulary {len(data.vocab)}; preset {args.preset}: "
          f"{json.dumps(preset.to_dict())}")
-    vae = build_vae(preset, len(data.vocab))
+    vae = build_vae(preset, len(data.vocab)).to(args.device)  # the trainer moves each batch there
     enc_opt = torch.optim.SGD(vae.encoder.parameters(), lr=preset.lr)
     dec_opt = torch.optim.SGD(vae.decoder.parameters(), lr=preset.lr)
     aggressive = args.aggressive == "on"
@@ -76,30 +105,28 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     lr_decay = LRDecayOnPlateau(patience=preset.decay_patience, factor=preset.decay_factor,
                                 min_epoch=preset.decay_min_epoch, max_decays=preset.max_decays,
                                 compare_to="previous")  # the paper's text rule
-    meta = {"vocab": data.vocab.to_list(), "preset": preset.to_dict(), "args": _plain_args(args)}
     trainer = AggressiveTrainer(
         vae, enc_opt, dec_opt, stopping=stopping, kl_schedule=kl_schedule, aggressive=aggressive,
         window=preset.window, max_inner_steps=preset.max_inner_steps, clip_grad_norm=preset.clip_grad_norm,
-        callbacks=[lr_decay, _RunFiles(out, meta)], verbose=True, progress=not args.no_progress)
-    if args.resume:
-        state = torch.load(out / "trainer_last.pt", map_location="cpu", weights_only=True)
-        if state["vocab"] != meta["vocab"]:
-            raise ValueError(f"--resume: {out}/trainer_last.pt was trained with another vocabulary")
-        trainer.load_state_dict(state["trainer"])
-        _log(f"resumed after epoch {trainer.epoch - 1}")
-    train_loader = data.loader("train", preset.batch_size, shuffle=True, seed=args.seed)
-    val_loader = data.loader("valid", preset.eval_batch_size, shuffle=False)
+        callbacks=[lr_decay, spec, HistoryFile(out / "history.json"),
+                   Checkpoint(checkpoints, every_n_steps=args.save_every, keep_last=2)],  # last: saves all above
+        verbose=True, progress=not args.no_progress)
+    if resume_from is not None:
+        _log(f"resuming from {resume_from}")
+    pin = pin_memory(args.device)
+    train_loader = data.loader("train", preset.batch_size, shuffle=True, seed=args.seed, pin_memory=pin)
+    val_loader = data.loader("valid", preset.eval_batch_size, shuffle=False, pin_memory=pin)
     start = time.perf_counter()
-    history = trainer.fit(train_loader, val_loader=val_loader, epochs=preset.epochs)
+    history = trainer.fit(train_loader, val_loader=val_loader, epochs=preset.epochs, resume_from=resume_from)
     train_time = time.perf_counter() - start
     history.to_json(str(out / "history.json"))
-    save_checkpoint(out / "checkpoint.pt", vae, data.vocab, preset,
-                    {"args": _plain_args(args), "data": str(args.data), "best_epoch": lr_decay.best_epoch})
+    save_model(out / MODEL_FILE, vae, data.vocab, preset,
+               {"args": _plain_args(args), "data": str(args.data), "best_epoch": lr_decay.best_epoch})
     _log(f"training took {train_time:.0f}s; best validation epoch {lr_decay.best_epoch} "
          f"(-ELBO {lr_decay.best_loss:.3f}); evaluating on test with {preset.iw_samples} importance samples")
     torch.manual_seed(args.seed)
     start = time.perf_counter()
-    test_loader = data.loader("test", preset.eval_batch_size, shuffle=False)
+    test_loader = data.loader("test", preset.eval_batch_size, shuffle=False, pin_memory=pin)
     metrics = evaluate(vae, test_loader, iw_samples=preset.iw_samples, iw_chunk=preset.iw_chunk)
     metrics.update({"split": "test", "aggressive": aggressive, "epochs": len(history),
                     "aggressive_epochs": sum(r.aggressive for r in history), "train_seconds": train_time,
@@ -108,7 +135,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     (out / "metrics.json").write_text(json.dumps(json_safe(metrics), indent=1))
     label = f"{'aggressive' if aggressive else 'basic'} (test)"
     _log("\n" + format_table({label: metrics}))
-    _log(f"\nwrote {out}/history.json, {out}/metrics.json, {out}/checkpoint.pt")
+    _log(f"\nwrote {out}/history.json, {out}/metrics.json, {out}/{MODEL_FILE}, {checkpoints}/")
     return metrics
 
 
@@ -116,11 +143,12 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
 def evaluate_cmd(args: argparse.Namespace) -> Dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
-    vae, vocab, preset, ckpt = load_checkpoint(args.checkpoint)
+    vae, vocab, preset, ckpt = load_model(args.checkpoint, map_location=args.device)
     data_arg = args.data or ckpt["data"]
     data = load_data(data_arg, vocab=vocab, labels=args.labels, seed=ckpt["args"].get("seed", 783435))
     torch.manual_seed(args.seed)
-    loader = data.loader(args.split, args.batch_size or preset.eval_batch_size, shuffle=False)
+    loader = data.loader(args.split, args.batch_size or preset.eval_batch_size, shuffle=False,
+                         pin_memory=pin_memory(args.device))
     start = time.perf_counter()
     metrics = evaluate(vae, loader, iw_samples=args.iw_samples, iw_chunk=preset.iw_chunk)
     metrics.update({"split": args.split, "data": str(data_arg), "eval_seconds": time.perf_counter() - start})
@@ -140,8 +168,9 @@ def _read_sentences(args: argparse.Namespace, data_source: str, vocab: Vocab, li
 
 
 def generate_cmd(args: argparse.Namespace) -> List[str]:
-    vae, vocab, preset, ckpt = load_checkpoint(args.checkpoint)
-    gen = torch.Generator().manual_seed(args.seed)
+    vae, vocab, preset, ckpt = load_model(args.checkpoint, map_location=args.device)
+    device = module_device(vae)
+    gen = make_generator(args.seed, device)  # draws z and tokens on the model's device
     torch.manual_seed(args.seed)
     banned = generation.NEVER if args.allow_unk else (*generation.NEVER, vocab.unk_id)
     opts = dict(beam_size=args.beam_size, temperature=args.temperature, max_len=args.max_len, banned=banned)
@@ -162,7 +191,7 @@ def generate_cmd(args: argparse.Namespace) -> List[str]:
         sents = _read_sentences(args, ckpt["data"], vocab, lines)
         if not sents:
             raise ValueError(f"--reconstruct {args.reconstruct}: no non-empty line")
-        x = sentences_to_batch(sents, vocab)
+        x = sentences_to_batch(sents, vocab).to(device)
         ids = generation.reconstruct(vae.encoder, vae.decoder, x, args.strategy, use_mean=not args.posterior_sample,
                                      generator=gen, **opts)
         rows = []
@@ -173,7 +202,7 @@ def generate_cmd(args: argparse.Namespace) -> List[str]:
         emit(f"# reconstructions ({args.strategy}, z = {code})", rows)
     if args.interpolate:
         a, b = _read_sentences(args, ckpt["data"], vocab, args.interpolate)
-        xa, xb = sentences_to_batch([a], vocab), sentences_to_batch([b], vocab)
+        xa, xb = sentences_to_batch([a], vocab).to(device), sentences_to_batch([b], vocab).to(device)
         ids = generation.interpolate(vae.encoder, vae.decoder, xa, xb, steps=args.steps, strategy=args.strategy, **opts)
         emit(f"# interpolation ({args.strategy}, {args.steps} points)", [generation.to_text(vocab, s) for s in ids])
     if not out:
@@ -210,12 +239,17 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", required=True)
     t.add_argument("--seed", type=int, default=783435)
     t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    t.add_argument("--resume", action="store_true", help="continue from OUT/trainer_last.pt")
+    t.add_argument("--resume", action="store_true",
+                   help="continue exactly from the latest checkpoint in OUT/checkpoints (same options; "
+                        "--epochs and --iw-samples may change)")
+    t.add_argument("--save-every", type=_positive, default=None, metavar="STEPS",
+                   help="also checkpoint every STEPS decoder updates (default: at epoch ends only)")
     t.add_argument("--no-progress", action="store_true")
+    t.add_argument("--device", type=device_option, default="cpu", help=DEVICE_HELP)
     t.set_defaults(func=train)
 
     e = sub.add_parser("evaluate", help="IW-NLL, PPL, KL, MI, AU of a checkpoint")
-    e.add_argument("--checkpoint", required=True, help="run directory or checkpoint.pt")
+    e.add_argument("--checkpoint", required=True, help=f"run directory or its {MODEL_FILE}")
     e.add_argument("--data", default=None, help="default: the data the checkpoint was trained on")
     e.add_argument("--labels", action="store_true")
     e.add_argument("--split", default="test", choices=["train", "valid", "test"])
@@ -223,10 +257,11 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--batch-size", type=int, default=None)
     e.add_argument("--seed", type=int, default=783435)
     e.add_argument("--threads", type=int, default=0)
+    e.add_argument("--device", type=device_option, default="cpu", help=DEVICE_HELP)
     e.set_defaults(func=evaluate_cmd)
 
     g = sub.add_parser("generate", help="sentences from the prior, reconstructions, interpolations")
-    g.add_argument("--checkpoint", required=True)
+    g.add_argument("--checkpoint", required=True, help=f"run directory or its {MODEL_FILE}")
     g.add_argument("--strategy", default="greedy", choices=list(generation.STRATEGIES))
     g.add_argument("--beam-size", type=int, default=5)
     g.add_argument("--temperature", type=float, default=1.0)
@@ -243,11 +278,25 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--allow-unk", action="store_true", help="let decoders emit <unk> (banned by default)")
     g.add_argument("--output", help="also write the text to this file")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--device", type=device_option, default="cpu", help=DEVICE_HELP)
     g.set_defaults(func=generate_cmd)
     return parser
 
 
+def _positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return n
+
+
 def main(argv: Optional[Sequence[str]] = None) -> Any:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, TypeError, OSError) as err:  # bad input: one line, not a traceback
+        if argv is not None:  # called from Python (tests): let the exception through
+            raise
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from err
 

@@ -1,4 +1,4 @@
-"""Glue for the text CLI: data splits, model construction, evaluation table, checkpoints."""
+"""Glue for the text CLI: data splits, model construction, evaluation table, the exported model."""
 from __future__ import annotations
 
 import math
@@ -10,16 +10,18 @@ import torch
 from torch.utils.data import DataLoader
 
 from aggressive_vi import VAE, estimators
+from aggressive_vi import checkpoint as library_checkpoint
 
 from .corpus import (Corpus, TextDataset, Vocab, count_predicted_tokens, make_loader, pad_batch, read_corpus,
                      resolve_splits)
 from .models import LSTMDecoder, LSTMEncoder, init_paper_
 from .presets import Preset
 
-__all__ = ["TextData", "load_data", "build_vae", "evaluate", "format_table", "save_checkpoint",
-           "load_checkpoint", "json_safe", "sentences_to_batch", "CHECKPOINT_FORMAT"]
+__all__ = ["TextData", "load_data", "build_vae", "evaluate", "format_table", "save_model",
+           "load_model", "json_safe", "sentences_to_batch", "MODEL_FORMAT", "MODEL_FILE"]
 
-CHECKPOINT_FORMAT = "examples.text/1"
+MODEL_FORMAT = "examples.text/1"  # what save_model writes (not the library's trainer checkpoint)
+MODEL_FILE = "model.pt"
 SPLITS = ("train", "valid", "test")
 
 
@@ -29,8 +31,9 @@ class TextData:
     splits: Dict[str, TextDataset]
     source: str
 
-    def loader(self, split: str, batch_size: int, *, shuffle: bool, seed: int = 0) -> DataLoader:
-        return make_loader(self.splits[split], batch_size, shuffle=shuffle, seed=seed)
+    def loader(self, split: str, batch_size: int, *, shuffle: bool, seed: int = 0,
+               pin_memory: bool = False) -> DataLoader:
+        return make_loader(self.splits[split], batch_size, shuffle=shuffle, seed=seed, pin_memory=pin_memory)
 
 
 def _synthetic_corpora(seed: int) -> Dict[str, Corpus]:
@@ -102,26 +105,43 @@ def format_table(rows: Dict[str, Dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def save_checkpoint(path: Path, vae: VAE, vocab: Vocab, preset: Preset, extra: Dict[str, Any]) -> None:
-    torch.save({"format": CHECKPOINT_FORMAT, "model": vae.state_dict(), "vocab": vocab.to_list(),
-                "preset": preset.to_dict(), **extra}, path)
+def save_model(path: Union[str, Path], vae: VAE, vocab: Vocab, preset: Preset, extra: Dict[str, Any]) -> Path:
+    """Export the trained model for ``evaluate`` / ``generate``: its weights (on the CPU) with what
+    rebuilds it (vocabulary, preset) and ``extra`` (options, data, best epoch), written atomically.
+
+    Not a training checkpoint: ``train --resume`` continues from the library's checkpoints in
+    ``OUT/checkpoints`` (:class:`aggressive_vi.Checkpoint`). Loads with ``weights_only=True``.
+    """
+    path = Path(path)
+    weights = {k: v.detach().cpu() for k, v in vae.state_dict().items()}
+    payload = {"format": MODEL_FORMAT, "model": weights, "vocab": vocab.to_list(),
+               "preset": preset.to_dict(), **extra}
+    library_checkpoint.save_checkpoint(payload, path)  # the library's atomic write (temp, fsync, rename)
+    return path
 
 
-def load_checkpoint(path: Union[str, Path], map_location: str = "cpu"):
-    """-> ``(vae, vocab, preset, checkpoint dict)``. ``path`` may be the run directory."""
+def load_model(path: Union[str, Path], map_location: Union[str, torch.device] = "cpu"):
+    """-> ``(vae, vocab, preset, saved dict)`` from what :func:`save_model` wrote; ``path`` may be
+    the run directory (its ``model.pt``). The model is on ``map_location``, in eval mode."""
     path = Path(path)
     if path.is_dir():
-        path = path / "checkpoint.pt"
+        if not (path / MODEL_FILE).is_file() and (path / "checkpoints").is_dir():
+            raise FileNotFoundError(f"--checkpoint {path}: no {MODEL_FILE} yet (train writes it when it "
+                                    f"finishes); {path}/checkpoints holds an unfinished run: continue it "
+                                    "with `train ... --resume`")
+        path = path / MODEL_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"--checkpoint {path}: no such file (train writes OUT/checkpoint.pt)")
-    ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    if ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"--checkpoint {path}: format {ckpt.get('format')!r}, expected {CHECKPOINT_FORMAT!r}")
-    vocab = Vocab.from_list(ckpt["vocab"])
-    preset = Preset.from_dict(ckpt["preset"])
+        raise FileNotFoundError(f"--checkpoint {path}: no such file (train writes OUT/{MODEL_FILE})")
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(saved, dict) or saved.get("format") != MODEL_FORMAT:
+        found = saved.get("format") if isinstance(saved, dict) else type(saved).__name__
+        raise ValueError(f"--checkpoint {path}: format {found!r}, expected {MODEL_FORMAT!r} "
+                         f"(the {MODEL_FILE} that train writes)")
+    vocab = Vocab.from_list(saved["vocab"])
+    preset = Preset.from_dict(saved["preset"])
     vae = build_vae(preset, len(vocab))
-    vae.load_state_dict(ckpt["model"])
-    return vae, vocab, preset, ckpt
+    vae.load_state_dict(saved["model"])
+    return vae.to(map_location).eval(), vocab, preset, saved
 
 
 def json_safe(value: Any) -> Any:

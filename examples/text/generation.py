@@ -12,6 +12,7 @@ from typing import Iterator, List, Optional, Sequence
 import torch
 from torch import nn
 
+from ..devices import check_generator, module_device
 from .corpus import Vocab
 from .models import LSTMDecoder
 from .tokens import detokenize
@@ -92,6 +93,7 @@ def sample_decode(decoder: LSTMDecoder, z: torch.Tensor, *, temperature: float =
         probs = torch.softmax(logits / temperature, dim=-1)
         return torch.multinomial(probs, 1, generator=generator).squeeze(1)
 
+    check_generator(generator, z.device)
     return _step_decode(decoder, z, pick, max_len, bos_id, eos_id, banned)
 
 
@@ -154,8 +156,10 @@ def decode(decoder: LSTMDecoder, z: torch.Tensor, strategy: str = "greedy", *, b
 
 def from_prior(decoder: LSTMDecoder, n: int, strategy: str = "sample", *,
                generator: Optional[torch.Generator] = None, **kwargs) -> List[List[int]]:
-    """Decode ``n`` codes z ~ N(0, I) drawn from the prior."""
-    device = next(decoder.parameters()).device
+    """Decode ``n`` codes z ~ N(0, I) drawn from the prior, on the decoder's device (``generator``,
+    if given, must be there too: ``examples.devices.make_generator(seed, device)``)."""
+    device = module_device(decoder)
+    check_generator(generator, device)
     z = torch.randn(n, decoder.latent_dim, generator=generator, device=device)
     return decode(decoder, z, strategy, generator=generator, **kwargs)
 
@@ -163,17 +167,18 @@ def from_prior(decoder: LSTMDecoder, n: int, strategy: str = "sample", *,
 def _posterior_codes(encoder: nn.Module, x: torch.Tensor, use_mean: bool,
                      generator: Optional[torch.Generator]) -> torch.Tensor:
     with _eval_mode(encoder):
-        mean, logvar = encoder(x)
+        mean, logvar = encoder(x.to(module_device(encoder)))
     if use_mean:
         return mean
+    check_generator(generator, mean.device)
     noise = torch.randn(mean.shape, generator=generator, device=mean.device)
     return mean + noise * (0.5 * logvar).exp()
 
 
 def reconstruct(encoder: nn.Module, decoder: LSTMDecoder, x: torch.Tensor, strategy: str = "greedy", *,
                 use_mean: bool = True, generator: Optional[torch.Generator] = None, **kwargs) -> List[List[int]]:
-    """Encode ``x: [batch, seq_len]`` and decode its code: the posterior mean (``use_mean``) or one
-    sample z ~ q(z | x) (as the paper's code)."""
+    """Encode ``x: [batch, seq_len]`` (moved to the encoder's device) and decode its code: the
+    posterior mean (``use_mean``) or one sample z ~ q(z | x) (as the paper's code)."""
     z = _posterior_codes(encoder, x, use_mean, generator)
     return decode(decoder, z, strategy, generator=generator, **kwargs)
 

@@ -3,12 +3,15 @@ import contextlib
 import io
 import json
 import random
+import shutil
 import types
 
 import pytest
 import torch
 
 from aggressive_vi import LRDecayOnPlateau
+from aggressive_vi.checkpoint import load_checkpoint
+from examples.run_spec import saved_spec
 from examples.text.cli import main
 
 WORDS = "the a cat dog sat ran on under mat log big small red blue".split()
@@ -48,7 +51,25 @@ def test_train_writes_history_metrics_checkpoint_and_prints_table(trained):
     assert saved["iw_nll"] > 0 and saved["ppl"] > 1 and saved["kl"] > -1e-6
     # per-token perplexity is consistent with the per-sentence NLL and the token count
     assert saved["ppl"] == pytest.approx(2.718281828 ** (saved["iw_nll"] * 32 / saved["n_tokens"]), rel=1e-6)
-    assert (out / "checkpoint.pt").is_file() and (out / "trainer_last.pt").is_file()
+    assert (out / "model.pt").is_file() and not (out / "trainer_last.pt").exists()
+    # the library's checkpoints, one per epoch (the last two kept), readable without unpickling code
+    names = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert names == ["checkpoint-e0001-s000000006.pt", "checkpoint-e0002-s000000012.pt"]
+    state = load_checkpoint(out / "checkpoints" / names[-1])  # torch.load(weights_only=True)
+    assert state["epoch"] == 2 and state["format"] == "aggressive-vi/trainer"
+    spec = saved_spec(out / "checkpoints" / names[-1])
+    exported = torch.load(out / "model.pt", weights_only=True)
+    assert spec["vocab"] == exported["vocab"] and spec["preset_name"] == "tiny"
+    assert spec["options"]["seed"] == 1 and "epochs" not in spec["preset"]
+
+
+def test_evaluate_reproduces_the_final_evaluation_of_train(trained):
+    """model.pt holds the evaluated weights, vocabulary and preset: with train's seed and sample
+    count, evaluate draws the same numbers as train's own test evaluation."""
+    out, metrics, _ = trained
+    again = main(["evaluate", "--checkpoint", str(out), "--iw-samples", "5", "--seed", "1"])
+    for key in ("iw_nll", "ppl", "neg_elbo", "kl", "mi", "au", "n_tokens"):
+        assert again[key] == metrics[key], key
 
 
 def test_evaluate_and_generate_load_the_checkpoint(trained, tmp_path, capsys):
@@ -71,12 +92,15 @@ def test_evaluate_and_generate_load_the_checkpoint(trained, tmp_path, capsys):
     assert all(set(line.lstrip("< ").split()) <= vocab_words for line in generated)
 
 
-def test_resume_continues_from_the_last_epoch(trained, corpus_dir, capsys):
-    out = trained[0]
+def test_resume_continues_from_the_last_epoch(trained, corpus_dir, tmp_path, capsys):
+    out = tmp_path / "run"
+    shutil.copytree(trained[0], out)
     main(["train", "--data", str(corpus_dir / "toy"), "--preset", "tiny", "--epochs", "3", "--out", str(out),
-          "--no-progress", "--seed", "1", "--resume", "--aggressive", "off"])
+          "--no-progress", "--seed", "1", "--resume"])
+    assert f"resuming from {out / 'checkpoints' / 'checkpoint-e0002-s000000012.pt'}" in capsys.readouterr().out
     history = json.loads((out / "history.json").read_text())
     assert [r["epoch"] for r in history] == [0, 1, 2]
+    assert history[:2] == json.loads((trained[0] / "history.json").read_text())
 
 
 def test_cli_rejects_bad_arguments(tmp_path):
