@@ -80,7 +80,8 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         epochs=args.epochs, kl_start=args.kl_start, warm_up=args.warm_up, iw_samples=args.iw_samples,
         batch_size=args.batch_size, max_vocab=args.max_vocab, max_aggressive_epochs=args.max_aggressive_epochs,
         embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, latent_dim=args.latent_dim, window=args.window,
-        max_inner_steps=args.max_inner_steps)
+        max_inner_steps=args.max_inner_steps, mi_estimator=args.mi_estimator,
+        switch_k_stderr=args.switch_k_stderr, switch_min_epochs=args.switch_min_epochs)
     out = Path(args.out)
     checkpoints = out / "checkpoints"
     resume_from = resume_point(checkpoints, args.resume)
@@ -97,9 +98,9 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     enc_opt = torch.optim.SGD(vae.encoder.parameters(), lr=preset.lr)
     dec_opt = torch.optim.SGD(vae.decoder.parameters(), lr=preset.lr)
     aggressive = args.aggressive == "on"
-    stopping: Any = MIPlateau()
+    stopping: Any = MIPlateau(k_stderr=preset.switch_k_stderr, min_epochs=preset.switch_min_epochs)
     if preset.max_aggressive_epochs is not None:
-        stopping = AnyOf(MIPlateau(), FixedEpochs(preset.max_aggressive_epochs))
+        stopping = AnyOf(stopping, FixedEpochs(preset.max_aggressive_epochs))
     kl_schedule = (ConstantKL(1.0) if preset.kl_start >= 1.0
                    else LinearKLAnnealing(start=preset.kl_start, warmup_epochs=preset.warm_up))
     lr_decay = LRDecayOnPlateau(patience=preset.decay_patience, factor=preset.decay_factor,
@@ -108,6 +109,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     trainer = AggressiveTrainer(
         vae, enc_opt, dec_opt, stopping=stopping, kl_schedule=kl_schedule, aggressive=aggressive,
         window=preset.window, max_inner_steps=preset.max_inner_steps, clip_grad_norm=preset.clip_grad_norm,
+        mi_estimator=preset.mi_estimator,
         callbacks=[lr_decay, spec, HistoryFile(out / "history.json"),
                    Checkpoint(checkpoints, every_n_steps=args.save_every, keep_last=2)],  # last: saves all above
         verbose=True, progress=not args.no_progress)
@@ -235,6 +237,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--window", type=int, default=None, help="inner steps per window of the catch-up test")
     t.add_argument("--max-inner-steps", type=int, default=None)
     t.add_argument("--max-aggressive-epochs", type=int, default=None)
+    t.add_argument("--mi-estimator", default=None, choices=["minibatch", "dataset"],
+                   help="validation MI the switch reads (paper: minibatch; cpu preset: dataset)")
+    t.add_argument("--switch-k-stderr", type=float, default=None,
+                   help="a rise of validation MI counts only above this many standard errors (paper: 0)")
+    t.add_argument("--switch-min-epochs", type=int, default=None,
+                   help="aggressive for at least this many epochs (paper: 0)")
     t.add_argument("--iw-samples", type=int, default=None, help="importance samples in the final evaluation")
     t.add_argument("--out", required=True)
     t.add_argument("--seed", type=int, default=783435)

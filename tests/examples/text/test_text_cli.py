@@ -157,3 +157,20 @@ def test_text_lr_decay_resets_count_on_improvement():
     sched.on_epoch_end(trainer, _record(5, 4.85))  # worse than the reference 4.8 ...
     sched.on_epoch_end(trainer, _record(6, 4.81))  # ... twice, though better than the epoch before
     assert sched.decays == 1
+
+
+def test_switch_options_reach_the_trainer(corpus_dir, tmp_path):
+    """--switch-min-epochs 3 keeps 3 epochs aggressive whatever the MI does; --mi-estimator dataset
+    records a whole-set MI with its standard error; a huge --switch-k-stderr counts no rise as one."""
+    def run(out, *extra):
+        with contextlib.redirect_stdout(io.StringIO()):
+            main(["train", "--data", str(corpus_dir / "toy"), "--preset", "tiny", "--epochs", "3",
+                  "--out", str(out), "--no-progress", "--seed", "1", *extra])
+        return json.loads((out / "history.json").read_text())
+
+    held = run(tmp_path / "held", "--switch-min-epochs", "3", "--mi-estimator", "dataset")
+    assert [r["aggressive"] for r in held] == [True, True, True]
+    assert all(r["val_mi_stderr"] is not None and r["val_mi_stderr"] > 0 for r in held)
+    strict = run(tmp_path / "strict", "--switch-k-stderr", "1000", "--mi-estimator", "dataset")
+    assert [r["aggressive"] for r in strict] == [True, False, False]  # no rise counts: out after epoch 0
+    assert strict[0]["left_aggressive_at"] == strict[0]["steps"]
