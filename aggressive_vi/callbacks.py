@@ -22,15 +22,14 @@ from __future__ import annotations
 
 import sys
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional, TextIO
+from typing import Any, Optional, TextIO
 
 import torch
 
 from .distributed import is_main_process
 from .history import EpochRecord
+from .protocols import Trainer
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import AggressiveTrainer
 
 __all__ = ["StepInfo", "Callback", "PrintLogger", "ProgressBar"]
 
@@ -67,19 +66,19 @@ class StepInfo:
 class Callback:
     """Base class with every hook as a no-op; override the ones you need."""
 
-    def on_fit_start(self, trainer: "AggressiveTrainer") -> None: ...
+    def on_fit_start(self, trainer: Trainer) -> None: ...
 
-    def on_epoch_start(self, trainer: "AggressiveTrainer", epoch: int) -> None: ...
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None: ...
 
-    def on_step_end(self, trainer: "AggressiveTrainer", info: StepInfo) -> None: ...
+    def on_step_end(self, trainer: Trainer, info: StepInfo) -> None: ...
 
-    def on_phase_change(self, trainer: "AggressiveTrainer", step: int) -> None: ...
+    def on_phase_change(self, trainer: Trainer, step: int) -> None: ...
 
-    def on_epoch_end(self, trainer: "AggressiveTrainer", record: EpochRecord) -> None: ...
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None: ...
 
-    def on_interrupt(self, trainer: "AggressiveTrainer") -> None: ...
+    def on_interrupt(self, trainer: Trainer) -> None: ...
 
-    def on_fit_end(self, trainer: "AggressiveTrainer") -> None: ...
+    def on_fit_end(self, trainer: Trainer) -> None: ...
 
 
 def format_record(record: EpochRecord) -> str:
@@ -123,7 +122,7 @@ class PrintLogger(Callback):
         if is_main_process():
             print(text, file=self.stream or sys.stdout, flush=True)
 
-    def on_epoch_end(self, trainer: "AggressiveTrainer", record: EpochRecord) -> None:
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         self._print(format_record(record))
 
 
@@ -145,7 +144,7 @@ class ProgressBar(Callback):
         self._last_mi: Optional[float] = None
         self._line_open = False  # the plain fallback's \r line awaits its newline
 
-    def on_epoch_start(self, trainer: "AggressiveTrainer", epoch: int) -> None:
+    def on_epoch_start(self, trainer: Trainer, epoch: int) -> None:
         if not is_main_process():
             return
         self._total = trainer.steps_per_epoch
@@ -157,7 +156,7 @@ class ProgressBar(Callback):
         self._bar = tqdm(total=self._total, desc=f"epoch {epoch}", leave=False,
                          file=self.stream or sys.stderr)
 
-    def on_step_end(self, trainer: "AggressiveTrainer", info: StepInfo) -> None:
+    def on_step_end(self, trainer: Trainer, info: StepInfo) -> None:
         if not is_main_process():
             return
         if self._bar is not None:
@@ -175,7 +174,7 @@ class ProgressBar(Callback):
             stream.flush()
             self._line_open = True
 
-    def on_phase_change(self, trainer: "AggressiveTrainer", step: int) -> None:
+    def on_phase_change(self, trainer: Trainer, step: int) -> None:
         # make room for the switch message: tqdm's bar is cleared (it redraws at the next update), the
         # plain line gets its newline
         if self._bar is not None:
@@ -187,7 +186,7 @@ class ProgressBar(Callback):
             (self.stream or sys.stderr).write("\n")
             self._line_open = False
 
-    def on_epoch_end(self, trainer: "AggressiveTrainer", record: EpochRecord) -> None:
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         if not is_main_process():
             return
         self._last_mi = record.val_mi

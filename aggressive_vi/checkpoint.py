@@ -14,15 +14,14 @@ from __future__ import annotations
 
 import os
 import re
-from typing import TYPE_CHECKING, Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import nn
 
 from .distributed import all_gather_object, is_distributed, is_main_process, unwrap
+from .protocols import Trainer
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import AggressiveTrainer
 
 __all__ = [
     "FORMAT", "VERSION", "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint",
@@ -229,12 +228,12 @@ class Checkpoint:
         self.prefix = prefix
         self.last_path: Optional[str] = None
 
-    def path_for(self, trainer: "AggressiveTrainer", interrupted: bool = False) -> str:
+    def path_for(self, trainer: Trainer, interrupted: bool = False) -> str:
         tag = "-interrupted" if interrupted else ""
         name = f"{self.prefix}-e{trainer.epoch:04d}-s{trainer.step:09d}{tag}.pt"
         return os.path.join(self.directory, name)
 
-    def save(self, trainer: "AggressiveTrainer", *, interrupted: bool = False) -> str:
+    def save(self, trainer: Trainer, *, interrupted: bool = False) -> str:
         """Write the trainer's state now; returns the path (the same on every rank)."""
         state = trainer.state_dict()
         if is_distributed() and not interrupted:
@@ -260,23 +259,23 @@ class Checkpoint:
                 pass
 
     # hooks
-    def on_fit_start(self, trainer: "AggressiveTrainer") -> None:
+    def on_fit_start(self, trainer: Trainer) -> None:
         if self.last_path is not None:
             trainer.last_checkpoint = self.last_path
 
-    def on_step_end(self, trainer: "AggressiveTrainer", info: Any) -> None:
+    def on_step_end(self, trainer: Trainer, info: Any) -> None:
         if self.every_n_steps is not None and trainer.step % self.every_n_steps == 0:
             self.save(trainer)
 
-    def on_epoch_end(self, trainer: "AggressiveTrainer", record: Any) -> None:
+    def on_epoch_end(self, trainer: Trainer, record: Any) -> None:
         if self.at_epoch_end:
             self.save(trainer)
 
-    def on_fit_end(self, trainer: "AggressiveTrainer") -> None:
+    def on_fit_end(self, trainer: Trainer) -> None:
         if trainer.epoch_in_progress:  # stopped in the middle of an epoch: keep where it stopped
             self.save(trainer)
 
-    def on_interrupt(self, trainer: "AggressiveTrainer") -> None:
+    def on_interrupt(self, trainer: Trainer) -> None:
         self.save(trainer, interrupted=not trainer.at_step_boundary)
 
     def __repr__(self) -> str:

@@ -6,14 +6,13 @@ model seen so far and rebuild the optimisers (so their statistics are cleared), 
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Dict, Optional
+from typing import Any, Dict, Optional
 
 import torch
 
 from .history import EpochRecord
+from .protocols import Trainer
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .trainer import AggressiveTrainer
 
 __all__ = ["LRDecayOnPlateau"]
 
@@ -58,7 +57,7 @@ class LRDecayOnPlateau:
         self.not_improved = 0
         self.decays = 0
 
-    def on_epoch_end(self, trainer: "AggressiveTrainer", record: EpochRecord) -> None:
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         if record.val_elbo is None:
             raise ValueError("LRDecayOnPlateau needs validation metrics: pass fit(..., val_loader=...)")
         loss = -float(record.val_elbo)
@@ -77,7 +76,7 @@ class LRDecayOnPlateau:
         if self.decays >= self.max_decays:
             trainer.stop_training = True
 
-    def _decay(self, trainer: "AggressiveTrainer") -> None:
+    def _decay(self, trainer: Trainer) -> None:
         for opt in (trainer.enc_opt, trainer.dec_opt):
             for group in opt.param_groups:
                 group["lr"] *= self.factor
@@ -86,7 +85,7 @@ class LRDecayOnPlateau:
             trainer.model.load_state_dict(self.best_state)
         self.decays += 1
 
-    def on_fit_end(self, trainer: "AggressiveTrainer") -> None:
+    def on_fit_end(self, trainer: Trainer) -> None:
         if self.restore_best and self.best_state is not None:
             trainer.model.load_state_dict(self.best_state)
 

@@ -23,6 +23,7 @@ __all__ = [
     "KLSchedule",
     "StoppingCriterion",
     "TrainingEvent",
+    "Trainer",
 ]
 
 
@@ -90,6 +91,39 @@ class StoppingCriterion(Protocol):
     """
 
     def should_stop(self, event: TrainingEvent) -> bool: ...
+
+
+class Trainer(Protocol):
+    """What a callback sees of the trainer (``AggressiveTrainer`` meets it).
+
+    Attributes:
+        model: the VAE being trained; ``enc_opt`` / ``dec_opt``: its two optimisers.
+        epoch: epochs completed; ``step``: decoder updates taken (inner encoder steps not counted).
+        is_aggressive: whether the trainer is still in the aggressive phase.
+        steps_per_epoch: batches per epoch of the current ``fit``.
+        stop_training: set it to ``True`` to end ``fit`` after the current update.
+        last_checkpoint: the newest checkpoint a ``Checkpoint`` callback wrote, if any.
+        at_step_boundary: ``False`` while a decoder update is under way.
+        epoch_in_progress: an epoch has begun and not ended.
+        history: the records of the epochs completed.
+    """
+
+    model: Any
+    enc_opt: Any
+    dec_opt: Any
+    epoch: int
+    step: int
+    is_aggressive: bool
+    steps_per_epoch: Optional[int]
+    stop_training: bool
+    last_checkpoint: Optional[str]
+    at_step_boundary: bool
+    history: Any
+
+    @property
+    def epoch_in_progress(self) -> bool: ...
+
+    def state_dict(self) -> Dict[str, Any]: ...
 
 
 def optional_state(obj: object) -> Optional[Dict[str, Any]]:

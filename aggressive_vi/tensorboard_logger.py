@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Optional, Union
 from ._impl.checks import positive_int
 from .distributed import is_main_process
 from .history import EpochRecord
+from .protocols import Trainer
 
 if TYPE_CHECKING:  # pragma: no cover
     from .callbacks import StepInfo
-    from .trainer import AggressiveTrainer
 
 __all__ = ["TensorBoardLogger"]
 
@@ -64,12 +64,12 @@ class TensorBoardLogger:
             self.writer = SummaryWriter(self.log_dir, purge_step=step if step > 0 else None)
         return self.writer
 
-    def on_fit_start(self, trainer: "AggressiveTrainer") -> None:
+    def on_fit_start(self, trainer: Trainer) -> None:
         if is_main_process():
             self._open(trainer.step).add_scalar("train/aggressive", float(trainer.is_aggressive),
                                                 trainer.step)
 
-    def on_step_end(self, trainer: "AggressiveTrainer", info: "StepInfo") -> None:
+    def on_step_end(self, trainer: Trainer, info: "StepInfo") -> None:
         if not is_main_process() or info.step % self.every_n_steps:
             return
         w = self._open(info.step)
@@ -79,13 +79,13 @@ class TensorBoardLogger:
         w.add_scalar("train/inner_steps", info.inner_steps, info.step)
         w.add_scalar("train/aggressive", float(info.aggressive), info.step)
 
-    def on_phase_change(self, trainer: "AggressiveTrainer", step: int) -> None:
+    def on_phase_change(self, trainer: Trainer, step: int) -> None:
         if is_main_process():
             w = self._open(step)
             w.add_scalar("train/aggressive", 0.0, step)
             w.add_text("phase", f"left the aggressive phase after {step} decoder updates", step)
 
-    def on_epoch_end(self, trainer: "AggressiveTrainer", record: EpochRecord) -> None:
+    def on_epoch_end(self, trainer: Trainer, record: EpochRecord) -> None:
         if not is_main_process():
             return
         w = self._open(trainer.step)
@@ -96,7 +96,7 @@ class TensorBoardLogger:
                 w.add_scalar(f"epoch/{name}", value, trainer.step)
         w.flush()
 
-    def on_fit_end(self, trainer: "AggressiveTrainer") -> None:
+    def on_fit_end(self, trainer: Trainer) -> None:
         if self.writer is not None and is_main_process():
             self.writer.flush()
 

@@ -93,3 +93,17 @@ def test_the_public_surface_is_what_init_exports():
     for name in aggressive_vi.__all__:
         assert hasattr(aggressive_vi, name), name
     assert "_impl" not in aggressive_vi.__all__
+
+
+def test_the_trainer_offers_everything_the_callback_protocol_promises():
+    import torch
+
+    from aggressive_vi import VAE, AggressiveTrainer, Always
+    from aggressive_vi.protocols import Trainer
+    from conftest import BernoulliDecoder, MLPEncoder
+
+    vae = VAE(MLPEncoder(), BernoulliDecoder())
+    trainer = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=0.1),
+                                torch.optim.SGD(vae.decoder.parameters(), lr=0.1), stopping=Always())
+    promised = set(Trainer.__annotations__) | {"epoch_in_progress", "state_dict"}
+    assert all(hasattr(trainer, name) for name in promised), promised - set(dir(trainer))
