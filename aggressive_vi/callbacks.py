@@ -26,6 +26,7 @@ from typing import Any, Optional, TextIO
 
 import torch
 
+from ._impl.checks import positive_int
 from .distributed import is_main_process
 from .history import EpochRecord
 from .protocols import Trainer
@@ -135,9 +136,7 @@ class ProgressBar(Callback):
     """
 
     def __init__(self, refresh_every: int = 10, stream: Optional[TextIO] = None) -> None:
-        if refresh_every < 1:
-            raise ValueError(f"refresh_every must be >= 1; got {refresh_every}")
-        self.refresh_every = refresh_every
+        self.refresh_every = positive_int("refresh_every", refresh_every)
         self.stream = stream
         self._bar: Any = None
         self._total: Optional[int] = None

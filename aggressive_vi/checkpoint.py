@@ -19,6 +19,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import nn
 
+from ._impl.checks import positive_int_or_none
 from .distributed import all_gather_object, is_distributed, is_main_process, unwrap
 from .protocols import Trainer
 
@@ -215,10 +216,8 @@ class Checkpoint:
     def __init__(self, directory: PathLike, *, every_n_steps: Optional[int] = None,
                  at_epoch_end: bool = True, keep_last: Optional[int] = 3,
                  prefix: str = "checkpoint") -> None:
-        if every_n_steps is not None and (not isinstance(every_n_steps, int) or every_n_steps < 1):
-            raise ValueError(f"every_n_steps must be a positive int or None; got {every_n_steps!r}")
-        if keep_last is not None and (not isinstance(keep_last, int) or keep_last < 1):
-            raise ValueError(f"keep_last must be a positive int or None; got {keep_last!r}")
+        positive_int_or_none("every_n_steps", every_n_steps)
+        positive_int_or_none("keep_last", keep_last)
         if not prefix or "/" in prefix or os.sep in prefix:
             raise ValueError(f"prefix must be a non-empty file-name prefix; got {prefix!r}")
         self.directory = os.fspath(directory)

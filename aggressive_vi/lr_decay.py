@@ -10,6 +10,7 @@ from typing import Any, Dict, Optional
 
 import torch
 
+from ._impl.checks import in_range, one_of, positive_int
 from .history import EpochRecord
 from .protocols import Trainer
 
@@ -40,14 +41,10 @@ class LRDecayOnPlateau:
 
     def __init__(self, *, patience: int = 2, factor: float = 0.5, min_epoch: int = 0,
                  max_decays: int = 5, compare_to: str = "previous", restore_best: bool = True) -> None:
-        if patience < 1:
-            raise ValueError(f"patience must be >= 1; got {patience}")
-        if not 0.0 < factor < 1.0:
-            raise ValueError(f"factor must be in (0, 1); got {factor}")
-        if max_decays < 1:
-            raise ValueError(f"max_decays must be >= 1; got {max_decays}")
-        if compare_to not in ("previous", "best"):
-            raise ValueError(f"compare_to must be 'previous' or 'best'; got {compare_to!r}")
+        positive_int("patience", patience)
+        in_range("factor", factor, 0.0, 1.0, low_open=True, high_open=True)
+        positive_int("max_decays", max_decays)
+        one_of("compare_to", compare_to, ("previous", "best"))
         self.patience, self.factor, self.min_epoch = patience, factor, min_epoch
         self.max_decays, self.compare_to, self.restore_best = max_decays, compare_to, restore_best
         self.best_loss = float("inf")

@@ -7,19 +7,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ._impl.checks import in_range, non_negative_float, non_negative_int, positive_int
+
 __all__ = ["ConstantKL", "LinearKLAnnealing", "CyclicalKLAnnealing"]
 
 
 def _check_weight(name: str, value: float) -> None:
-    if not 0.0 <= value <= 1.0:
-        raise ValueError(f"{name} must be in [0, 1]; got {value}")
+    in_range(name, value, 0.0, 1.0)
 
 
 def _check_steps(step: int, steps_per_epoch: int) -> None:
-    if steps_per_epoch <= 0:
-        raise ValueError(f"steps_per_epoch must be positive; got {steps_per_epoch}")
-    if step < 0:
-        raise ValueError(f"step must be >= 0; got {step}")
+    positive_int("steps_per_epoch", steps_per_epoch)
+    non_negative_int("step", step)
 
 
 @dataclass(frozen=True)
@@ -29,8 +28,7 @@ class ConstantKL:
     weight: float = 1.0
 
     def __post_init__(self) -> None:
-        if self.weight < 0:
-            raise ValueError(f"weight must be >= 0; got {self.weight}")
+        non_negative_float("weight", self.weight)
 
     def __call__(self, step: int, steps_per_epoch: int) -> float:
         return float(self.weight)
@@ -50,8 +48,7 @@ class LinearKLAnnealing:
 
     def __post_init__(self) -> None:
         _check_weight("start", self.start)
-        if self.warmup_epochs < 0:
-            raise ValueError(f"warmup_epochs must be >= 0; got {self.warmup_epochs}")
+        non_negative_float("warmup_epochs", self.warmup_epochs)
 
     def __call__(self, step: int, steps_per_epoch: int) -> float:
         _check_steps(step, steps_per_epoch)
@@ -74,10 +71,8 @@ class CyclicalKLAnnealing:
     start: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.cycle_epochs <= 0:
-            raise ValueError(f"cycle_epochs must be positive; got {self.cycle_epochs}")
-        if not 0.0 < self.ratio <= 1.0:
-            raise ValueError(f"ratio must be in (0, 1]; got {self.ratio}")
+        in_range("cycle_epochs", self.cycle_epochs, 0.0, float("inf"), low_open=True)
+        in_range("ratio", self.ratio, 0.0, 1.0, low_open=True)
         _check_weight("start", self.start)
 
     def __call__(self, step: int, steps_per_epoch: int) -> float:

@@ -130,9 +130,7 @@ class FixedSteps:
     """Aggressive for the first ``n`` decoder updates, then basic training."""
 
     def __init__(self, n: int) -> None:
-        if n < 0:
-            raise ValueError(f"n must be >= 0; got {n}")
-        self.n = n
+        self.n = non_negative_int("n", n)
 
     def should_stop(self, event: TrainingEvent) -> bool:
         return event.step >= self.n
@@ -145,9 +143,7 @@ class FixedEpochs:
     """Aggressive for the first ``n`` epochs, then basic training."""
 
     def __init__(self, n: int) -> None:
-        if n < 0:
-            raise ValueError(f"n must be >= 0; got {n}")
-        self.n = n
+        self.n = non_negative_int("n", n)
 
     def should_stop(self, event: TrainingEvent) -> bool:
         return event.epoch >= self.n or (event.epoch_end and event.epoch + 1 >= self.n)

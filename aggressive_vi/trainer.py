@@ -32,7 +32,8 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
 import torch
 from torch import nn
 
-from ._impl.checks import has_method, is_callable, one_of, positive_float_or_none, positive_int
+from ._impl.checks import (has_method, is_callable, non_negative_int, one_of, positive_float_or_none,
+                           positive_int)
 from ._impl.components import load_callbacks, load_component, optimizer_flags, restore_optimizer_flags
 from ._impl.loaders import (InputFn, check_inner_source, extract_input, loader_generators,
                             loader_length, model_device, move_to_device)
@@ -444,8 +445,7 @@ class AggressiveTrainer:
     def _check_fit_args(self, train_loader: Iterable[Any], val_loader: Optional[Iterable[Any]],
                         epochs: int, steps_per_epoch: Optional[int],
                         inner_loader: Optional[Iterable[Any]]) -> int:
-        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 0:
-            raise ValueError(f"epochs must be a non-negative int; got {epochs!r}")
+        non_negative_int("epochs", epochs)
         length = loader_length(train_loader)
         if length == 0:
             raise ValueError("train_loader is empty (len 0); expected at least one batch")

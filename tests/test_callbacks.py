@@ -48,7 +48,7 @@ def test_print_logger_writes_one_line_per_epoch_and_the_switch():
 
 
 def test_progress_bar_rejects_bad_refresh():
-    with pytest.raises(ValueError, match="refresh_every must be >= 1; got 0"):
+    with pytest.raises(ValueError, match="refresh_every must be a positive int; got 0"):
         ProgressBar(refresh_every=0)
 
 

@@ -79,7 +79,7 @@ def test_state_round_trip_and_errors():
     assert other.state_dict()["not_improved"] == 1 and torch.equal(other.best_state["weight"], cb.best_state["weight"])
     with pytest.raises(ValueError, match="needs validation metrics"):
         cb.on_epoch_end(trainer, record(0, 1.0).__class__(**{**record(0, 1.0).to_dict(), "val_elbo": None}))
-    with pytest.raises(ValueError, match="compare_to must be 'previous' or 'best'; got 'last'"):
+    with pytest.raises(ValueError, match="compare_to must be one of \\('previous', 'best'\\); got 'last'"):
         LRDecayOnPlateau(compare_to="last")
 
 

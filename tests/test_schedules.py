@@ -39,11 +39,11 @@ def test_cyclical_restarts_every_cycle():
 
 
 @pytest.mark.parametrize("make,pattern", [
-    (lambda: LinearKLAnnealing(start=1.5), r"start must be in \[0, 1\]; got 1.5"),
-    (lambda: LinearKLAnnealing(warmup_epochs=-1), "warmup_epochs must be >= 0; got -1"),
-    (lambda: ConstantKL(-0.1), "weight must be >= 0; got -0.1"),
-    (lambda: CyclicalKLAnnealing(ratio=0), r"ratio must be in \(0, 1\]; got 0"),
-    (lambda: LinearKLAnnealing()(0, 0), "steps_per_epoch must be positive; got 0"),
+    (lambda: LinearKLAnnealing(start=1.5), r"start must be a number in \[0, 1\]; got 1.5"),
+    (lambda: LinearKLAnnealing(warmup_epochs=-1), "warmup_epochs must be a non-negative number; got -1"),
+    (lambda: ConstantKL(-0.1), "weight must be a non-negative number; got -0.1"),
+    (lambda: CyclicalKLAnnealing(ratio=0), r"ratio must be a number in \(0, 1\]; got 0"),
+    (lambda: LinearKLAnnealing()(0, 0), "steps_per_epoch must be a positive int; got 0"),
 ])
 def test_bad_schedule_arguments(make, pattern):
     with pytest.raises(ValueError, match=pattern):

@@ -78,7 +78,7 @@ def test_mi_plateau_bad_options(kwargs, pattern):
 def test_fixed_steps():
     crit = FixedSteps(3)
     assert [crit.should_stop(TrainingEvent(0, s, False)) for s in range(5)] == [False] * 3 + [True] * 2
-    with pytest.raises(ValueError, match="n must be >= 0; got -1"):
+    with pytest.raises(ValueError, match="n must be a non-negative int; got -1"):
         FixedSteps(-1)
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable, Optional, Sequence
 
-__all__ = ["positive_int", "non_negative_int", "positive_float_or_none", "non_negative_float",
-           "one_of", "has_method", "is_callable", "describe"]
+__all__ = ["positive_int", "positive_int_or_none", "non_negative_int", "positive_float_or_none",
+           "non_negative_float", "in_range", "one_of", "has_method", "is_callable", "describe"]
 
 
 def describe(value: Any) -> str:
@@ -23,6 +23,24 @@ def positive_int(name: str, value: Any) -> int:
     if not _is_int(value) or value < 1:
         raise ValueError(f"{name} must be a positive int; got {describe(value)}")
     return value
+
+
+def positive_int_or_none(name: str, value: Any) -> Optional[int]:
+    if value is not None and (not _is_int(value) or value < 1):
+        raise ValueError(f"{name} must be a positive int or None; got {describe(value)}")
+    return value
+
+
+def in_range(name: str, value: Any, low: float, high: float, *, low_open: bool = False,
+             high_open: bool = False) -> float:
+    """A number in the interval from ``low`` to ``high`` (each end closed unless ``*_open``)."""
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        ok = (value > low if low_open else value >= low) and (value < high if high_open else value <= high)
+    if not ok:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name} must be a number in {interval}; got {describe(value)}")
+    return float(value)
 
 
 def non_negative_int(name: str, value: Any) -> int:
