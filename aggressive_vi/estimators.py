@@ -101,6 +101,7 @@ def iw_nll(
     *,
     n_samples: int = 500,
     chunk_size: int = 100,
+    max_rows: Optional[int] = None,
     count_tokens: Optional[Callable[[Any], Union[int, torch.Tensor]]] = None,
     get_input: InputFn = extract_input,
 ) -> IWNLLResult:
@@ -109,10 +110,12 @@ def iw_nll(
     Args:
         n_samples: importance samples per example (the paper uses 500).
         chunk_size: samples per decoder call; lower it to save memory.
+        max_rows: bound on ``batch x samples`` rows per decoder call instead (memory grows with it).
         count_tokens: optional ``x -> number of tokens in the batch`` (for text: words plus
             end-of-sentence symbols) so that :attr:`IWNLLResult.perplexity` can be reported.
     """
-    metric = IWNLL(model, n_samples=n_samples, chunk_size=chunk_size, count_tokens=count_tokens)
+    metric = IWNLL(model, n_samples=n_samples, chunk_size=chunk_size, max_rows=max_rows,
+                   count_tokens=count_tokens)
     return run_metrics(model, loader, {"iw": metric}, get_input=get_input)["iw"]
 
 

@@ -33,7 +33,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Union
 import torch
 from torch import nn
 
-from ._impl.checks import non_negative_float, positive_int
+from ._impl.checks import non_negative_float, positive_int, positive_int_or_none
 from ._impl.loaders import InputFn, extract_input, model_device, move_to_device
 from .distributed import all_gather_object, all_reduce_sum, is_distributed
 from .model import VAE, as_vae, gaussian_kl_to_standard_normal
@@ -493,23 +493,29 @@ class ActiveUnits(PosteriorMetric):
 
 # ---------------------------------------------------------------------------- IW-NLL
 def iw_log_likelihood(
-    model: nn.Module, x: Any, *, n_samples: int = 500, chunk_size: int = 100
+    model: nn.Module, x: Any, *, n_samples: int = 500, chunk_size: int = 100,
+    max_rows: Optional[int] = None,
 ) -> torch.Tensor:
     """Importance-weighted estimate of log p(x) for one batch: ``[batch]``, nats.
 
     ``log p(x) ~= logsumexp_k [log p(x, z_k) - log q(z_k|x)] - log K`` with ``z_k ~ q(z|x)``,
     K = ``n_samples``, drawn ``chunk_size`` samples at a time to bound memory (the decoder sees
-    ``z`` of shape ``[batch, chunk_size, latent_dim]``). A lower bound on log p(x) in expectation that
-    tightens as K grows; exact for any K when q(z|x) is the true posterior. Does not change the model's
-    mode or disable gradients: call inside :func:`evaluation_mode` (as :class:`IWNLL` does).
+    ``z`` of shape ``[batch, chunk_size, latent_dim]``). ``max_rows`` bounds the rows of one decoder
+    call instead, ``batch x samples per call <= max_rows`` (at least one sample per call: the batch
+    itself is not split), which is what the decoder's memory grows with (a text decoder's logits are
+    ``[rows, length, vocabulary]``). A lower bound on log p(x) in expectation that tightens as K
+    grows; exact for any K when q(z|x) is the true posterior. Does not change the model's mode or
+    disable gradients: call inside :func:`evaluation_mode` (as :class:`IWNLL` does).
     """
     positive_int("n_samples", n_samples)
     positive_int("chunk_size", chunk_size)
+    positive_int_or_none("max_rows", max_rows)
     vae = as_vae(model)
     mean, logvar = vae.encode(x)
+    per_call = chunk_size if max_rows is None else max(1, min(chunk_size, max_rows // mean.shape[0]))
     log_w = []
-    for start in range(0, n_samples, chunk_size):
-        k = min(chunk_size, n_samples - start)
+    for start in range(0, n_samples, per_call):
+        k = min(per_call, n_samples - start)
         z = vae.reparameterize(mean, logvar, k)
         log_w.append(vae.log_joint(x, z) - vae.log_q_given(z, mean, logvar))
     return torch.logsumexp(torch.cat(log_w, dim=1), dim=1) - math.log(n_samples)
@@ -547,6 +553,7 @@ class IWNLL(Metric):
         model: the VAE.
         n_samples: importance samples per example (the paper uses 500).
         chunk_size: samples per decoder call; lower it to save memory.
+        max_rows: bound on ``batch x samples`` rows per decoder call (see :func:`iw_log_likelihood`).
         count_tokens: optional ``x -> number of tokens in the batch`` (for text: words plus
             end-of-sentence symbols) so that :attr:`IWNLLResult.perplexity` can be reported.
         get_input: ``batch -> x`` (see :class:`PosteriorMetric`).
@@ -557,12 +564,14 @@ class IWNLL(Metric):
     count: int
 
     def __init__(self, model: nn.Module, *, n_samples: int = 500, chunk_size: int = 100,
+                 max_rows: Optional[int] = None,
                  count_tokens: Optional[Callable[[Any], Union[int, torch.Tensor]]] = None,
                  get_input: InputFn = extract_input) -> None:
         super().__init__()
         self.model = model
         self.n_samples = positive_int("n_samples", n_samples)
         self.chunk_size = positive_int("chunk_size", chunk_size)
+        self.max_rows = positive_int_or_none("max_rows", max_rows)
         self.count_tokens = count_tokens
         self.get_input = get_input
         self.add_state("nll_sum", torch.zeros((), dtype=torch.float64))
@@ -577,7 +586,8 @@ class IWNLL(Metric):
 
     def update_input(self, x: Any) -> None:
         """Add one batch given the model's input ``x`` (already on the model's device)."""
-        ll = iw_log_likelihood(self.model, x, n_samples=self.n_samples, chunk_size=self.chunk_size)
+        ll = iw_log_likelihood(self.model, x, n_samples=self.n_samples, chunk_size=self.chunk_size,
+                               max_rows=self.max_rows)
         self._accumulate("nll_sum", -ll.sum())
         self.count += ll.shape[0]
         if self.count_tokens is not None:

@@ -198,3 +198,31 @@ def test_the_trainer_records_the_chosen_estimator_with_its_standard_error():
     with pytest.raises(ValueError, match="mi_estimator must be one of \\('minibatch', 'dataset'\\); got 'mixture'"):
         AggressiveTrainer(model, torch.optim.SGD(model.encoder.parameters(), lr=0.1),
                           torch.optim.SGD(model.decoder.parameters(), lr=0.1), mi_estimator="mixture")
+
+
+def test_iw_max_rows_bounds_the_rows_of_each_decoder_call_and_keeps_the_exact_estimate():
+    from aggressive_vi import estimators
+    from conftest import AffineEncoder, linear_gaussian
+
+    dec = linear_gaussian(4, 2, 0.5)
+    A, c, var = dec.exact_posterior()
+    rows = []
+    original = dec.log_prob
+
+    def counting(x, z):
+        rows.append(z.shape[0] * z.shape[1])
+        return original(x, z)
+
+    dec.log_prob = counting
+    model = VAE(AffineEncoder(A, c, var.log()), dec).double()
+    x = torch.randn(8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    result = estimators.iw_nll(model, [x], n_samples=50, chunk_size=100, max_rows=20)
+    assert rows == [16] * 25  # 2 samples x 8 examples per call, 25 calls
+    # with the exact posterior every importance weight is p(x): the estimate is exact for any chunking
+    exact = -dec.exact_log_marginal(x).mean().item()
+    assert result.nll == pytest.approx(exact, abs=1e-9)
+    rows.clear()
+    estimators.iw_nll(model, [x], n_samples=5, max_rows=3)  # fewer rows than examples: 1 sample a call
+    assert rows == [8] * 5
+    with pytest.raises(ValueError, match="max_rows must be a positive int or None; got 0"):
+        estimators.iw_nll(model, [x], max_rows=0)
