@@ -31,6 +31,7 @@ from torch import nn
 __all__ = [
     "is_distributed", "rank", "world_size", "is_main_process", "all_reduce_sum", "any_rank",
     "all_gather_object", "DistributedDecoder", "data_parallel", "unwrap", "TrainingNetworks",
+    "collective_device", "check_collective_device",
 ]
 
 
@@ -61,11 +62,42 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
+def collective_device() -> torch.device:
+    """Where this rank's collectives stage their tensors: the current CUDA device under NCCL (which
+    only moves CUDA tensors), else the CPU."""
+    if is_distributed() and dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def check_collective_device(model_device: Optional[torch.device]) -> None:
+    """Under NCCL, the model must live on the current CUDA device (``torch.cuda.set_device``).
+
+    NCCL collectives, ``all_gather_object`` among them (checkpoints gather every rank's random
+    state with it), stage their data on ``torch.cuda.current_device()``. Without
+    ``torch.cuda.set_device(local_rank)`` every rank uses cuda:0, and saving hangs or fails.
+
+    Raises:
+        ValueError: naming the rank, the model's device, the current device and the fix.
+    """
+    if not is_distributed() or dist.get_backend() != "nccl":
+        return
+    current = torch.cuda.current_device()
+    if model_device is None or model_device.type != "cuda" or (model_device.index or 0) != current:
+        raise ValueError(
+            f"under the NCCL backend rank {rank()}'s model is on {model_device} but "
+            f"torch.cuda.current_device() is cuda:{current}: call "
+            "torch.cuda.set_device(int(os.environ['LOCAL_RANK'])) and move the model there before "
+            "building the trainer (NCCL collectives stage their data on the current device)"
+        )
+
+
 def any_rank(*flags: bool, device: Optional[torch.device] = None) -> List[bool]:
-    """Each flag OR-ed over all ranks (one all-reduce of ``len(flags)`` numbers; none alone)."""
+    """Each flag OR-ed over all ranks (one all-reduce of ``len(flags)`` numbers; none alone).
+    ``device``: where to stage them (default :func:`collective_device`)."""
     if not is_distributed():
         return [bool(f) for f in flags]
-    t = torch.tensor([float(bool(f)) for f in flags], device=device)
+    t = torch.tensor([float(bool(f)) for f in flags], device=device or collective_device())
     return [v > 0 for v in all_reduce_sum(t).tolist()]
 
 

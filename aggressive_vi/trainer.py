@@ -42,7 +42,8 @@ from ._impl.rng import rng_state, set_rng_state
 from ._impl.streams import InnerStream
 from .callbacks import PrintLogger, ProgressBar, StepInfo
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, load_plain_state_dict, plain_state_dict
-from .distributed import TrainingNetworks, all_gather_object, all_reduce_sum, any_rank, is_distributed, rank, world_size
+from .distributed import (TrainingNetworks, all_gather_object, all_reduce_sum, any_rank,
+                          check_collective_device, is_distributed, rank, world_size)
 from .estimators import MI_ESTIMATORS, summary
 from .faults import (ON_NONFINITE, DeferredInterrupt, NonFiniteError, batch_context, clip_and_check,
                      describe_input, nonfinite_message)
@@ -168,6 +169,7 @@ class AggressiveTrainer:
             self.callbacks.append(PrintLogger())
         self._enc_params = [p for p in self.vae.encoder.parameters() if p.requires_grad]
         self._dec_params = [p for p in self.vae.decoder.parameters() if p.requires_grad]
+        check_collective_device(model_device(self.vae))  # NCCL: the model on the current device
         self.nets = TrainingNetworks(model, ddp)  # the model itself, or DDP views of it
 
         # the run's state (state_dict composes it)

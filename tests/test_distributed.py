@@ -140,3 +140,27 @@ def test_without_a_process_group_the_helpers_are_single_process():
     assert nets.inner is vae and nets.decoder is vae and nets.joint is vae and not nets.synchronised
     assert any_rank(True, False) == [True, False] and all_gather_object({"a": 1}) == [{"a": 1}]
     assert unwrap(torch.nn.DataParallel(vae.encoder)) is vae.encoder
+
+
+def test_under_nccl_the_model_must_be_on_the_current_cuda_device(monkeypatch):
+    """NCCL collectives stage on torch.cuda.current_device(): without set_device every rank uses
+    cuda:0 and checkpoint saving hangs. No GPU here: the process-group queries are stood in for, and
+    the check is called with the devices a misconfigured rank 1 would report."""
+    import torch.distributed as dist
+
+    from aggressive_vi import distributed
+
+    monkeypatch.setattr(distributed, "is_distributed", lambda: True)
+    monkeypatch.setattr(distributed, "rank", lambda: 1)
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "nccl")
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    with pytest.raises(ValueError, match=r"rank 1's model is on cuda:1 but torch.cuda.current_device\(\) "
+                                         r"is cuda:0: call torch.cuda.set_device"):
+        distributed.check_collective_device(torch.device("cuda", 1))
+    with pytest.raises(ValueError, match="model is on cpu"):
+        distributed.check_collective_device(torch.device("cpu"))
+    distributed.check_collective_device(torch.device("cuda", 0))  # set_device done: fine
+    assert distributed.collective_device() == torch.device("cuda", 0)
+    monkeypatch.setattr(dist, "get_backend", lambda *a: "gloo")
+    distributed.check_collective_device(torch.device("cpu"))
+    assert distributed.collective_device() == torch.device("cpu")
