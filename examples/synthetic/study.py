@@ -119,16 +119,6 @@ def make_optimizer(params: Any, config: StudyConfig) -> torch.optim.Optimizer:
     return torch.optim.Adam(params, lr=config.lr if config.lr is not None else 1e-3, betas=(0.9, 0.999))
 
 
-class _PhaseWatcher:
-    """Remembers the decoder update at which the trainer left the aggressive phase."""
-
-    def __init__(self) -> None:
-        self.step: Optional[int] = None
-
-    def on_phase_change(self, trainer: Any, step: int) -> None:
-        self.step = step
-
-
 def _loader(x: torch.Tensor, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
     g = torch.Generator().manual_seed(seed)
     return DataLoader(TensorDataset(x), batch_size=batch_size, shuffle=shuffle, generator=g)
@@ -151,8 +141,7 @@ def run_mode(mode: str, data: SyntheticData, config: StudyConfig, *, log: Any = 
     snaps = PosteriorMeanSnapshots(vae, points, every=config.snapshot_every, grid=grid)
     track = PosteriorMeanSnapshots(vae, points[: config.trajectory_points], every=1, grid=grid,
                                    until=config.trajectory_steps)
-    phase = _PhaseWatcher()
-    callbacks: List[Any] = [snaps, track, phase]
+    callbacks: List[Any] = [snaps, track]
     if log is not None:
         callbacks.append(log)
     trainer = AggressiveTrainer(
@@ -171,7 +160,8 @@ def run_mode(mode: str, data: SyntheticData, config: StudyConfig, *, log: Any = 
                           inner_loader=inner_loader)
     seconds = time.perf_counter() - start
     return RunResult(mode=mode, snapshots=snaps.snapshots, trajectory=track.snapshots,
-                     history=history.to_dicts(), seconds=seconds, left_aggressive_at=phase.step)
+                     history=history.to_dicts(), seconds=seconds,
+                     left_aggressive_at=history.left_aggressive_at)
 
 
 def run_study(config: StudyConfig, *, log: Any = None) -> Dict[str, Any]:

@@ -59,8 +59,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         max_inner_steps=args.max_inner_steps)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = load_data(args.data, max_vocab=preset.max_vocab, labels=args.labels, max_length=args.max_length,
-                     seed=args.seed)
+    data = load_data(args.data, max_vocab=preset.max_vocab, labels=args.labels, max_length=args.max_length)
     sizes = {s: len(d) for s, d in data.splits.items()}
     _log(f"data {args.data}: {sizes} sentences, vocabulary {len(data.vocab)}; preset {args.preset}: "
          f"{json.dumps(preset.to_dict())}")
@@ -118,7 +117,7 @@ def evaluate_cmd(args: argparse.Namespace) -> Dict[str, Any]:
         torch.set_num_threads(args.threads)
     vae, vocab, preset, ckpt = load_checkpoint(args.checkpoint)
     data_arg = args.data or ckpt["data"]
-    data = load_data(data_arg, vocab=vocab, labels=args.labels, seed=ckpt["args"].get("seed", 783435))
+    data = load_data(data_arg, vocab=vocab, labels=args.labels)
     torch.manual_seed(args.seed)
     loader = data.loader(args.split, args.batch_size or preset.eval_batch_size, shuffle=False)
     start = time.perf_counter()
@@ -190,7 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a text VAE, then evaluate it on the test split")
-    t.add_argument("--data", default="bundled", help="bundled | synthetic | DIR | PREFIX (PREFIX.train.txt ...)")
+    t.add_argument("--data", default="bundled", help="bundled | DIR | PREFIX (PREFIX.train.txt ...); the synthetic data: "
+                   "python -m examples.synthetic --write-data DIR, then --data DIR")
     t.add_argument("--labels", action="store_true", help="lines are label<TAB>text (Yelp)")
     t.add_argument("--max-length", type=int, default=None, help="drop sentences longer than this")
     t.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
