@@ -14,9 +14,10 @@ posterior mean and the inference mean of held-out points during training, and wr
 (``DIR/synthetic.{train,valid,test}.txt``) for ``python -m examples.text train --data DIR`` or the
 paper's own text reader.
 
-The defaults (5k training sentences, one epoch, one torch thread) took 511 s wall (241 s of CPU)
-on a busy two-core machine; ``--paper`` uses the paper's split sizes (20k / 10k / 10k), 50 epochs
-and SGD (hours on a CPU). See ``examples/synthetic/README.md`` for what the figures show.
+The defaults (5k training sentences, one epoch, SGD lr 1.0 as in the paper, one torch thread) took
+43 minutes of wall time on a two-core machine shared with about eight other jobs (roughly a fifth of
+a core for each run); ``--paper`` uses the paper's split sizes (20k / 10k / 10k) and 50 epochs (many
+hours on a CPU). See ``examples/synthetic/README.md`` for what the figures show.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "and exit (python -m examples.text train --data DIR reads them)")
     p.add_argument("--seed", type=int, default=d.seed, help="seeds the data, the weights and the batch order")
     p.add_argument("--paper", action="store_true",
-                   help="the paper's sizes: 20k/10k/10k sentences and 50 epochs (hours on a CPU)")
+                   help="the paper's sizes: 20k/10k/10k sentences and 50 epochs (many hours on a CPU)")
     p.add_argument("--n-train", type=int, default=None, help=f"training sentences (default {d.n_train})")
     p.add_argument("--n-valid", type=int, default=None, help=f"validation sentences (default {d.n_valid})")
     p.add_argument("--n-test", type=int, default=None, help=f"test sentences (default {d.n_test})")
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--embed-dim", type=int, default=d.embed_dim, help="LSTM VAE embedding size (paper: 50)")
     p.add_argument("--hidden-dim", type=int, default=d.hidden_dim, help="LSTM VAE hidden size (paper: 50)")
     p.add_argument("--optimizer", choices=("adam", "sgd"), default=None,
-                   help="adam (lr 1e-3) or sgd (lr 1.0); default adam, sgd with --paper")
+                   help="sgd (lr 1.0, the paper's default) or adam (lr 1e-3)")
     p.add_argument("--lr", type=float, default=None, help="learning rate (default: per optimizer)")
     p.add_argument("--window", type=int, default=d.window, help="inner-loop window (paper: 15)")
     p.add_argument("--max-inner-steps", type=int, default=d.max_inner_steps, help="inner-loop cap (paper: 100)")
