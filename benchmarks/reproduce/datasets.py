@@ -130,7 +130,7 @@ def _setup_synthetic(budget: Budget, seed: int) -> Setup:
     n_eval = _cut(CPU_SPLIT_SIZES["valid"], budget.max_eval)
     vocab_size, train_x, valid_x, test_x = _synthetic_tokens(n_train, n_eval, n_eval)
     config = StudyConfig(seed=seed, n_train=n_train, n_valid=n_eval, n_test=n_eval,
-                         n_points=1, epochs=budget.epochs)
+                         n_points=1, epochs=budget.epochs, optimizer="adam")
     torch.manual_seed(seed)
     vae = build_vae(vocab_size + N_SPECIALS, config)
 

@@ -1,28 +1,40 @@
 """The paper's synthetic data (He et al., ICLR 2019, section 4 and appendix): sequences whose
 content is driven by a 2-d latent variable.
 
+Follows the authors' generator as it was last present in their repository jxhe/vae-lagging-encoder,
+``synthetic-data/lm_lstm.py`` and ``synthetic-data/generate.py`` at commit
+``ce5d151068051b780444282c30c0182c65577018`` (``c3c8577^``; the files were deleted in ``c3c8577``).
+Written anew from that description, not copied.
+
 Generative story, per example:
 
 1. pick one of four mixture components uniformly; draw ``z ~ N(mu_k, I)`` with
    ``mu_k`` in ``{(2, 2), (-2, -2), (2, -2), (-2, 2)}`` (``z: [2]``);
 2. draw the first token uniformly from the vocabulary (1000 ids);
-3. draw each next token from a *random, untrained* LSTM language model that reads the previous
-   token's embedding concatenated with ``z``: embedding and hidden size 100, every LSTM / embedding
-   weight ~ U(-1, 1) and the output projection (weight and bias) ~ U(-5, 5), which makes the
-   next-token distributions sharp and strongly dependent on ``z``;
+3. draw each next token from a *random, untrained* LSTM language model (embedding and hidden size
+   100) whose initial state comes from z (``c_0 = W_t z`` without bias, ``h_0 = tanh(c_0)``), which
+   reads the previous token's embedding concatenated with ``z``, and whose logits are
+   ``W_1 h_t + W_2 z`` (both without bias). Every weight ~ U(-1, 1) except ``W_2``, the direct
+   z-to-vocabulary projection, ~ U(-5, 5): the term that makes z shape every token;
 4. stop after 10 tokens.
 
 Everything is drawn from ``torch.Generator`` objects seeded from one integer, so the same seed gives
 the same weights and the same splits on every run. Each split has its own generator, so shrinking
-one split (the CPU option) does not change the others.
+one split (the CPU option) does not change the others. (The authors' script draws one file of 20k
+sentences from one global seed; our streams differ from theirs, the distribution is the same.)
 
 Token ids here are the generator's own, ``0 .. vocab_size - 1``. A VAE from ``examples.text`` wants
-``<s> ... </s>`` rows; :func:`to_model_tokens` adds them.
+``<s> ... </s>`` rows; :func:`to_model_tokens` adds them. :func:`write_text_splits` writes the splits
+as text files (words ``w0 .. w999``) that ``python -m examples.text train --data DIR`` and the
+paper's own ``MonoTextData`` reader both read.
 """
 from __future__ import annotations
 
+import math
+import os
+import pathlib
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Optional, Tuple, Union
 
 import torch
 from torch import nn
@@ -37,6 +49,10 @@ __all__ = [
     "sample_mixture_latents",
     "make_synthetic_data",
     "to_model_tokens",
+    "write_text_splits",
+    "token_word",
+    "WEIGHT_BOUND",
+    "LATENT_OUTPUT_BOUND",
     "PAD_ID",
     "BOS_ID",
     "EOS_ID",
@@ -45,6 +61,11 @@ __all__ = [
 
 #: Means of the four mixture components of p(z) (each with identity covariance).
 MIXTURE_MEANS = torch.tensor([[2.0, 2.0], [-2.0, -2.0], [2.0, -2.0], [-2.0, 2.0]])
+
+#: Every generator weight ~ U(-WEIGHT_BOUND, WEIGHT_BOUND) ...
+WEIGHT_BOUND = 1.0
+#: ... except the direct z-to-vocabulary projection W_2 ~ U(-LATENT_OUTPUT_BOUND, LATENT_OUTPUT_BOUND).
+LATENT_OUTPUT_BOUND = 5.0
 
 #: Split sizes of the paper's synthetic data: 20k train, 10k validation, 10k test, as its appendix
 #: describes them (recalled, not re-checked against the paper's text here; its released
@@ -86,8 +107,18 @@ def sample_mixture_latents(n: int, generator: torch.Generator,
 class SyntheticGenerator(nn.Module):
     """The random LSTM language model that turns ``z`` into token sequences.
 
+    For ``z: [n, latent_dim]`` and the previous token ``x_{t-1}``:
+
+    * initial state ``c_0 = W_t z`` (no bias), ``h_0 = tanh(c_0)``  (``[n, hidden_dim]``);
+    * ``h_t, c_t = LSTM([embed(x_{t-1}); z], (h_{t-1}, c_{t-1}))``;
+    * ``logits_t = W_1 h_t + W_2 z`` (both without bias; ``[n, vocab_size]``).
+
+    Every weight (embedding, LSTM weights and biases, ``W_t``, ``W_1``) ~ U(-1, 1) except ``W_2``,
+    the direct z-to-vocabulary projection, ~ U(-5, 5) (:data:`LATENT_OUTPUT_BOUND`): that term is what
+    makes every next-token distribution depend strongly on ``z``.
+
     Args:
-        seed: seeds the weights (U(-1, 1) everywhere, U(-5, 5) for the output projection).
+        seed: seeds the weights.
         vocab_size: number of token ids (paper: 1000).
         embed_dim, hidden_dim: embedding and LSTM sizes (paper: 100 each).
         latent_dim: size of z (paper: 2).
@@ -104,12 +135,14 @@ class SyntheticGenerator(nn.Module):
         self.latent_dim = _positive_int("latent_dim", latent_dim)
         self.embed = nn.Embedding(vocab_size, embed_dim)
         self.cell = nn.LSTMCell(embed_dim + latent_dim, hidden_dim)
-        self.output = nn.Linear(hidden_dim, vocab_size)
+        self.init_state = nn.Linear(latent_dim, hidden_dim, bias=False)  # W_t
+        self.out_hidden = nn.Linear(hidden_dim, vocab_size, bias=False)  # W_1
+        self.out_latent = nn.Linear(latent_dim, vocab_size, bias=False)  # W_2
         g = torch.Generator().manual_seed(int(seed))
         with torch.no_grad():
-            for module, bound in ((self.embed, 1.0), (self.cell, 1.0), (self.output, 5.0)):
-                for param in module.parameters():
-                    nn.init.uniform_(param, -bound, bound, generator=g)
+            for name, param in self.named_parameters():
+                bound = LATENT_OUTPUT_BOUND if name.startswith("out_latent.") else WEIGHT_BOUND
+                nn.init.uniform_(param, -bound, bound, generator=g)
         self.double()
         self.requires_grad_(False)
 
@@ -121,10 +154,18 @@ class SyntheticGenerator(nn.Module):
             raise ValueError(f"z must have batch size {batch} (the tokens'), got {z.shape[0]}")
         return z.to(torch.float64)
 
-    def _next_logits(self, prev: torch.Tensor, z: torch.Tensor,
-                     state: Optional[Tuple[torch.Tensor, torch.Tensor]]):
+    def initial_state(self, z: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """``z: [n, latent_dim]`` -> ``(h_0, c_0)``, each ``[n, hidden_dim]``: ``c_0 = W_t z``,
+        ``h_0 = tanh(c_0)``."""
+        c0 = self.init_state(self._check_z(z))
+        return torch.tanh(c0), c0
+
+    def next_logits(self, prev: torch.Tensor, z: torch.Tensor,
+                    state: Tuple[torch.Tensor, torch.Tensor]):
+        """One step: previous tokens ``prev: [n]``, ``z: [n, latent_dim]``, ``state`` ``(h, c)`` ->
+        ``(logits [n, vocab_size], (h, c))``; ``logits = W_1 h_t + W_2 z``."""
         h, c = self.cell(torch.cat([self.embed(prev), z], dim=-1), state)
-        return self.output(h), (h, c)
+        return self.out_hidden(h) + self.out_latent(z), (h, c)
 
     @torch.no_grad()
     def sample(self, z: torch.Tensor, seq_len: int, generator: torch.Generator) -> torch.Tensor:
@@ -135,9 +176,9 @@ class SyntheticGenerator(nn.Module):
         n = z.shape[0]
         tokens = torch.empty((n, seq_len), dtype=torch.long)
         tokens[:, 0] = torch.randint(0, self.vocab_size, (n,), generator=generator)
-        state = None
+        state = self.initial_state(z)
         for t in range(1, seq_len):
-            logits, state = self._next_logits(tokens[:, t - 1], z, state)
+            logits, state = self.next_logits(tokens[:, t - 1], z, state)
             # inverse-CDF sampling (same law as torch.multinomial, several times faster here)
             cdf = torch.softmax(logits, dim=-1).cumsum(dim=-1)
             u = torch.rand((n, 1), generator=generator, dtype=torch.float64) * cdf[:, -1:]
@@ -151,11 +192,10 @@ class SyntheticGenerator(nn.Module):
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2:
             raise ValueError("tokens must be an integer tensor [n, seq_len]")
         z = self._check_z(z, tokens.shape[0])
-        total = torch.full((tokens.shape[0],), -torch.log(torch.tensor(float(self.vocab_size),
-                                                                        dtype=torch.float64)))
-        state = None
+        total = torch.full((tokens.shape[0],), -math.log(self.vocab_size), dtype=torch.float64)
+        state = self.initial_state(z)
         for t in range(1, tokens.shape[1]):
-            logits, state = self._next_logits(tokens[:, t - 1], z, state)
+            logits, state = self.next_logits(tokens[:, t - 1], z, state)
             total += torch.log_softmax(logits, dim=-1).gather(1, tokens[:, t:t + 1]).squeeze(1)
         return total
 
@@ -235,3 +275,42 @@ def to_model_tokens(tokens: torch.Tensor) -> torch.Tensor:
     bos = torch.full((n, 1), BOS_ID, dtype=torch.long)
     eos = torch.full((n, 1), EOS_ID, dtype=torch.long)
     return torch.cat([bos, tokens.long() + N_SPECIALS, eos], dim=1)
+
+
+def token_word(token: int) -> str:
+    """The word written for generator id ``token`` in the text files: ``17`` -> ``"w17"``."""
+    return f"w{int(token)}"
+
+
+def write_text_splits(data: SyntheticData,
+                      directory: Union[str, "os.PathLike[str]"]) -> Dict[str, pathlib.Path]:
+    """Write the three splits as text files, one sentence per line, tokens as space-separated words
+    (``w0 .. w{vocab_size - 1}``, see :func:`token_word`), no label column, no ``<s>``/``</s>``.
+
+    Files: ``directory/synthetic.{train,valid,test}.txt`` (the directory is created if missing).
+    ``python -m examples.text train --data DIRECTORY`` (one file per split name in a directory) and
+    ``--data DIRECTORY/synthetic`` (a prefix) both read them, and so does the paper's
+    ``MonoTextData(path)`` (it splits each line on whitespace and adds ``<s>``/``</s>`` itself).
+    Existing files of those names are replaced.
+
+    Returns:
+        ``{"train": path, "valid": path, "test": path}``.
+    """
+    if not isinstance(data, SyntheticData):
+        raise TypeError(f"data must be a SyntheticData (from make_synthetic_data), got {type(data).__name__}")
+    if not isinstance(directory, (str, os.PathLike)):
+        raise TypeError(f"directory must be a path, got {type(directory).__name__}")
+    root = pathlib.Path(directory)
+    if root.exists() and not root.is_dir():
+        raise NotADirectoryError(f"directory {str(root)!r} exists and is not a directory")
+    root.mkdir(parents=True, exist_ok=True)
+    paths: Dict[str, pathlib.Path] = {}
+    for name in _SPLITS:
+        path = root / f"synthetic.{name}.txt"
+        rows = getattr(data, name).tokens.tolist()
+        text = "".join(" ".join(token_word(t) for t in row) + "\n" for row in rows)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+        paths[name] = path
+    return paths

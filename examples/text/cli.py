@@ -85,8 +85,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     out = Path(args.out)
     checkpoints = out / "checkpoints"
     resume_from = resume_point(checkpoints, args.resume)
-    data = load_data(args.data, max_vocab=preset.max_vocab, labels=args.labels, max_length=args.max_length,
-                     seed=args.seed)
+    data = load_data(args.data, max_vocab=preset.max_vocab, labels=args.labels, max_length=args.max_length)
     spec = run_spec(args, preset, data.vocab)
     if resume_from is not None:
         check_resume(resume_from, spec)  # before anything is loaded: a clear error on other settings
@@ -147,7 +146,7 @@ def evaluate_cmd(args: argparse.Namespace) -> Dict[str, Any]:
         torch.set_num_threads(args.threads)
     vae, vocab, preset, ckpt = load_model(args.checkpoint, map_location=args.device)
     data_arg = args.data or ckpt["data"]
-    data = load_data(data_arg, vocab=vocab, labels=args.labels, seed=ckpt["args"].get("seed", 783435))
+    data = load_data(data_arg, vocab=vocab, labels=args.labels)
     torch.manual_seed(args.seed)
     loader = data.loader(args.split, args.batch_size or preset.eval_batch_size, shuffle=False,
                          pin_memory=pin_memory(args.device))
@@ -221,7 +220,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a text VAE, then evaluate it on the test split")
-    t.add_argument("--data", default="bundled", help="bundled | synthetic | DIR | PREFIX (PREFIX.train.txt ...)")
+    t.add_argument("--data", default="bundled", help="bundled | DIR | PREFIX (PREFIX.train.txt ...); the synthetic data: "
+                   "python -m examples.synthetic --write-data DIR, then --data DIR")
     t.add_argument("--labels", action="store_true", help="lines are label<TAB>text (Yelp)")
     t.add_argument("--max-length", type=int, default=None, help="drop sentences longer than this")
     t.add_argument("--preset", default="cpu", choices=sorted(PRESETS))

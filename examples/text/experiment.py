@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from aggressive_vi import VAE, estimators
 from aggressive_vi import checkpoint as library_checkpoint
 
-from .corpus import (Corpus, TextDataset, Vocab, count_predicted_tokens, make_loader, pad_batch, read_corpus,
+from .corpus import (TextDataset, Vocab, count_predicted_tokens, make_loader, pad_batch, read_corpus,
                      resolve_splits)
 from .models import LSTMDecoder, LSTMEncoder, init_paper_
 from .presets import Preset
@@ -36,29 +36,17 @@ class TextData:
         return make_loader(self.splits[split], batch_size, shuffle=shuffle, seed=seed, pin_memory=pin_memory)
 
 
-def _synthetic_corpora(seed: int) -> Dict[str, Corpus]:
-    """The paper's synthetic data (``examples.synthetic``), CPU-sized, as corpora of ``w<id>`` words."""
-    from examples.synthetic.data import CPU_SPLIT_SIZES, make_synthetic_data
-
-    sizes = {f"n_{k}": v for k, v in CPU_SPLIT_SIZES.items()}
-    data = make_synthetic_data(seed, **sizes)
-    out = {}
-    for split in SPLITS:
-        rows = getattr(data, split).tokens.tolist()
-        out[split] = Corpus([[f"w{t}" for t in row] for row in rows], None, 0)
-    return out
-
-
 def load_data(data: Union[str, Path], *, max_vocab: Optional[int] = None, vocab: Optional[Vocab] = None,
-              labels: bool = False, max_length: Optional[int] = None, seed: int = 783435) -> TextData:
-    """Read the three splits of ``data`` (``bundled``, ``synthetic``, a directory or a file prefix;
-    see :func:`examples.text.corpus.resolve_splits`) and build the vocabulary from the training split
-    (or use ``vocab``, e.g. a checkpoint's)."""
+              labels: bool = False, max_length: Optional[int] = None) -> TextData:
+    """Read the three splits of ``data`` (``bundled``, a directory or a file prefix; see
+    :func:`examples.text.corpus.resolve_splits`) and build the vocabulary from the training split
+    (or use ``vocab``, e.g. a checkpoint's). The paper's synthetic data is a directory written by
+    ``python -m examples.synthetic --write-data DIR``."""
     if str(data) == "synthetic":
-        corpora = _synthetic_corpora(seed)
-    else:
-        files = resolve_splits(data)
-        corpora = {s: read_corpus(files[s], labels=labels, max_length=max_length) for s in SPLITS}
+        raise ValueError("--data synthetic: write the synthetic splits first with "
+                         "'python -m examples.synthetic --write-data DIR', then pass --data DIR")
+    files = resolve_splits(data)
+    corpora = {s: read_corpus(files[s], labels=labels, max_length=max_length) for s in SPLITS}
     for split, corpus in corpora.items():
         if len(corpus) == 0:
             raise ValueError(f"--data {data}: the {split} split has no sentences")

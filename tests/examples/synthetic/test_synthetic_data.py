@@ -1,9 +1,12 @@
 """The synthetic data generator: determinism, shapes, the latent mixture and z-dependence."""
+import math
+
 import pytest
 import torch
 
-from examples.synthetic.data import (BOS_ID, EOS_ID, MIXTURE_MEANS, N_SPECIALS, SyntheticGenerator,
-                                     make_synthetic_data, to_model_tokens)
+from examples.synthetic.data import (BOS_ID, EOS_ID, LATENT_OUTPUT_BOUND, MIXTURE_MEANS, N_SPECIALS,
+                                     WEIGHT_BOUND, SyntheticGenerator, make_synthetic_data,
+                                     to_model_tokens)
 
 N_TRAIN = 4000
 
@@ -71,11 +74,91 @@ def test_later_tokens_depend_on_z(data):
 
 def test_generator_weights_follow_the_papers_ranges():
     gen = SyntheticGenerator(seed=3)
-    for module, bound in ((gen.embed, 1.0), (gen.cell, 1.0), (gen.output, 5.0)):
-        for p in module.parameters():
-            assert float(p.abs().max()) <= bound and float(p.abs().max()) > 0.9 * bound
+    params = dict(gen.named_parameters())
+    # every weight U(-1, 1) except W_2 (z -> vocabulary), U(-5, 5); each tensor has >= 200 draws, so
+    # its largest |value| is within 2% of the bound with probability > 1 - 0.98**200 = 0.98 ...
+    # the smallest tensors: W_t (200 draws), W_2 (2000); the rest have far more
+    for name, p in params.items():
+        bound = LATENT_OUTPUT_BOUND if name.startswith("out_latent.") else WEIGHT_BOUND
+        assert float(p.abs().max()) <= bound, name
+        assert float(p.abs().max()) > 0.95 * bound, name  # P(fail) < 0.95**200 ~ 4e-5 per tensor
+    assert WEIGHT_BOUND == 1.0 and LATENT_OUTPUT_BOUND == 5.0
+    # W_t, W_1 and W_2 have no bias; the LSTM keeps its biases (U(-1, 1) like its weights)
+    assert gen.init_state.bias is None and gen.out_hidden.bias is None and gen.out_latent.bias is None
+    assert gen.cell.bias_ih is not None
     assert gen.embed.weight.shape == (1000, 100) and gen.cell.hidden_size == 100
-    assert torch.equal(SyntheticGenerator(seed=3).output.weight, gen.output.weight)
+    assert gen.cell.input_size == 100 + 2  # the previous token's embedding and z
+    assert gen.init_state.weight.shape == (100, 2)
+    assert gen.out_hidden.weight.shape == (1000, 100) and gen.out_latent.weight.shape == (1000, 2)
+    assert torch.equal(SyntheticGenerator(seed=3).out_latent.weight, gen.out_latent.weight)
+    assert not torch.equal(SyntheticGenerator(seed=4).out_latent.weight, gen.out_latent.weight)
+
+
+def test_initial_state_comes_from_z():
+    gen = SyntheticGenerator(seed=5, vocab_size=50, embed_dim=6, hidden_dim=7)
+    z = torch.tensor([[0.3, -1.2], [2.0, 2.0], [0.0, 0.0]], dtype=torch.float64)
+    h0, c0 = gen.initial_state(z)
+    expected_c0 = z @ gen.init_state.weight.T
+    assert torch.allclose(c0, expected_c0) and torch.allclose(h0, torch.tanh(expected_c0))
+    assert torch.equal(c0[2], torch.zeros(7, dtype=torch.float64))  # no bias: z = 0 gives a zero state
+
+
+def _reference_log_prob(gen, tokens, z):
+    """log p(x | z) rolled out by hand from the generator's weights, with the LSTM equations written
+    out (PyTorch's gate order i, f, g, o), the state from c0 = W_t z, h0 = tanh(c0), and the
+    logits W_1 h_t + W_2 z."""
+    W_ih, W_hh = gen.cell.weight_ih, gen.cell.weight_hh
+    b = gen.cell.bias_ih + gen.cell.bias_hh
+    c = z @ gen.init_state.weight.T
+    h = torch.tanh(c)
+    total = torch.full((tokens.shape[0],), -math.log(gen.vocab_size), dtype=torch.float64)
+    for t in range(1, tokens.shape[1]):
+        x = torch.cat([gen.embed.weight[tokens[:, t - 1]], z], dim=1)
+        i, f, g, o = (x @ W_ih.T + h @ W_hh.T + b).chunk(4, dim=1)
+        c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+        h = torch.sigmoid(o) * torch.tanh(c)
+        logits = h @ gen.out_hidden.weight.T + z @ gen.out_latent.weight.T
+        total += torch.log_softmax(logits, dim=1).gather(1, tokens[:, t:t + 1]).squeeze(1)
+    return total
+
+
+def test_log_prob_is_the_papers_recurrence(data):
+    gen, test = data.generator, data.test
+    got = gen.log_prob(test.tokens[:50], test.z[:50])
+    assert got.dtype == torch.float64
+    assert torch.allclose(got, _reference_log_prob(gen, test.tokens[:50], test.z[:50]), atol=1e-8)
+
+
+def test_z_enters_the_logits_directly_through_w2():
+    gen = SyntheticGenerator(seed=6, vocab_size=40, embed_dim=5, hidden_dim=4)
+    z = torch.tensor([[1.5, -0.5], [-2.0, 1.0]], dtype=torch.float64)
+    state = gen.initial_state(z)
+    prev = torch.tensor([3, 7])
+    logits, _ = gen.next_logits(prev, z, state)
+    with torch.no_grad():
+        gen.out_hidden.weight.zero_()  # leave only the direct term
+    direct, _ = gen.next_logits(prev, z, state)
+    assert torch.allclose(direct, z @ gen.out_latent.weight.T)
+    assert not torch.allclose(logits, direct)  # and the hidden-state term is there too
+
+
+def test_samples_follow_the_generator():
+    # a 5-word generator, one fixed z: the second token's empirical law given each first token against
+    # softmax(W_1 h_1 + W_2 z); Pearson chi-square with 5 x 4 = 20 degrees of freedom, whose
+    # 0.999 quantile is 45.3, so a correct sampler fails this once in a thousand seeds
+    gen = SyntheticGenerator(seed=7, vocab_size=5, embed_dim=4, hidden_dim=3)
+    n = 20_000
+    z = torch.tensor([[1.0, -2.5]], dtype=torch.float64)
+    x = gen.sample(z.expand(n, 2), 2, torch.Generator().manual_seed(0))
+    first = torch.arange(5)
+    logits, _ = gen.next_logits(first, z.expand(5, 2), gen.initial_state(z.expand(5, 2)))
+    probs = torch.softmax(logits, dim=1)  # [first token, second token]
+    counts = torch.zeros(5, 5, dtype=torch.float64)
+    counts.index_put_((x[:, 0], x[:, 1]), torch.ones(n, dtype=torch.float64), accumulate=True)
+    expected = counts.sum(1, keepdim=True) * probs
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert chi2 < 45.3
+    assert float(probs.max(1).values.min()) < 0.999  # the test has something to detect
 
 
 def test_to_model_tokens_adds_boundaries_and_shifts_ids():

@@ -92,3 +92,16 @@ def test_pick_stages_spreads_over_the_recorded_steps():
     assert pick_stages(snaps[:3]) == [0, 100, 200]
     with pytest.raises(ValueError):
         pick_stages([])
+
+
+def test_study_defaults_to_the_papers_optimiser():
+    import torch
+
+    from examples.synthetic.study import make_optimizer
+
+    config = StudyConfig()
+    assert config.optimizer == "sgd"
+    opt = make_optimizer([torch.nn.Parameter(torch.zeros(2))], config)
+    assert isinstance(opt, torch.optim.SGD) and opt.param_groups[0]["lr"] == 1.0
+    adam = make_optimizer([torch.nn.Parameter(torch.zeros(2))], StudyConfig(optimizer="adam"))
+    assert isinstance(adam, torch.optim.Adam) and adam.param_groups[0]["lr"] == 1e-3
