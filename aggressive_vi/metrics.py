@@ -390,8 +390,8 @@ class DatasetMutualInformation(PosteriorMetric):
     estimator (:class:`MutualInformation`) it is bounded by log N rather than log(batch), does not
     depend on the batch size, and with several draws per example it is much less noisy. The
     posteriors of all N examples are kept (``[N, latent_dim]`` twice; gathered from every rank under
-    ``torch.distributed``) and ``log q(z)`` is evaluated in chunks of at most ``chunk_elements``
-    ``[rows, N, latent_dim]`` elements, so memory stays bounded.
+    ``torch.distributed``) and ``log q(z)`` is evaluated as two matrix products per chunk of
+    ``[rows, N]`` log densities, at most ``chunk_elements`` of them, so memory stays bounded.
 
     The draws come from a generator seeded with ``seed`` (the same on every rank, and the same from
     one epoch to the next: the estimate moves only when the posteriors do). The standard error is
@@ -400,7 +400,7 @@ class DatasetMutualInformation(PosteriorMetric):
     Args:
         n_draws: z samples per example (S).
         seed: seed of the draws.
-        chunk_elements: bound on the elements of one chunk of pairwise log densities.
+        chunk_elements: bound on the ``rows x N`` pairwise log densities of one chunk.
     """
 
     estimator = "dataset"
@@ -429,11 +429,15 @@ class DatasetMutualInformation(PosteriorMetric):
         generator = torch.Generator(device=mean.device).manual_seed(self.seed)
         eps = torch.randn((n, self.n_draws, d), generator=generator, dtype=mean.dtype, device=mean.device)
         z = (mean.unsqueeze(1) + (0.5 * logvar).exp().unsqueeze(1) * eps).reshape(n * self.n_draws, d)
-        rows = max(1, self.chunk_elements // max(1, n * d))
+        # log q(z_r | x_j) = -(z_r^2 . p_j - 2 z_r . m_j p_j + c_j) / 2 with p_j = exp(-logvar_j): two
+        # matrix products per chunk of rows instead of a [rows, N, latent_dim] tensor
+        precision = (-logvar).exp()  # [N, d]
+        constant = (mean.pow(2) * precision + logvar).sum(-1) + d * math.log(2 * math.pi)  # [N]
+        rows = max(1, self.chunk_elements // max(1, n))
         log_qz = torch.cat([
-            torch.logsumexp(VAE.log_q_given(z[start:start + rows].unsqueeze(0).expand(n, -1, -1),
-                                            mean, logvar), dim=0)  # [rows]: sum over the N components
-            for start in range(0, n * self.n_draws, rows)
+            torch.logsumexp(-0.5 * (chunk.pow(2) @ precision.t() - 2 * chunk @ (mean * precision).t()
+                                    + constant), dim=1)  # [rows]: over the N components
+            for chunk in z.split(rows)
         ]) - math.log(n)
         neg_entropy = -0.5 * d * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(-1)  # [N]
         terms = neg_entropy - log_qz.reshape(n, self.n_draws).mean(1)
