@@ -240,6 +240,8 @@ def test_prepare_splits_cuts_and_decompresses(tmp_path):
     assert paths["valid"].read_text() == "x\ny\n" and paths["test"].read_text() == "p\nq\nr\n"
     with pytest.raises(ValueError, match="train"):
         prepare_splits(src, tmp_path / "out", {"train": 1})
+    short = prepare_splits(src, tmp_path / "short", {"train": 2}, max_length=1)
+    assert short["train"].read_text() == "e\n" and short["test"].read_text() == "p\nq\nr\n"
 
 
 def test_equal_length_batches_group_by_exact_length():
@@ -347,3 +349,24 @@ def test_cli_runs_both_sides_and_writes_json(tmp_path, capsys):
     assert len(again) == 2
     with pytest.raises(SystemExit):
         cli.main(["--data", str(data), "--name", "x"])  # the reference side needs --reference-dir
+
+
+def test_run_command_stamps_lines_and_kill_children_ends_runs(tmp_path):
+    import threading
+    import time
+
+    from benchmarks.parity.reference import kill_children, run_command
+
+    code, lines, wall = run_command([sys.executable, "-c", "print('a'); print('b')"], tmp_path, {"PATH": "/usr/bin"})
+    assert code == 0 and [t for _, t in lines] == ["a", "b"] and all(s <= wall for s, _ in lines)
+    out = {}
+    worker = threading.Thread(target=lambda: out.update(r=run_command(
+        [sys.executable, "-c", "import time; print('up', flush=True); time.sleep(60)"], tmp_path, {})))
+    worker.start()
+    deadline = time.time() + 30
+    while time.time() < deadline and kill_children() == 0:
+        time.sleep(0.05)
+    worker.join(timeout=30)
+    assert not worker.is_alive() and out["r"][0] != 0 and out["r"][2] < 60
+    code, _, wall = run_command([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, {}, timeout=0.5)
+    assert code != 0 and wall < 30

@@ -16,7 +16,7 @@ Examples (see docs/results.md, "Side by side with the paper's code", for the one
 from __future__ import annotations
 
 import argparse
-import json
+import signal
 import sys
 import tempfile
 import threading
@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from .data import prepare_splits
+from .reference import kill_children
 from .runner import run_all
 from .spec import MODES, SIDES, RunSpec, reference_seeds
 from .table import format_markdown, format_table, read_json, write_json
@@ -41,6 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-train", type=int, help="keep the first N training sentences")
     p.add_argument("--max-valid", type=int, help="keep the first N validation sentences")
     p.add_argument("--max-test", type=int, help="keep the first N test sentences")
+    p.add_argument("--max-length", type=int, help="keep only sentences of at most N tokens (before the cuts)")
     p.add_argument("--embed-dim", type=int, default=50, help="word embedding size (paper's synthetic: 50)")
     p.add_argument("--hidden-dim", type=int, default=50, help="LSTM hidden size (paper's synthetic: 50)")
     p.add_argument("--latent-dim", type=int, default=2, help="size of z (paper's synthetic config: 2)")
@@ -60,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from-json", nargs="+", help="print the table of these JSON files instead of running")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return p
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    kill_children()
+    raise SystemExit(128 + signum)
 
 
 def _print(results: List[Dict[str, Any]], markdown: bool) -> None:
@@ -86,7 +93,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     work.mkdir(parents=True, exist_ok=True)
     try:
         files = prepare_splits(args.data, work / "data", {"train": args.max_train, "valid": args.max_valid,
-                                                          "test": args.max_test})
+                                                          "test": args.max_test},
+                               max_length=args.max_length)
         specs = [RunSpec(data=args.name, train=str(files["train"]), valid=str(files["valid"]),
                          test=str(files["test"]), embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
                          latent_dim=args.latent_dim, batch_size=args.batch_size, epochs=args.epochs,
@@ -96,6 +104,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         parser.error(str(err))
     settings = {"argv": list(sys.argv[1:] if argv is None else argv), "data": args.data, "name": args.name,
                 "cuts": {"train": args.max_train, "valid": args.max_valid, "test": args.max_test},
+                "max_length": args.max_length,
                 "seeds": seeds, "modes": args.modes, "sides": args.sides, "jobs": args.jobs,
                 "threads_per_run": 1, "work_dir": str(work),
                 "reference_dir": str(Path(args.reference_dir).resolve()) if args.reference_dir else None}
@@ -114,9 +123,17 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
                   f"{status}", flush=True)
 
     print(f"{len(specs) * len(args.sides)} runs, {args.jobs} at a time; scratch {work}; JSON {out}", flush=True)
-    results = run_all(specs, args.sides, work / "runs", jobs=args.jobs, reference_dir=args.reference_dir,
-                      python=args.python, reference_python=args.reference_python, timeout=args.timeout,
-                      on_result=on_result)
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+    try:
+        results = run_all(specs, args.sides, work / "runs", jobs=args.jobs, reference_dir=args.reference_dir,
+                          python=args.python, reference_python=args.reference_python, timeout=args.timeout,
+                          on_result=on_result)
+    except BaseException:  # Ctrl-C or SIGTERM: no run outlives the harness
+        kill_children()
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
     _print(results, args.markdown)
     return results
 

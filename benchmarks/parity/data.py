@@ -1,7 +1,8 @@
 """The data files both sides read: plain-text copies of a corpus's splits, cut to a size.
 
 The reference opens its files with ``open()`` (no ``.gz``), so :func:`prepare_splits` writes plain
-text: the first ``max_sentences[split]`` non-empty lines of each split, unchanged otherwise.
+text: the first ``max_sentences[split]`` non-empty lines of each split (optionally only those of at most
+``max_length`` tokens), with whitespace normalised to single spaces.
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ def _lines(path: Path):
 
 
 def prepare_splits(source: PathLike, out_dir: PathLike,
-                   max_sentences: Optional[Mapping[str, Optional[int]]] = None) -> Dict[str, Path]:
+                   max_sentences: Optional[Mapping[str, Optional[int]]] = None, *,
+                   max_length: Optional[int] = None) -> Dict[str, Path]:
     """Write ``out_dir/{train,valid,test}.txt`` from ``source``.
 
     Args:
@@ -35,6 +37,8 @@ def prepare_splits(source: PathLike, out_dir: PathLike,
             :func:`examples.text.corpus.resolve_splits`.
         out_dir: created if missing; files there are replaced.
         max_sentences: per split, keep the first N sentences (``None``: all).
+        max_length: keep only sentences of at most this many tokens (before the cut): fewer
+            distinct lengths mean fewer, fuller equal-length batches and shorter sequences.
 
     Returns:
         ``{"train": path, "valid": path, "test": path}``.
@@ -46,6 +50,8 @@ def prepare_splits(source: PathLike, out_dir: PathLike,
     unknown = set(limits) - set(SPLITS)
     if unknown:
         raise ValueError(f"max_sentences keys must be among {SPLITS}, got {sorted(unknown)}")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"max_length must be None or a positive integer, got {max_length!r}")
     found = resolve_splits(source)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -58,6 +64,8 @@ def prepare_splits(source: PathLike, out_dir: PathLike,
         for line in _lines(Path(found[split])):
             if limit is not None and len(kept) >= limit:
                 break
+            if max_length is not None and len(line.split()) > max_length:
+                continue
             kept.append(line)
         if not kept:
             raise ValueError(f"{found[split]}: the {split} split has no sentences")

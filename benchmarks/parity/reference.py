@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
 from .spec import RunSpec, reference_seeds
 
-__all__ = ["prepare_reference", "write_config", "reference_command", "run_reference",
+__all__ = ["kill_children", "run_command", "prepare_reference", "write_config", "reference_command", "run_reference",
            "parse_reference_output", "ReferenceOutputError", "CONFIG_NAME", "Line"]
 
 PathLike = Union[str, Path]
@@ -52,6 +52,20 @@ _TRAIN_LOG = re.compile(r"^epoch: (\d+), iter: (\d+), .*time elapsed ([0-9.]+)s"
 _PRE_MI = re.compile(rf"^pre mi:{_FLOAT}\. cur mi:{_FLOAT}")
 _TRAIN_SIZE = re.compile(r"^Train data: (\d+) samples")
 _VOCAB = re.compile(r"^finish reading datasets, vocab size is (\d+)")
+
+
+_LIVE: "set[subprocess.Popen[str]]" = set()  # child processes running now (see kill_children)
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_children() -> int:
+    """Kill every child process :func:`run_command` has running (when the harness is stopped);
+    returns how many."""
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        proc.kill()
+    return len(procs)
 
 
 class ReferenceOutputError(RuntimeError):
@@ -134,6 +148,8 @@ def run_command(command: Sequence[str], cwd: PathLike, env: Dict[str, str], log_
     lines: List[Line] = []
     proc = subprocess.Popen(list(command), cwd=str(cwd), env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, bufsize=1)
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
     timer = threading.Timer(timeout, proc.kill) if timeout is not None else None
     if timer is not None:
         timer.start()
@@ -148,6 +164,8 @@ def run_command(command: Sequence[str], cwd: PathLike, env: Dict[str, str], log_
                 log.flush()
         code = proc.wait()
     finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
         if timer is not None:
             timer.cancel()
         if log is not None:

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from .reference import run_command, run_reference
+from .reference import kill_children, run_command, run_reference
 from .spec import SIDES, RunSpec
 from .table import make_result
 
@@ -79,7 +79,8 @@ def run_all(specs: Sequence[RunSpec], sides: Sequence[str], work_root: PathLike,
         for side in sides:
             tasks.append((spec, side, Path(work_root) / f"{spec.data}-{spec.mode}-{side}-{spec.seed}"))
     results: List[Dict[str, Any]] = []
-    with ThreadPoolExecutor(max_workers=jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
         futures = [pool.submit(run_side, spec, side, work, reference_dir=reference_dir, python=python,
                                reference_python=reference_python, timeout=timeout)
                    for spec, side, work in tasks]
@@ -88,4 +89,9 @@ def run_all(specs: Sequence[RunSpec], sides: Sequence[str], work_root: PathLike,
             results.append(result)
             if on_result is not None:
                 on_result(result)
+    except BaseException:  # Ctrl-C / SIGTERM: start nothing more, and end the runs under way
+        pool.shutdown(wait=False, cancel_futures=True)
+        kill_children()
+        raise
+    pool.shutdown()
     return results
