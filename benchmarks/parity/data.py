@@ -1,0 +1,75 @@
+"""The data files both sides read: plain-text copies of a corpus's splits, cut to a size.
+
+The reference opens its files with ``open()`` (no ``.gz``), so :func:`prepare_splits` writes plain
+text: the first ``max_sentences[split]`` non-empty lines of each split (optionally only those of at most
+``max_length`` tokens), with whitespace normalised to single spaces.
+"""
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Dict, Mapping, Optional, Union
+
+from examples.text.corpus import resolve_splits
+
+__all__ = ["prepare_splits", "SPLITS"]
+
+SPLITS = ("train", "valid", "test")
+PathLike = Union[str, Path]
+
+
+def _lines(path: Path):
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as fh:
+        for line in fh:
+            if line.split():  # both sides drop empty lines; drop them here so cuts count sentences
+                yield " ".join(line.split()) + "\n"
+
+
+def prepare_splits(source: PathLike, out_dir: PathLike,
+                   max_sentences: Optional[Mapping[str, Optional[int]]] = None, *,
+                   max_length: Optional[int] = None) -> Dict[str, Path]:
+    """Write ``out_dir/{train,valid,test}.txt`` from ``source``.
+
+    Args:
+        source: ``"bundled"`` (the fortune corpus in ``examples/text/data``), a directory holding one
+            file per split name (``*train*.txt[.gz]``...) or a prefix (``PREFIX.train.txt``...); see
+            :func:`examples.text.corpus.resolve_splits`.
+        out_dir: created if missing; files there are replaced.
+        max_sentences: per split, keep the first N sentences (``None``: all).
+        max_length: keep only sentences of at most this many tokens (before the cut): fewer
+            distinct lengths mean fewer, fuller equal-length batches and shorter sequences.
+
+    Returns:
+        ``{"train": path, "valid": path, "test": path}``.
+
+    Raises:
+        ValueError: a cut below 2 sentences, or a split left empty.
+    """
+    limits = dict(max_sentences or {})
+    unknown = set(limits) - set(SPLITS)
+    if unknown:
+        raise ValueError(f"max_sentences keys must be among {SPLITS}, got {sorted(unknown)}")
+    if max_length is not None and (isinstance(max_length, bool) or not isinstance(max_length, int) or max_length < 1):
+        raise ValueError(f"max_length must be None or a positive integer, got {max_length!r}")
+    found = resolve_splits(source)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths: Dict[str, Path] = {}
+    for split in SPLITS:
+        limit = limits.get(split)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 2):
+            raise ValueError(f"max_sentences[{split!r}] must be None or an integer >= 2, got {limit!r}")
+        kept = []
+        for line in _lines(Path(found[split])):
+            if limit is not None and len(kept) >= limit:
+                break
+            if max_length is not None and len(line.split()) > max_length:
+                continue
+            kept.append(line)
+        if not kept:
+            raise ValueError(f"{found[split]}: the {split} split has no sentences")
+        path = out / f"{split}.txt"
+        path.write_text("".join(kept), encoding="utf-8")
+        paths[split] = path
+    return paths

@@ -1,0 +1,275 @@
+"""Run the paper's own ``text.py`` (He et al., 2019) from a checkout the user names, and read its output.
+
+Nothing of that code is part of this project: :func:`prepare_reference` copies the checkout's Python
+files into a scratch directory (the user's checkout is never written to), :func:`write_config` adds a
+``config/config_<name>.py`` there with the run's files and sizes, and :func:`run_reference` starts
+``python text.py --dataset <name> --aggressive {0,1} --taskid <i> --iw_nsamples <K>`` in that
+directory with one thread and no GPU, time-stamping every line it prints.
+
+What the script does, as read from its source (and matched by :mod:`benchmarks.parity.ours`): it
+builds the vocabulary from the training file (ids in order of first appearance), batches sentences
+of equal length only, trains with SGD lr 1.0 on both networks, leaves the aggressive phase at the
+first epoch whose validation MI is below the previous one's, reloads the best validation model and
+prints on the test file ``TEST --- ... kl ... mi ...``, ``N active units`` and, with batch size 1,
+``iw nll: X, iw ppl: Y``. While aggressive (and throughout epoch 0) it also measures validation MI
+and AU ten times an epoch for its log; that time is part of its training time here.
+
+:func:`parse_reference_output` turns the printed lines into numbers; with time stamps it also gives
+the training time (from the start of its training loop to its last line, minus the test-set
+evaluation it runs after epoch 0) and the IW-NLL time.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+from .spec import RunSpec, reference_seeds
+
+__all__ = ["kill_children", "run_command", "prepare_reference", "write_config", "reference_command", "run_reference",
+           "parse_reference_output", "ReferenceOutputError", "CONFIG_NAME", "Line"]
+
+PathLike = Union[str, Path]
+CONFIG_NAME = "parity"  # --dataset value; the config module is config/config_parity.py
+Line = Tuple[Optional[float], str]  # (seconds since the process started, or None; the text)
+_NEEDED = ("text.py", "logger.py", "data", "modules", "config")
+
+_FLOAT = r"(-?[0-9.]+(?:e[-+]?\d+)?|nan|inf|-inf)"
+_TEST = re.compile(rf"^TEST --- avg_loss: {_FLOAT}, kl: {_FLOAT}, mi: {_FLOAT}, recon: {_FLOAT}, "
+                   rf"nll: {_FLOAT}, ppl: {_FLOAT}")
+_VAL = re.compile(rf"^VAL --- avg_loss: {_FLOAT}, kl: {_FLOAT}, mi: {_FLOAT}")
+_AU = re.compile(r"^(\d+) active units")
+_IW = re.compile(rf"^iw nll: {_FLOAT}, iw ppl: {_FLOAT}")
+_IW_PROGRESS = re.compile(r"^iw nll computing")
+_TRAIN_LOG = re.compile(r"^epoch: (\d+), iter: (\d+), .*time elapsed ([0-9.]+)s")
+_PRE_MI = re.compile(rf"^pre mi:{_FLOAT}\. cur mi:{_FLOAT}")
+_TRAIN_SIZE = re.compile(r"^Train data: (\d+) samples")
+_VOCAB = re.compile(r"^finish reading datasets, vocab size is (\d+)")
+
+
+_LIVE: "set[subprocess.Popen[str]]" = set()  # child processes running now (see kill_children)
+_LIVE_LOCK = threading.Lock()
+
+
+def kill_children() -> int:
+    """Kill every child process :func:`run_command` has running (when the harness is stopped);
+    returns how many."""
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        proc.kill()
+    return len(procs)
+
+
+class ReferenceOutputError(RuntimeError):
+    """The reference's output lacks a line the harness needs (it crashed, or its format changed)."""
+
+
+def prepare_reference(reference_dir: PathLike, work_dir: PathLike) -> Path:
+    """Copy what ``text.py`` needs from ``reference_dir`` into ``work_dir/reference`` (replaced if
+    present) and return that copy. Only Python sources travel (no data sets, images or git history).
+
+    Raises:
+        FileNotFoundError: ``reference_dir`` lacks ``text.py`` or one of its packages.
+    """
+    src = Path(reference_dir)
+    for name in _NEEDED:
+        if not (src / name).exists():
+            raise FileNotFoundError(f"--reference-dir {src}: expected the paper's code with {name} in it "
+                                    f"(a checkout of vae-lagging-encoder), not found")
+    dst = Path(work_dir) / "reference"
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    for name in _NEEDED:
+        if (src / name).is_dir():
+            shutil.copytree(src / name, dst / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        else:
+            shutil.copy2(src / name, dst / name)
+    return dst
+
+
+def write_config(copy_dir: PathLike, spec: RunSpec) -> Path:
+    """Write ``copy_dir/config/config_parity.py`` for ``spec`` (absolute file paths) and return it.
+
+    ``test_nepoch`` is set past the budget so that the script evaluates the test file inside its loop
+    only once (after epoch 0, which it always does), not after every epoch.
+    """
+    params: Dict[str, Any] = {
+        "enc_type": "lstm", "dec_type": "lstm",
+        "nz": spec.latent_dim, "ni": spec.embed_dim, "enc_nh": spec.hidden_dim, "dec_nh": spec.hidden_dim,
+        "dec_dropout_in": spec.dropout, "dec_dropout_out": spec.dropout,
+        "epochs": spec.epochs, "batch_size": spec.batch_size, "test_nepoch": spec.epochs + 1,
+        "train_data": str(Path(spec.train).resolve()), "val_data": str(Path(spec.valid).resolve()),
+        "test_data": str(Path(spec.test).resolve()),
+    }
+    path = Path(copy_dir) / "config" / f"config_{CONFIG_NAME}.py"
+    path.write_text("# written by benchmarks.parity for one side-by-side run\nparams = " + repr(params) + "\n")
+    return path
+
+
+def reference_command(spec: RunSpec, copy_dir: PathLike, python: str = sys.executable) -> List[str]:
+    """The command line that runs ``spec`` with the script in ``copy_dir``.
+
+    Raises:
+        ValueError: ``spec.seed`` is not one of the script's seeds.
+    """
+    seeds = reference_seeds(Path(copy_dir) / "text.py")
+    if spec.seed not in seeds:
+        raise ValueError(f"seed {spec.seed} is not one the reference can run with; its seeds (by --taskid) "
+                         f"are {seeds}")
+    return [python, "text.py", "--dataset", CONFIG_NAME, "--aggressive", "1" if spec.aggressive else "0",
+            "--kl_start", "1.0", "--taskid", str(seeds.index(spec.seed)), "--iw_nsamples", str(spec.iw_samples)]
+
+
+def reference_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """One thread, no GPU, unbuffered output, and none of this project on the path."""
+    env = dict(os.environ if base is None else base)
+    env.pop("PYTHONPATH", None)
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
+    return env
+
+
+def run_command(command: Sequence[str], cwd: PathLike, env: Dict[str, str], log_path: Optional[PathLike] = None,
+                timeout: Optional[float] = None) -> Tuple[int, List[Line], float]:
+    """Run ``command``, stamping each line of its (merged) output with the seconds since start.
+
+    Returns ``(exit code, lines, wall seconds)``; after ``timeout`` seconds the process is killed
+    (exit code -9).
+    """
+    start = time.perf_counter()
+    lines: List[Line] = []
+    proc = subprocess.Popen(list(command), cwd=str(cwd), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, bufsize=1)
+    with _LIVE_LOCK:
+        _LIVE.add(proc)
+    timer = threading.Timer(timeout, proc.kill) if timeout is not None else None
+    if timer is not None:
+        timer.start()
+    log = open(log_path, "w") if log_path is not None else None
+    try:
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            stamp = time.perf_counter() - start
+            lines.append((stamp, raw.rstrip("\n")))
+            if log is not None:
+                log.write(f"{stamp:10.3f} {raw}")
+                log.flush()
+        code = proc.wait()
+    finally:
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
+        if timer is not None:
+            timer.cancel()
+        if log is not None:
+            log.close()
+    return code, lines, time.perf_counter() - start
+
+
+def run_reference(spec: RunSpec, reference_dir: PathLike, work_dir: PathLike, *, python: str = sys.executable,
+                  timeout: Optional[float] = None) -> Dict[str, Any]:
+    """Copy the checkout, write the config, run the script and parse what it printed.
+
+    Returns a result dict (see :func:`benchmarks.parity.table.make_result`): ``metrics`` (test ``kl``,
+    ``mi``, ``au``, ``iw_nll``, ``iw_ppl``, ``neg_elbo``), ``train_seconds``, ``iw_seconds``,
+    ``wall_seconds``, ``aggressive_epochs``, ``epochs_run``, ``log`` (the path of its output).
+
+    Raises:
+        ReferenceOutputError: the script failed or printed no final numbers (the message has the
+            last lines of its output).
+    """
+    spec.check_files()
+    work = Path(work_dir)
+    copy_dir = prepare_reference(reference_dir, work)
+    write_config(copy_dir, spec)
+    command = reference_command(spec, copy_dir, python)
+    log_path = work / "reference.log"
+    code, lines, wall = run_command(command, copy_dir, reference_env(), log_path, timeout)
+    tail = "\n".join(text for _, text in lines[-15:])
+    if code != 0:
+        raise ReferenceOutputError(f"the reference exited with code {code}: {' '.join(command)} (in {copy_dir})\n{tail}")
+    parsed = parse_reference_output(lines)
+    parsed.update(wall_seconds=wall, log=str(log_path), command=" ".join(command[1:]))
+    return parsed
+
+
+def _as_lines(output: Union[str, Sequence[Line]]) -> List[Line]:
+    if isinstance(output, str):
+        return [(None, text) for text in output.splitlines()]
+    return [(t, text) for t, text in output]
+
+
+def parse_reference_output(output: Union[str, Sequence[Line]]) -> Dict[str, Any]:
+    """Numbers from what ``text.py`` printed: a string, or ``(seconds, line)`` pairs for timings.
+
+    The final evaluation is the last ``TEST ---`` line, the ``N active units`` line after it and the
+    ``iw nll:`` line. Aggressive epochs are counted by the ``pre mi:`` lines (one per aggressive epoch)
+    and epochs by the ``VAL ---`` lines.
+
+    Returns:
+        ``{"metrics": {kl, mi, au, iw_nll, iw_ppl, neg_elbo, ppl}, "aggressive_epochs", "epochs_run",
+        "train_size", "vocab_size", "val_mi": [per epoch], "train_seconds", "iw_seconds"}``; the two
+        times are ``None`` without time stamps.
+
+    Raises:
+        ReferenceOutputError: no final ``TEST``, active-units or ``iw nll:`` line.
+    """
+    lines = _as_lines(output)
+    texts = [text.strip() for _, text in lines]
+    test_idx = [i for i, t in enumerate(texts) if _TEST.match(t)]
+    iw_idx = [i for i, t in enumerate(texts) if _IW.match(t)]
+    if not test_idx:
+        raise ReferenceOutputError("the reference's output has no 'TEST --- ...' line")
+    final = test_idx[-1]
+    au_idx = next((i for i in range(final + 1, len(texts)) if _AU.match(texts[i])), None)
+    if au_idx is None:
+        raise ReferenceOutputError("the reference's output has no 'N active units' line after its last TEST line")
+    iw_after = [i for i in iw_idx if i > au_idx]
+    if not iw_after:
+        raise ReferenceOutputError("the reference's output has no 'iw nll: X, iw ppl: Y' line after its final test")
+    test = [float(v) for v in _TEST.match(texts[final]).groups()]  # type: ignore[union-attr]
+    iw = [float(v) for v in _IW.match(texts[iw_after[0]]).groups()]  # type: ignore[union-attr]
+    metrics = {"neg_elbo": test[0], "kl": test[1], "mi": test[2], "reconstruction": test[3], "ppl": test[5],
+               "au": int(_AU.match(texts[au_idx]).group(1)),  # type: ignore[union-attr]
+               "iw_nll": iw[0], "iw_ppl": iw[1]}
+    out: Dict[str, Any] = {
+        "metrics": metrics,
+        "aggressive_epochs": sum(1 for t in texts if _PRE_MI.match(t)),
+        "epochs_run": sum(1 for t in texts if _VAL.match(t)),
+        "val_mi": [float(_VAL.match(t).group(3)) for t in texts if _VAL.match(t)],  # type: ignore[union-attr]
+        "train_size": _first_int(_TRAIN_SIZE, texts), "vocab_size": _first_int(_VOCAB, texts),
+        "train_seconds": None, "iw_seconds": None,
+    }
+    if all(t is not None for t, _ in lines):
+        out["train_seconds"], out["iw_seconds"] = _timings(lines, texts, final, au_idx, iw_after[0])
+    return out
+
+
+def _first_int(pattern: "re.Pattern[str]", texts: Sequence[str]) -> Optional[int]:
+    for t in texts:
+        m = pattern.match(t)
+        if m:
+            return int(m.group(1))
+    return None
+
+
+def _timings(lines: Sequence[Line], texts: Sequence[str], final: int, au_idx: int,
+             iw_idx: int) -> Tuple[Optional[float], Optional[float]]:
+    stamps = [float(t) for t, _ in lines]  # type: ignore[arg-type]
+    first_log = next((i for i, t in enumerate(texts) if _TRAIN_LOG.match(t)), None)
+    train = None
+    if first_log is not None and final > 0:
+        elapsed = float(_TRAIN_LOG.match(texts[first_log]).group(3))  # type: ignore[union-attr]
+        start = stamps[first_log] - elapsed  # its clock starts just before the first batch
+        end = stamps[final - 1]  # the loop's last line; the final test follows the best-model reload
+        in_loop_tests = sum(stamps[i] - stamps[i - 1] for i in range(first_log + 1, final)
+                            if _TEST.match(texts[i]))
+        train = end - start - in_loop_tests
+    return train, stamps[iw_idx] - stamps[au_idx]

@@ -1,0 +1,114 @@
+"""What one side-by-side run is: the data files and the settings both implementations get.
+
+A :class:`RunSpec` is all either side needs. The reference (the paper's ``text.py``) reads the sizes,
+batch size, epochs and file paths from a config module the harness writes for it; the seed from its
+own list (``--taskid`` picks one of them); the number of importance samples from ``--iw_nsamples``.
+Ours (:mod:`benchmarks.parity.ours`) builds the same model from the same numbers.
+
+Fixed on both sides, as in the paper's text code: SGD with lr 1.0 and no momentum for both networks,
+gradient norm clipped at 5, KL weight 1 throughout (the code's default ``--kl_start 1.0``), one z
+sample per example in training, the aggressive phase left at the first epoch whose validation MI is
+below the previous epoch's (starting from 0 nats), halving of both learning rates after 2 epochs
+without improvement of the validation loss from epoch 15 on (at most 5 times, reloading the best
+model), and testing the model of the best validation epoch.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Union
+
+__all__ = ["RunSpec", "MODES", "SIDES", "reference_seeds", "IW_CHUNK"]
+
+MODES = ("basic", "aggressive")
+SIDES = ("reference", "ours")
+#: The reference evaluates IW-NLL in chunks of this many samples and needs a multiple of it.
+IW_CHUNK = 100
+PathLike = Union[str, Path]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of one implementation.
+
+    Attributes:
+        data: a label for the data set (``synthetic-nz1``, ``text``...), used in tables.
+        train, valid, test: plain-text files, one sentence per line, whitespace-separated tokens.
+        embed_dim: word embedding size (the reference's ``ni``).
+        hidden_dim: LSTM hidden size of encoder and decoder (``enc_nh`` = ``dec_nh``).
+        latent_dim: size of z (``nz``).
+        batch_size: sentences per batch (the reference batches sentences of equal length only, so
+            some batches are smaller).
+        epochs: epoch budget.
+        iw_samples: importance samples per test sentence for IW-NLL (a multiple of 100).
+        mode: ``"basic"`` or ``"aggressive"``.
+        seed: one of the reference's seeds (:func:`reference_seeds`).
+        dropout: decoder input and output dropout (paper: 0.5 both).
+    """
+
+    data: str
+    train: str
+    valid: str
+    test: str
+    embed_dim: int
+    hidden_dim: int
+    latent_dim: int
+    batch_size: int
+    epochs: int
+    iw_samples: int
+    mode: str
+    seed: int
+    dropout: float = 0.5
+
+    def __post_init__(self) -> None:
+        for name in ("embed_dim", "hidden_dim", "latent_dim", "batch_size", "epochs", "iw_samples"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.iw_samples % IW_CHUNK:
+            raise ValueError(f"iw_samples must be a multiple of {IW_CHUNK} (the reference draws its "
+                             f"importance samples {IW_CHUNK} at a time), got {self.iw_samples}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.data):
+            raise ValueError(f"data must be a label of letters, digits, '_', '.', '-', got {self.data!r}")
+
+    @property
+    def aggressive(self) -> bool:
+        return self.mode == "aggressive"
+
+    def files(self) -> Dict[str, str]:
+        return {"train": self.train, "valid": self.valid, "test": self.test}
+
+    def check_files(self) -> None:
+        """Raise ``FileNotFoundError`` naming the split whose file is missing."""
+        for split, path in self.files().items():
+            if not Path(path).is_file():
+                raise FileNotFoundError(f"the {split} file {path} does not exist")
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> "RunSpec":
+        return cls(**values)
+
+
+_SEED_SET = re.compile(r"^\s*seed_set\s*=\s*\[([0-9,\s]+)\]", re.MULTILINE)
+
+
+def reference_seeds(text_py: PathLike) -> List[int]:
+    """The seeds the reference script can run with, in ``--taskid`` order, read from its source
+    (it ignores ``--seed`` and uses ``seed_set[taskid]``).
+
+    Raises:
+        ValueError: the script has no ``seed_set = [...]`` line.
+    """
+    source = Path(text_py).read_text()
+    match = _SEED_SET.search(source)
+    if match is None:
+        raise ValueError(f"{text_py}: no 'seed_set = [...]' line; cannot map seeds to --taskid")
+    return [int(s) for s in match.group(1).replace(",", " ").split()]

@@ -1,0 +1,168 @@
+"""One table for both sides: a row per (data, mode, side, seed), mean +- sd over seeds, and the check
+the issue asks for (ours at least the reference on aggressive MI and AU, IW-NLL no worse, each within
+the spread over seeds)."""
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+from .spec import MODES, SIDES
+
+__all__ = ["make_result", "aggregate", "verdicts", "format_table", "format_markdown", "write_json",
+           "read_json", "FORMAT", "COLUMNS"]
+
+FORMAT = "benchmarks.parity/1"
+#: (header, metric key or top-level key, format)
+COLUMNS: Tuple[Tuple[str, str, str], ...] = (
+    ("KL", "kl", "{:.3f}"), ("MI", "mi", "{:.3f}"), ("AU", "au", "{:.1f}"), ("IW-NLL", "iw_nll", "{:.3f}"),
+    ("-ELBO", "neg_elbo", "{:.3f}"), ("train s", "train_seconds", "{:.1f}"), ("IW s", "iw_seconds", "{:.1f}"),
+    ("aggr. ep", "aggressive_epochs", "{:.1f}"), ("epochs", "epochs_run", "{:.1f}"),
+)
+_INTS = {"au", "aggressive_epochs", "epochs_run"}
+_TOP = {"train_seconds", "iw_seconds", "aggressive_epochs", "epochs_run"}
+PathLike = Union[str, Path]
+
+
+def make_result(spec: Dict[str, Any], side: str, outcome: Dict[str, Any]) -> Dict[str, Any]:
+    """A run's record: the spec's identity and settings, then what the side returned."""
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    return {"data": spec["data"], "mode": spec["mode"], "seed": spec["seed"], "side": side,
+            "spec": dict(spec), **outcome}
+
+
+def _value(result: Dict[str, Any], key: str) -> Optional[float]:
+    value = result.get(key) if key in _TOP else result.get("metrics", {}).get(key)
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return None
+    return float(value)
+
+
+def _mean_sd(values: Sequence[Optional[float]]) -> Dict[str, Any]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+
+
+def _groups(results: Iterable[Dict[str, Any]]) -> Dict[Tuple[str, str, str], List[Dict[str, Any]]]:
+    groups: Dict[Tuple[str, str, str], List[Dict[str, Any]]] = {}
+    for r in results:
+        if r.get("error"):
+            continue
+        groups.setdefault((r["data"], r["mode"], r["side"]), []).append(r)
+    return groups
+
+
+def aggregate(results: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """``{"data/mode/side": {key: {mean, sd, n}}}`` over the seeds of each (data, mode, side)."""
+    out: Dict[str, Dict[str, Any]] = {}
+    for (data, mode, side), rows in sorted(_groups(results).items()):
+        out[f"{data}/{mode}/{side}"] = {key: _mean_sd([_value(r, key) for r in rows]) for _, key, _ in COLUMNS}
+    return out
+
+
+def verdicts(results: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Per data set, aggressive mode: ours vs reference on MI and AU (higher is better) and IW-NLL
+    (lower is better). ``spread`` is the larger of the two sides' standard deviations over seeds;
+    a check passes when ``ours >= reference - spread`` (MI, AU) or ``ours <= reference + spread``."""
+    agg = aggregate(results)
+    out: Dict[str, Dict[str, Any]] = {}
+    datas = sorted({key.split("/")[0] for key in agg})
+    for data in datas:
+        ours, ref = agg.get(f"{data}/aggressive/ours"), agg.get(f"{data}/aggressive/reference")
+        if ours is None or ref is None:
+            continue
+        checks: Dict[str, Any] = {}
+        for key, higher_better in (("mi", True), ("au", True), ("iw_nll", False)):
+            o, r = ours[key], ref[key]
+            if o["mean"] is None or r["mean"] is None:
+                continue
+            spread = max(o["sd"], r["sd"])
+            ok = o["mean"] >= r["mean"] - spread if higher_better else o["mean"] <= r["mean"] + spread
+            checks[key] = {"ours": o["mean"], "reference": r["mean"], "spread": spread, "pass": bool(ok)}
+        out[data] = checks
+    return out
+
+
+def _rows(results: Sequence[Dict[str, Any]]) -> List[List[str]]:
+    rows: List[List[str]] = []
+    mode_rank = {m: i for i, m in enumerate(MODES)}
+    side_rank = {s: i for i, s in enumerate(SIDES)}
+    groups = _groups(results)
+    agg = aggregate(results)
+    for key in sorted(groups, key=lambda k: (k[0], mode_rank.get(k[1], 9), side_rank.get(k[2], 9))):
+        data, mode, side = key
+        for r in sorted(groups[key], key=lambda r: r["seed"]):
+            cells = []
+            for _, col, fmt in COLUMNS:
+                v = _value(r, col)
+                cells.append("-" if v is None else str(int(v)) if col in _INTS else fmt.format(v))
+            rows.append([data, mode, side, str(r["seed"])] + cells)
+        stats = agg[f"{data}/{mode}/{side}"]
+        cells = []
+        for _, col, fmt in COLUMNS:
+            s = stats[col]
+            cells.append("-" if s["mean"] is None else f"{fmt.format(s['mean'])} ± {fmt.format(s['sd'])}")
+        rows.append([data, mode, side, f"mean ± sd ({stats['kl']['n']})"] + cells)
+    return rows
+
+
+def _header() -> List[str]:
+    return ["data", "mode", "side", "seed"] + [c[0] for c in COLUMNS]
+
+
+def _verdict_lines(results: Sequence[Dict[str, Any]]) -> List[str]:
+    lines = []
+    for data, checks in verdicts(results).items():
+        parts = []
+        for key, c in checks.items():
+            sign = ">=" if key != "iw_nll" else "<="
+            parts.append(f"{key} ours {c['ours']:.3f} {sign} ref {c['reference']:.3f} "
+                         f"{'-' if key != 'iw_nll' else '+'} {c['spread']:.3f}: {'yes' if c['pass'] else 'NO'}")
+        lines.append(f"{data} (aggressive): " + "; ".join(parts))
+    return lines
+
+
+def _failed(results: Sequence[Dict[str, Any]]) -> List[str]:
+    return [f"FAILED {r['data']}/{r['mode']}/{r['side']}/seed {r['seed']}: {str(r['error']).splitlines()[0]}"
+            for r in results if r.get("error")]
+
+
+def format_table(results: Sequence[Dict[str, Any]]) -> str:
+    """Plain-text table, then the verdict per data set and any failed runs."""
+    rows = [_header()] + _rows(results)
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.rjust(w) if i >= 4 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    return "\n".join(lines + [""] + _verdict_lines(results) + _failed(results))
+
+
+def format_markdown(results: Sequence[Dict[str, Any]]) -> str:
+    """The same as a Markdown table."""
+    header = _header()
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(results)]
+    extra = _verdict_lines(results) + _failed(results)
+    return "\n".join(lines + ([""] + [f"- {line}" for line in extra] if extra else []))
+
+
+def write_json(path: PathLike, results: Sequence[Dict[str, Any]], settings: Dict[str, Any]) -> None:
+    """``{"format", "settings", "results", "summary", "verdicts"}``, written atomically."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"format": FORMAT, "settings": settings, "results": list(results),
+               "summary": aggregate(results), "verdicts": verdicts(results)}
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=1))
+    tmp.replace(path)
+
+
+def read_json(path: PathLike) -> Dict[str, Any]:
+    payload = json.loads(Path(path).read_text())
+    if payload.get("format") != FORMAT:
+        raise ValueError(f"{path}: format {payload.get('format')!r}, expected {FORMAT!r}")
+    return payload
