@@ -74,7 +74,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from ._impl.checks import has_method, is_callable, one_of, positive_float_or_none, positive_int
 from ._impl.loaders import InputFn, extract_input, model_device, move_to_device
 from ._impl.rng import rng_state, set_rng_state
-from ._impl.loaders import loader_generators
 from ._impl.streams import InnerStream
 from .distributed import (TrainingNetworks, all_gather_object, all_reduce_sum, is_distributed, rank,
                           world_size)
@@ -204,9 +203,12 @@ class AggressiveVI(Callback):
         self.inner = InnerStream(self.inner_loader)
         if restore is not None and restore.get("inner_stream") is not None:
             local = (restore.get("inner_local") or {}).get(rank())
-            now = rng_state(loader_generators(self.inner_loader))
+            # the replay sets the random state the pass began with and draws the pass again; the
+            # loader's own generators keep where that left them (where the saved run's were), the
+            # global generators get back the state Lightning gave this run
+            now = rng_state()
             self.inner = InnerStream.replay(self.inner_loader, restore["inner_stream"], local)
-            set_rng_state(now, loader_generators(self.inner_loader))  # replay leaves the pass's state
+            set_rng_state(now)
 
     def _split_optimizers(self, pl_module: "pl.LightningModule") -> None:
         optimizers = pl_module.optimizers(use_pl_optimizer=True)

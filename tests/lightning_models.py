@@ -15,7 +15,9 @@ class LitVAE(pl.LightningModule):
     """The user's module: a VAE, two Adam optimisers, manual optimisation, ``AggressiveVI``.
 
     Records, for the tests, every optimiser step (``steps``: ``"enc"``/``"dec"`` in order, counted in
-    ``on_before_optimizer_step``) and the decoder's parameters before and after each inner step.
+    ``on_before_optimizer_step``), whether each inner step left the decoder's parameters as they were
+    (``inner_decoder_unchanged``), the decoder's gradient at each inner step and the encoder's at
+    the first.
     """
 
     def __init__(self, lr: float = 1e-2, watch_decoder: bool = False, **options: Any) -> None:
@@ -29,6 +31,9 @@ class LitVAE(pl.LightningModule):
         self.watch_decoder = watch_decoder
         self.decoder_changed_in_inner = False
         self.inner_decoder_grads: List[Optional[torch.Tensor]] = []
+        self.inner_decoder_unchanged: List[bool] = []
+        self.first_inner_encoder_grad: Optional[torch.Tensor] = None
+        self._before: Optional[List[torch.Tensor]] = None
 
     def configure_callbacks(self):
         return [self.aggressive]
@@ -47,17 +52,16 @@ class LitVAE(pl.LightningModule):
         pass
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
+        if self._before is not None:  # an inner step was applied since the snapshot
+            self.inner_decoder_unchanged.append(
+                all(torch.equal(a, b) for a, b in zip(self._before, self.vae.decoder.parameters())))
+            self._before = None
         enc = any(p is q for g in optimizer.param_groups for p in g["params"]
                   for q in self.vae.encoder.parameters())
         self.steps.append("enc" if enc else "dec")
         if enc and self.aggressive.is_aggressive and self.watch_decoder:
             self.inner_decoder_grads.append(next(self.vae.decoder.parameters()).grad)
+            if self.first_inner_encoder_grad is None:
+                self.first_inner_encoder_grad = torch.cat(
+                    [p.grad.detach().flatten().clone() for p in self.vae.encoder.parameters()])
             self._before = [p.detach().clone() for p in self.vae.decoder.parameters()]
-
-    def on_train_batch_end(self, *args: Any) -> None:
-        pass
-
-
-def decoder_unchanged_by_inner_steps(module: LitVAE) -> bool:
-    """Whether the decoder's parameters equal those recorded before the last inner step."""
-    return all(torch.equal(a, b) for a, b in zip(module._before, module.vae.decoder.parameters()))
