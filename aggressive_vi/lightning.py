@@ -191,11 +191,7 @@ class AggressiveVI(Callback):
             raise ValueError("AggressiveVI needs manual optimisation: set self.automatic_optimization = False "
                              "in the LightningModule's __init__")
         self._split_optimizers(pl_module)
-        outer = trainer.strategy.model
-        if isinstance(outer, nn.parallel.DistributedDataParallel):
-            # Lightning's one wrapper around the whole module would wait for decoder gradients that
-            # inner steps never compute; the library's own encoder/decoder wrappers synchronise instead
-            outer.require_backward_grad_sync = False
+        self._silence_outer_ddp(trainer)
         self.nets = TrainingNetworks(self.model, self.ddp)
         self._scaler = getattr(trainer.precision_plugin, "scaler", None)
         self.inner_loader = self._make_inner_loader(trainer)
@@ -209,6 +205,14 @@ class AggressiveVI(Callback):
             now = rng_state()
             self.inner = InnerStream.replay(self.inner_loader, restore["inner_stream"], local)
             set_rng_state(now)
+
+    @staticmethod
+    def _silence_outer_ddp(trainer: "pl.Trainer") -> None:
+        """Lightning's one wrapper around the whole module would wait for decoder gradients that
+        inner steps never compute; the library's own encoder/decoder wrappers synchronise instead."""
+        outer = trainer.strategy.model
+        if isinstance(outer, nn.parallel.DistributedDataParallel):
+            outer.require_backward_grad_sync = False
 
     def _split_optimizers(self, pl_module: "pl.LightningModule") -> None:
         optimizers = pl_module.optimizers(use_pl_optimizer=True)
@@ -257,6 +261,7 @@ class AggressiveVI(Callback):
         if self.nets is None or self.inner is None:
             raise RuntimeError("AggressiveVI.training_step ran before on_train_start: add the callback to the "
                                "Trainer (or return it from configure_callbacks)")
+        self._silence_outer_ddp(trainer)
         device = model_device(self.vae)
         x = move_to_device(self.get_input(batch), device)
         if self.is_aggressive and self.stopping.should_stop(
