@@ -59,7 +59,7 @@ reduced over ranks).
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -85,7 +85,10 @@ from .protocols import KLSchedule, StoppingCriterion, TrainingEvent, optional_st
 from .schedules import ConstantKL
 from .stopping import MIPlateau
 
-__all__ = ["AggressiveVI"]
+__all__ = ["AggressiveVI", "fabric_trainer"]
+
+if TYPE_CHECKING:
+    from .trainer import AggressiveTrainer
 
 LoaderSource = Union[Iterable[Any], Callable[["pl.Trainer"], Iterable[Any]], None]
 
@@ -462,3 +465,46 @@ class AggressiveVI(Callback):
                        "the Lightning checkpoint")
         load_component("kl_schedule", self.kl_schedule, state.get("kl_schedule"), None, "the Lightning checkpoint")
         self._restore = {"inner_stream": state.get("inner_stream"), "inner_local": state.get("inner_local")}
+
+
+# ---------------------------------------------------------------------------- Lightning Fabric
+def fabric_trainer(fabric: Any, model: nn.Module, enc_opt: torch.optim.Optimizer,
+                   dec_opt: torch.optim.Optimizer, **options: Any) -> "AggressiveTrainer":
+    """An :class:`~aggressive_vi.AggressiveTrainer` whose steps go through a ``lightning.fabric.Fabric``.
+
+    The model is moved to ``fabric.device``; the optimisers are set up with
+    ``fabric.setup_optimizers`` (every step goes through Fabric's strategy and precision plugin);
+    ``backward=fabric.backward`` (loss scaling); the model itself is not wrapped by Fabric: under a
+    multi-process strategy the trainer builds its own encoder and decoder DDP wrappers over Fabric's
+    process group (call ``fabric.launch()`` first). Run ``fit`` inside ``with fabric.autocast():`` so
+    that the precision's autocast covers every forward pass, the inner loop's included::
+
+        fabric = Fabric(accelerator="cpu", devices=2, strategy="ddp", precision="bf16-mixed")
+        fabric.launch()
+        trainer = fabric_trainer(fabric, vae, enc_opt, dec_opt, stopping=MIPlateau())
+        with fabric.autocast():
+            trainer.fit(train_loader, val_loader=val_loader, epochs=10)
+
+    Args:
+        options: keyword arguments of ``AggressiveTrainer`` (not ``backward``).
+
+    Raises:
+        ValueError: a precision with a gradient scaler (``"16-mixed"``): the trainer clips and checks
+            gradients before the optimiser step, where a scaler's are still scaled (use
+            ``"bf16-mixed"``, or ``AggressiveVI`` under the Lightning ``Trainer``, which clips after
+            unscaling); or ``backward`` among ``options``.
+    """
+    from .trainer import AggressiveTrainer
+
+    if "backward" in options:
+        raise ValueError("fabric_trainer sets backward=fabric.backward itself; got backward= in options")
+    precision = getattr(getattr(fabric, "strategy", None), "precision", None)
+    if getattr(precision, "scaler", None) is not None:
+        raise ValueError(
+            f"fabric_trainer does not support a precision with a gradient scaler (got "
+            f"{type(precision).__name__} with {type(precision.scaler).__name__}): AggressiveTrainer clips and "
+            "checks gradients before the step, while they are still scaled; use precision='bf16-mixed' or "
+            "'32-true'")
+    model.to(fabric.device)
+    enc_opt, dec_opt = fabric.setup_optimizers(enc_opt, dec_opt)
+    return AggressiveTrainer(model, enc_opt, dec_opt, backward=fabric.backward, **options)
