@@ -85,7 +85,7 @@ from .protocols import KLSchedule, StoppingCriterion, TrainingEvent, optional_st
 from .schedules import ConstantKL
 from .stopping import MIPlateau
 
-__all__ = ["AggressiveVI", "fabric_trainer"]
+__all__ = ["AggressiveVI", "fabric_trainer", "fabric_autocast"]
 
 if TYPE_CHECKING:
     from .trainer import AggressiveTrainer
@@ -476,13 +476,13 @@ def fabric_trainer(fabric: Any, model: nn.Module, enc_opt: torch.optim.Optimizer
     ``fabric.setup_optimizers`` (every step goes through Fabric's strategy and precision plugin);
     ``backward=fabric.backward`` (loss scaling); the model itself is not wrapped by Fabric: under a
     multi-process strategy the trainer builds its own encoder and decoder DDP wrappers over Fabric's
-    process group (call ``fabric.launch()`` first). Run ``fit`` inside ``with fabric.autocast():`` so
-    that the precision's autocast covers every forward pass, the inner loop's included::
+    process group (call ``fabric.launch()`` first). Run ``fit`` inside :func:`fabric_autocast` so that
+    the precision's autocast covers every forward pass, the inner loop's included::
 
         fabric = Fabric(accelerator="cpu", devices=2, strategy="ddp", precision="bf16-mixed")
         fabric.launch()
         trainer = fabric_trainer(fabric, vae, enc_opt, dec_opt, stopping=MIPlateau())
-        with fabric.autocast():
+        with fabric_autocast(fabric):
             trainer.fit(train_loader, val_loader=val_loader, epochs=10)
 
     Args:
@@ -508,3 +508,20 @@ def fabric_trainer(fabric: Any, model: nn.Module, enc_opt: torch.optim.Optimizer
     model.to(fabric.device)
     enc_opt, dec_opt = fabric.setup_optimizers(enc_opt, dec_opt)
     return AggressiveTrainer(model, enc_opt, dec_opt, backward=fabric.backward, **options)
+
+
+def fabric_autocast(fabric: Any) -> Any:
+    """The context to run ``AggressiveTrainer.fit`` in under ``fabric``'s precision.
+
+    For a mixed precision this is ``torch.autocast`` with Fabric's device and dtype but
+    ``cache_enabled=False``: ``fabric.autocast()`` caches the low-precision copies of the weights until
+    the context exits, which is right around one forward pass but wrong around a whole ``fit`` (every
+    forward would reuse the weights of the first while the optimisers update the fp32 ones; measured:
+    the model stops changing and its fp32 weights diverge). Lightning's ``Trainer`` disables the cache
+    the same way. Any other precision: ``fabric.autocast()`` itself.
+    """
+    precision = fabric.strategy.precision
+    dtype = getattr(precision, "_desired_input_dtype", None)
+    if type(precision).__name__ == "MixedPrecision" and dtype is not None:
+        return torch.autocast(fabric.device.type, dtype=dtype, cache_enabled=False)
+    return fabric.autocast()
