@@ -413,7 +413,9 @@ class AggressiveVI(Callback):
         self._val_metrics = {"val_mi": mi.value, "val_mi_stderr": mi.stderr, "val_au": au.count,
                              "val_kl": elbo.kl, "val_elbo": elbo.elbo, "val_reconstruction": elbo.reconstruction}
         logged = {k: float(v) for k, v in self._val_metrics.items() if v is not None and math.isfinite(float(v))}
-        pl_module.log_dict(logged, on_step=False, on_epoch=True)
+        # already reduced and the same on every rank; sync_dist averages equal values (exact) and spares
+        # the user Lightning's warning about epoch-level logging without it
+        pl_module.log_dict(logged, on_step=False, on_epoch=True, sync_dist=is_distributed())
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             # the epoch's end: decide here, before ModelCheckpoint saves at on_validation_end
             self._epoch_end(trainer)

@@ -47,10 +47,10 @@ def main() -> None:
                              verbose=fabric.is_global_zero)
     with fabric_autocast(fabric):
         trainer.fit(train, val_loader=val, epochs=args.epochs)
+    nll, mi = estimators.iw_nll(vae, test, n_samples=100).nll, estimators.mutual_information(vae, test)
+    au, kl = estimators.active_units(vae, test).count, estimators.kl(vae, test)  # collective under DDP
     if fabric.is_global_zero:
-        print(f"\ntest: IW-NLL {estimators.iw_nll(vae, test, n_samples=100).nll:.3f} nats | "
-              f"MI {estimators.mutual_information(vae, test):.3f} nats | "
-              f"AU {estimators.active_units(vae, test).count}/{latent} | KL {estimators.kl(vae, test):.3f} nats")
+        print(f"\ntest: IW-NLL {nll:.3f} nats | MI {mi:.3f} nats | AU {au}/{latent} | KL {kl:.3f} nats")
 
 
 if __name__ == "__main__":

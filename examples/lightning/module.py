@@ -75,16 +75,16 @@ def main() -> None:
         logger=pl.loggers.CSVLogger(args.out), enable_progress_bar=False, enable_model_summary=False,
         callbacks=[ModelCheckpoint(monitor="val_mi", mode="max", save_last=True)])
     trainer.fit(model, train, val)
+    vae = model.vae  # the estimators are collective under DDP: every rank runs them
+    nll, mi = estimators.iw_nll(vae, test, n_samples=100).nll, estimators.mutual_information(vae, test)
+    au, kl = estimators.active_units(vae, test).count, estimators.kl(vae, test)
     if trainer.is_global_zero:
         for epoch, metrics in enumerate(_epoch_metrics(trainer)):
             print(f"epoch {epoch}: " + " | ".join(f"{k} {v:.3f}" for k, v in metrics.items()))
         cb = model.aggressive
         print(f"aggressive phase: {'still on' if cb.is_aggressive else f'left after {cb.left_aggressive_at} decoder updates'}"
               f"; global_step {trainer.global_step} (decoder updates)")
-        vae = model.vae
-        print(f"test: IW-NLL {estimators.iw_nll(vae, test, n_samples=100).nll:.3f} nats | "
-              f"MI {estimators.mutual_information(vae, test):.3f} nats | "
-              f"AU {estimators.active_units(vae, test).count}/4 | KL {estimators.kl(vae, test):.3f} nats")
+        print(f"test: IW-NLL {nll:.3f} nats | MI {mi:.3f} nats | AU {au}/4 | KL {kl:.3f} nats")
 
 
 def _epoch_metrics(trainer: pl.Trainer) -> list:
