@@ -178,15 +178,15 @@ class AggressiveVI(Callback):
         self.last_inner_steps = 0
         self.skipped_steps = 0
         self._restore: Optional[Dict[str, Any]] = None
-        self._pending: Optional[Tuple[torch.Tensor, List[torch.Tensor], str, Any]] = None
+        self._pending: Optional[Tuple[torch.Tensor, Sequence[torch.Tensor], str, Any]] = None
         self._applied = True
         self._inner_step = 0
         self._scaler: Any = None
         self._val: Dict[str, Metric] = {}
         self._val_seen = False
         self._val_metrics: Dict[str, Any] = {}
-        self._enc_params = [p for p in self.vae.encoder.parameters() if p.requires_grad]
-        self._dec_params = [p for p in self.vae.decoder.parameters() if p.requires_grad]
+        self._enc_params: List[torch.Tensor] = [p for p in self.vae.encoder.parameters() if p.requires_grad]
+        self._dec_params: List[torch.Tensor] = [p for p in self.vae.decoder.parameters() if p.requires_grad]
 
     # ------------------------------------------------------------------ setup
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -236,7 +236,7 @@ class AggressiveVI(Callback):
             return source(trainer) if callable(source) and not hasattr(source, "__iter__") else source
         from torch.utils.data import DataLoader, DistributedSampler, RandomSampler
 
-        train = trainer.train_dataloader
+        train: Any = trainer.train_dataloader
         dataset = getattr(train, "dataset", None)
         batch_size = getattr(train, "batch_size", None)
         if dataset is None or batch_size is None:
@@ -337,7 +337,7 @@ class AggressiveVI(Callback):
         return ELBOTerms(*(t.detach() for t in terms))
 
     def _backward_and_step(self, pl_module: "pl.LightningModule", loss: torch.Tensor,
-                           params: List[torch.Tensor], phase: str, x: Any,
+                           params: Sequence[torch.Tensor], phase: str, x: Any,
                            optimizers: Sequence[Tuple[Any, bool]]) -> bool:
         """Backward through the precision plugin into ``params`` only, then step each optimiser:
         ``counted`` ones through their ``LightningOptimizer`` (one ``global_step``), the others
@@ -500,7 +500,7 @@ def fabric_trainer(fabric: Any, model: nn.Module, enc_opt: torch.optim.Optimizer
 
     if "backward" in options:
         raise ValueError("fabric_trainer sets backward=fabric.backward itself; got backward= in options")
-    precision = getattr(getattr(fabric, "strategy", None), "precision", None)
+    precision: Any = getattr(getattr(fabric, "strategy", None), "precision", None)
     if getattr(precision, "scaler", None) is not None:
         raise ValueError(
             f"fabric_trainer does not support a precision with a gradient scaler (got "
@@ -523,7 +523,7 @@ def fabric_autocast(fabric: Any) -> Any:
     the same way. Any other precision: ``fabric.autocast()`` itself.
     """
     precision = fabric.strategy.precision
-    dtype = getattr(precision, "_desired_input_dtype", None)
-    if type(precision).__name__ == "MixedPrecision" and dtype is not None:
+    if type(precision).__name__ == "MixedPrecision":
+        dtype = torch.bfloat16 if precision.precision == "bf16-mixed" else torch.float16
         return torch.autocast(fabric.device.type, dtype=dtype, cache_enabled=False)
     return fabric.autocast()
