@@ -250,3 +250,34 @@ def test_refuses_optimisers_that_do_not_split_encoder_and_decoder():
     train, val = loaders()
     with pytest.raises(ValueError, match="one optimiser over the encoder"):
         trainer(max_epochs=1).fit(OneOptimiser(stopping=FixedSteps(1)), train, val)
+
+
+def test_a_grad_scaler_precision_scales_every_backward_and_clipping_sees_unscaled_gradients():
+    """precision="16-mixed" becomes bf16 on CPU, so the fp16 plugin with its GradScaler is given
+    explicitly. Every backward (inner steps included) is scaled; the callback clips in
+    on_before_optimizer_step, after the scaler unscaled: the clipped norms are max_norm itself (had it
+    clipped the scaled gradients, they would be max_norm / scale after unscaling)."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    class Watch(LitVAE):
+        def on_before_optimizer_step(self, optimizer):
+            super().on_before_optimizer_step(optimizer)
+            grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            if grads:
+                self.norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0 ** 10))
+    scaled = []
+    scale = plugin.scaler.scale
+    plugin.scaler.scale = lambda t: (scaled.append(t.dtype), scale(t))[1]
+    torch.manual_seed(0)
+    train, val = loaders()
+    module = Watch(stopping=FixedSteps(3), window=3, max_inner_steps=9, clip_grad_norm=0.05)
+    module.norms = []
+    t = trainer(max_epochs=1, plugins=[plugin])
+    t.fit(module, train, val)
+    n_steps = sum(len(s) for s in module.per_batch)
+    backwards = sum(len(s) - 1 for s in module.per_batch[:3]) + 3 + 5  # inner + decoder, then 5 joint
+    assert t.global_step == 8 and len(scaled) == backwards and n_steps == backwards + 5
+    finite = [n for n in module.norms if n == n]
+    assert finite and max(finite) == pytest.approx(0.05, rel=1e-3) and all(n <= 0.05 * 1.001 for n in finite)
