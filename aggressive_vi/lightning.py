@@ -416,9 +416,17 @@ class AggressiveVI(Callback):
         # already reduced and the same on every rank; sync_dist averages equal values (exact) and spares
         # the user Lightning's warning about epoch-level logging without it
         pl_module.log_dict(logged, on_step=False, on_epoch=True, sync_dist=is_distributed())
+        if not self._fitting(trainer):
+            return  # trainer.validate(): log only, no stopping decision
         if trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             # the epoch's end: decide here, before ModelCheckpoint saves at on_validation_end
             self._epoch_end(trainer)
+
+    @staticmethod
+    def _fitting(trainer: "pl.Trainer") -> bool:
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        return trainer.state.fn == TrainerFn.FITTING
 
     def on_train_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         self._epoch_end(trainer)  # no-op when validation already decided for this epoch

@@ -281,3 +281,30 @@ def test_a_grad_scaler_precision_scales_every_backward_and_clipping_sees_unscale
     assert t.global_step == 8 and len(scaled) == backwards and n_steps == backwards + 5
     finite = [n for n in module.norms if n == n]
     assert finite and max(finite) == pytest.approx(0.05, rel=1e-3) and all(n <= 0.05 * 1.001 for n in finite)
+
+
+class _CountingStop:
+    """Never stops; counts the epoch-end events it was asked about."""
+
+    requires_validation = True
+
+    def __init__(self):
+        self.epoch_ends = []
+
+    def should_stop(self, event):
+        if event.epoch_end:
+            self.epoch_ends.append((event.epoch, event.metrics.get("val_mi")))
+        return False
+
+
+def test_the_stopping_criterion_sees_each_epoch_end_once_and_not_trainer_validate():
+    torch.manual_seed(0)
+    train, val = loaders()
+    stop = _CountingStop()
+    module = LitVAE(stopping=stop, window=3, max_inner_steps=6)
+    t = trainer(max_epochs=2, num_sanity_val_steps=2)
+    t.fit(module, train, val)
+    assert [e for e, _ in stop.epoch_ends] == [0, 1] and all(mi is not None for _, mi in stop.epoch_ends)
+    assert stop.epoch_ends[-1][1] == pytest.approx(float(t.callback_metrics["val_mi"]))
+    t.validate(module, val, verbose=False)
+    assert len(stop.epoch_ends) == 2 and "val_mi" in t.callback_metrics
