@@ -1,6 +1,7 @@
-"""AggressiveVI under Trainer(accelerator="cpu", devices=2, strategy="ddp"): a real two-process gloo
-run (tests/lightning_ddp_run.py), in a process group of its own that is killed when it ends, fails or
-times out."""
+"""AggressiveVI under Trainer(accelerator="cpu", devices=2, strategy="ddp") and fabric_trainer under
+Fabric(devices=2, strategy="ddp"): real two-process gloo runs (tests/lightning_ddp_run.py,
+tests/lightning_fabric_ddp_run.py), each in a process group of its own that is killed when it ends,
+fails or times out."""
 import os
 import pathlib
 import sys
@@ -17,16 +18,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 
-@pytest.fixture(scope="module")
-def ranks(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lightning_ddp")
+def launch(tmp_path_factory, script, name):
+    out = tmp_path_factory.mktemp(name)
     env = dict(os.environ, OMP_NUM_THREADS="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(free_port()),
                WORLD_SIZE="2", LOCAL_WORLD_SIZE="2", GROUP_RANK="0", PYTHONPATH=ROOT)
     if sys.platform.startswith("linux"):
         env.setdefault("GLOO_SOCKET_IFNAME", "lo")
     logs = [(open(out / f"rank{r}.out", "w"), open(out / f"rank{r}.err", "w")) for r in range(2)]
     try:
-        codes = run_group([dict(args=[sys.executable, os.path.join(HERE, "lightning_ddp_run.py"), str(out)],
+        codes = run_group([dict(args=[sys.executable, os.path.join(HERE, script), str(out)],
                                 cwd=ROOT, env=dict(env, RANK=str(r), LOCAL_RANK=str(r)), stdout=o, stderr=e)
                            for r, (o, e) in enumerate(logs)], timeout=300)
     finally:
@@ -36,7 +36,19 @@ def ranks(tmp_path_factory):
     text = "".join((out / f"rank{r}.{n}").read_text()[-4000:] for r in range(2) for n in ("out", "err"))
     assert codes == [0, 0], text
     assert "unused parameters" not in text.lower()
+    return out
+
+
+@pytest.fixture(scope="module")
+def ranks(tmp_path_factory):
+    out = launch(tmp_path_factory, "lightning_ddp_run.py", "lightning_ddp")
     return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(2)]
+
+
+@pytest.fixture(scope="module")
+def fabric_ranks(tmp_path_factory):
+    out = launch(tmp_path_factory, "lightning_fabric_ddp_run.py", "fabric_ddp")
+    return [torch.load(out / f"fabric_rank{r}.pt", weights_only=False) for r in range(2)]
 
 
 def test_both_ranks_ran_this_checkout_as_two_processes(ranks):
@@ -76,3 +88,15 @@ def test_the_inner_loop_draws_from_its_own_sharded_sampler(ranks):
         name, sampler_rank, epoch = r["inner_sampler"]
         assert (name, sampler_rank) == ("DistributedSampler", rank)
         assert epoch >= 10_000  # InnerStream's set_epoch(INNER_SAMPLER_EPOCH_BASE + pass)
+
+
+def test_fabric_ddp_ranks_end_identical_with_the_trainers_own_wrappers(fabric_ranks):
+    r0, r1 = fabric_ranks
+    for r, result in enumerate(fabric_ranks):
+        assert pathlib.Path(result["package"]).resolve() == pathlib.Path(ROOT, "aggressive_vi", "__init__.py").resolve()
+        assert (result["rank"], result["world_size"], result["synchronised"]) == (r, 2, True)
+    assert not torch.equal(r0["first_batch"], r1["first_batch"])  # sharded data
+    assert torch.equal(r0["params"], r1["params"])
+    assert r0["history"] == r1["history"]
+    assert [h["aggressive"] for h in r0["history"]] == [True, False]  # FixedSteps(4) of 4 batches per epoch
+    assert r0["history"][0]["inner_steps_mean"] >= 6 and r0["history"][0]["left_aggressive_at"] == 4
