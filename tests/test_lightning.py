@@ -11,7 +11,6 @@ import torch  # noqa: E402
 from torch.utils.data import DataLoader, DistributedSampler, TensorDataset  # noqa: E402
 
 from aggressive_vi import VAE, AggressiveTrainer, AnyOf, FixedEpochs, FixedSteps, MIPlateau  # noqa: E402
-from aggressive_vi.lightning import AggressiveVI  # noqa: E402
 from conftest import BernoulliDecoder, MLPEncoder, binary_data  # noqa: E402
 from lightning_models import LitVAE  # noqa: E402
 
@@ -79,12 +78,6 @@ def test_logs_validation_mi_au_kl_with_self_log():
     from aggressive_vi import estimators
     assert float(t.callback_metrics["val_kl"]) == pytest.approx(estimators.kl(module.vae, val), rel=1e-5)
     assert int(t.callback_metrics["val_au"]) == estimators.active_units(module.vae, val).count
-
-
-class _Net(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.vae = VAE(MLPEncoder(), BernoulliDecoder())
 
 
 def test_same_final_parameters_as_aggressive_trainer():
