@@ -27,7 +27,7 @@ Deviations from the paper's code, on purpose:
 from __future__ import annotations
 
 import math
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -105,6 +105,10 @@ class AggressiveTrainer:
         ddp: under an initialised ``torch.distributed`` process group, wrap encoder and decoder in
             separate ``DistributedDataParallel`` wrappers (``None``: whenever there are several
             processes). See :mod:`aggressive_vi.distributed`.
+        backward: ``backward(loss)`` / ``backward(loss, inputs=params)``, how the trainer
+            back-propagates a scalar loss (default :func:`torch.autograd.backward`); e.g.
+            ``backward=fabric.backward`` puts Lightning Fabric's precision plugin (loss scaling) on every
+            inner, decoder and joint step (docs/lightning.md).
         get_input: ``batch -> x``, how the model's input is taken from a loader batch (training,
             inner-loop and validation batches alike). Default: the batch itself when it is a
             tensor, its first element when it is a tuple/list, ``batch["x"]`` when it is a dict;
@@ -135,6 +139,7 @@ class AggressiveTrainer:
         mi_estimator: str = "minibatch",
         on_nonfinite: str = "raise",
         ddp: Optional[bool] = None,
+        backward: Optional[Callable[..., Any]] = None,
         get_input: InputFn = extract_input,
         callbacks: Sequence[Any] = (),
         verbose: bool = False,
@@ -158,6 +163,9 @@ class AggressiveTrainer:
             "kl_schedule", kl_schedule if kl_schedule is not None else ConstantKL(1.0),
             "schedule(step, steps_per_epoch) -> float")
         self.get_input = is_callable("get_input", get_input, "get_input(batch) -> model input")
+        self.backward: Callable[..., Any] = is_callable(
+            "backward", backward if backward is not None else torch.autograd.backward,
+            "backward(loss, inputs=None)")
         self.enc_opt = enc_opt
         self.dec_opt = dec_opt
         self.au_threshold = au_threshold
@@ -357,7 +365,7 @@ class AggressiveTrainer:
         """
         self.enc_opt.zero_grad(set_to_none=True)
         terms = self.nets.inner.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
-        torch.autograd.backward(terms.loss.mean(), inputs=self._enc_params)
+        self.backward(terms.loss.mean(), inputs=self._enc_params)
         if not self._clip_and_check(terms.loss, self._enc_params, "inner", x):
             return None
         self.enc_opt.step()
@@ -372,7 +380,7 @@ class AggressiveTrainer:
         self.dec_opt.zero_grad(set_to_none=True)
         terms = self.nets.decoder.elbo_given(x, mean, logvar, kl_weight=kl_weight,
                                              n_samples=self.n_samples)
-        terms.loss.mean().backward()
+        self.backward(terms.loss.mean())
         applied = self._clip_and_check(terms.loss, self._dec_params, "decoder", x)
         if applied:
             self.dec_opt.step()
@@ -384,7 +392,7 @@ class AggressiveTrainer:
         self.enc_opt.zero_grad(set_to_none=True)
         self.dec_opt.zero_grad(set_to_none=True)
         terms = self.nets.joint.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
-        terms.loss.mean().backward()
+        self.backward(terms.loss.mean())
         applied = self._clip_and_check(terms.loss, self._enc_params + self._dec_params, "joint", x)
         if applied:
             self.enc_opt.step()
