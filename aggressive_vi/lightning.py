@@ -75,10 +75,11 @@ from ._impl.checks import has_method, is_callable, one_of, positive_float_or_non
 from ._impl.loaders import InputFn, extract_input, model_device, move_to_device
 from ._impl.rng import rng_state, set_rng_state
 from ._impl.streams import InnerStream
-from .distributed import (TrainingNetworks, all_gather_object, all_reduce_sum, is_distributed, rank,
+from .distributed import (TrainingNetworks, all_gather_object, is_distributed, rank,
                           world_size)
 from .estimators import MI_ESTIMATORS, mi_metric
 from .faults import ON_NONFINITE, NonFiniteError, clip_and_check, nonfinite_message
+from .inner_loop import catch_up_encoder
 from .metrics import ELBO, ActiveUnits, Metric, PosteriorMetric
 from .model import ELBOTerms, as_vae
 from .protocols import KLSchedule, StoppingCriterion, TrainingEvent, optional_state
@@ -288,37 +289,28 @@ class AggressiveVI(Callback):
         return loss
 
     def _catch_up_encoder(self, pl_module: "pl.LightningModule", x: Any, kl_weight: float) -> int:
-        """Encoder-only steps until the windowed loss rises (or ``max_inner_steps``); the first on
-        ``x``, each later one on a fresh batch of the inner stream. Returns the steps taken."""
+        """The library's catch-up loop (:func:`~aggressive_vi.inner_loop.catch_up_encoder`) with
+        encoder steps through Lightning's precision plugin and strategy; the first on ``x``, each
+        later one on a fresh batch of the inner stream. Returns the steps taken."""
         assert self.nets is not None and self.inner is not None
-        device = model_device(self.vae)
-        window_loss = torch.zeros((), dtype=torch.float64, device=device)
-        window_count = 0
-        previous = math.inf
-        steps = 0
-        while True:
-            self._inner_step = steps + 1
-            terms = self.nets.inner.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
-            if self._backward_and_step(pl_module, terms.loss, self._enc_params, "inner", x,
-                                       [(self.enc_opt, False)]):
-                window_loss += terms.loss.detach().sum().double()
-                window_count += terms.loss.shape[0]
-            steps += 1
-            if steps % self.window == 0:  # the loop's one host sync (collective under DDP)
-                sums = torch.stack([window_loss, window_loss.new_tensor(float(window_count))])
-                total, count = all_reduce_sum(sums).tolist()
-                current = total / count if count > 0 else math.inf
-                if current > previous:
-                    break
-                previous = current
-                window_loss.zero_()
-                window_count = 0
-            if steps >= self.max_inner_steps:
-                break
-            x = move_to_device(self.get_input(next(self.inner)), device)
+        nets, inner, device = self.nets, self.inner, model_device(self.vae)
+
+        def step(batch_x: Any) -> Optional[Tuple[torch.Tensor, int]]:
+            terms = nets.inner.elbo(batch_x, kl_weight=kl_weight, n_samples=self.n_samples)
+            if not self._backward_and_step(pl_module, terms.loss, self._enc_params, "inner", batch_x,
+                                           [(self.enc_opt, False)]):
+                return None
+            return terms.loss.detach().sum().double(), terms.loss.shape[0]
+
+        steps, _ = catch_up_encoder(step, x, lambda: move_to_device(self.get_input(next(inner)), device),
+                                    window=self.window, max_steps=self.max_inner_steps, device=device,
+                                    on_step=self._set_inner_step)
         self._inner_step = 0
         _raw(self.enc_opt).zero_grad(set_to_none=True)
         return steps
+
+    def _set_inner_step(self, step: int) -> None:
+        self._inner_step = step
 
     def _decoder_step(self, pl_module: "pl.LightningModule", x: Any, kl_weight: float) -> ELBOTerms:
         assert self.nets is not None

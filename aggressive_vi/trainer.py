@@ -26,7 +26,6 @@ Deviations from the paper's code, on purpose:
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import torch
@@ -42,12 +41,13 @@ from ._impl.rng import rng_state, set_rng_state
 from ._impl.streams import InnerStream
 from .callbacks import PrintLogger, ProgressBar, StepInfo
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, load_plain_state_dict, plain_state_dict
-from .distributed import (TrainingNetworks, all_gather_object, all_reduce_sum, any_rank,
+from .distributed import (TrainingNetworks, all_gather_object, any_rank,
                           check_collective_device, is_distributed, rank, world_size)
 from .estimators import MI_ESTIMATORS, summary
 from .faults import (ON_NONFINITE, DeferredInterrupt, NonFiniteError, batch_context, clip_and_check,
                      describe_input, nonfinite_message)
 from .history import History
+from .inner_loop import catch_up_encoder
 from .model import ELBOTerms, as_vae
 from .protocols import KLSchedule, StoppingCriterion, TrainingEvent, optional_state
 from .schedules import ConstantKL
@@ -316,45 +316,25 @@ class AggressiveTrainer:
         self._call("on_epoch_end", record)
 
     def _catch_up_encoder(self, x: Any, inner: InnerStream, kl_weight: float) -> Tuple[int, int]:
-        """Encoder-only steps until the inference network stops improving.
-
-        The first step uses ``x``, each later one a fresh minibatch. Every ``window`` steps the mean
-        loss per example over the window is compared with the previous window's (+inf at first); the
-        loop ends when it went up, or after ``max_inner_steps`` steps. Under ``torch.distributed``
-        the window's sums are all-reduced first, so every rank leaves on the same step.
+        """Encoder-only steps until the inference network stops improving: the first on ``x``,
+        each later one on a fresh minibatch of the inner stream; every ``window`` steps the window's
+        mean loss is compared with the previous window's, and the loop ends when it went up or
+        after ``max_inner_steps`` steps (:func:`~aggressive_vi.inner_loop.catch_up_encoder`).
 
         Returns:
             ``(steps taken, steps skipped for a non-finite loss or gradient)``.
         """
         device = model_device(self.vae)
-        window_loss = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device
-        window_count = 0  # examples in the window's applied steps (known on the host)
-        previous = math.inf
-        steps = skipped = 0
-        while True:
-            self._inner_step = steps + 1
-            applied = self._encoder_step(x, kl_weight)
-            if applied is None:
-                skipped += 1
-            else:
-                window_loss += applied[0]
-                window_count += applied[1]
-            steps += 1
-            if steps % self.window == 0:  # the only host sync of the loop
-                sums = torch.stack([window_loss, window_loss.new_tensor(float(window_count))])
-                loss_total, count = all_reduce_sum(sums).tolist()
-                current = loss_total / count if count > 0 else math.inf
-                if current > previous:
-                    break
-                previous = current
-                window_loss.zero_()
-                window_count = 0
-            if steps >= self.max_inner_steps:
-                break
-            x = self._input(next(inner), device)
+        steps, skipped = catch_up_encoder(
+            lambda batch_x: self._encoder_step(batch_x, kl_weight), x,
+            lambda: self._input(next(inner), device), window=self.window,
+            max_steps=self.max_inner_steps, device=device, on_step=self._set_inner_step)
         self._inner_step = 0
         self.enc_opt.zero_grad(set_to_none=True)  # no stale encoder gradient outlives the loop
         return steps, skipped
+
+    def _set_inner_step(self, step: int) -> None:
+        self._inner_step = step
 
     def _encoder_step(self, x: Any, kl_weight: float) -> Optional[Tuple[torch.Tensor, int]]:
         """One encoder-only update; no gradient is computed for the decoder's weights.
