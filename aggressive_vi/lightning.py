@@ -71,7 +71,8 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("aggressive_vi.lightning needs Lightning: pip install 'aggressive-vi[lightning]' "
                       f"(import failed: {exc})") from exc
 
-from ._impl.checks import has_method, is_callable, one_of, positive_float_or_none, positive_int
+from ._impl.checks import is_callable, one_of, positive_float_or_none, positive_int
+from ._impl.components import kl_schedule_or_default, stopping_or_default
 from ._impl.loaders import InputFn, extract_input, model_device, move_to_device
 from ._impl.rng import rng_state, set_rng_state
 from ._impl.streams import InnerStream
@@ -83,8 +84,6 @@ from .inner_loop import catch_up_encoder
 from .metrics import ELBO, ActiveUnits, Metric, PosteriorMetric
 from .model import ELBOTerms, as_vae
 from .protocols import KLSchedule, StoppingCriterion, TrainingEvent, optional_state
-from .schedules import ConstantKL
-from .stopping import MIPlateau
 
 __all__ = ["AggressiveVI", "fabric_trainer", "fabric_autocast"]
 
@@ -150,12 +149,8 @@ class AggressiveVI(Callback):
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         self.model = model
         self.vae = as_vae(model)
-        self.stopping: StoppingCriterion = has_method(
-            "stopping", stopping if stopping is not None else MIPlateau(), "should_stop",
-            "should_stop(event) -> bool")
-        self.kl_schedule: KLSchedule = is_callable(
-            "kl_schedule", kl_schedule if kl_schedule is not None else ConstantKL(1.0),
-            "schedule(step, steps_per_epoch) -> float")
+        self.stopping: StoppingCriterion = stopping_or_default(stopping)
+        self.kl_schedule: KLSchedule = kl_schedule_or_default(kl_schedule)
         self.window = positive_int("window", window)
         self.max_inner_steps = positive_int("max_inner_steps", max_inner_steps)
         self.clip_grad_norm = positive_float_or_none("clip_grad_norm", clip_grad_norm)

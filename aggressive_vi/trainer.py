@@ -31,9 +31,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 from torch import nn
 
-from ._impl.checks import (has_method, is_callable, non_negative_int, one_of, positive_float_or_none,
+from ._impl.checks import (is_callable, non_negative_int, one_of, positive_float_or_none,
                            positive_int)
-from ._impl.components import load_callbacks, load_component, optimizer_flags, restore_optimizer_flags
+from ._impl.components import (kl_schedule_or_default, load_callbacks, load_component, optimizer_flags,
+                               restore_optimizer_flags, stopping_or_default)
 from ._impl.loaders import (InputFn, check_inner_source, extract_input, loader_generators,
                             loader_length, model_device, move_to_device)
 from ._impl.progress import EpochInProgress
@@ -50,8 +51,6 @@ from .history import History
 from .inner_loop import catch_up_encoder
 from .model import ELBOTerms, as_vae
 from .protocols import KLSchedule, StoppingCriterion, TrainingEvent, optional_state
-from .schedules import ConstantKL
-from .stopping import MIPlateau
 
 __all__ = ["AggressiveTrainer"]
 
@@ -156,12 +155,8 @@ class AggressiveTrainer:
         self.n_samples = positive_int("n_samples", n_samples)
         self.clip_grad_norm = positive_float_or_none("clip_grad_norm", clip_grad_norm)
         self.on_nonfinite = one_of("on_nonfinite", on_nonfinite, ON_NONFINITE)
-        self.stopping: StoppingCriterion = has_method(
-            "stopping", stopping if stopping is not None else MIPlateau(), "should_stop",
-            "should_stop(event) -> bool")
-        self.kl_schedule: KLSchedule = is_callable(
-            "kl_schedule", kl_schedule if kl_schedule is not None else ConstantKL(1.0),
-            "schedule(step, steps_per_epoch) -> float")
+        self.stopping: StoppingCriterion = stopping_or_default(stopping)
+        self.kl_schedule: KLSchedule = kl_schedule_or_default(kl_schedule)
         self.get_input = is_callable("get_input", get_input, "get_input(batch) -> model input")
         self.backward: Callable[..., Any] = is_callable(
             "backward", backward if backward is not None else torch.autograd.backward,

@@ -8,8 +8,25 @@ from typing import Any, Dict, List, Optional, Sequence
 import torch
 
 from ..checkpoint import CheckpointError
+from ..protocols import KLSchedule, StoppingCriterion
+from ..schedules import ConstantKL
+from ..stopping import MIPlateau
+from .checks import has_method, is_callable
 
-__all__ = ["load_component", "load_callbacks", "optimizer_flags", "restore_optimizer_flags"]
+__all__ = ["stopping_or_default", "kl_schedule_or_default", "load_component", "load_callbacks",
+           "optimizer_flags", "restore_optimizer_flags"]
+
+
+def stopping_or_default(stopping: Optional[StoppingCriterion]) -> StoppingCriterion:
+    """``stopping``, checked, or the paper's text rule ``MIPlateau()`` when it is ``None``."""
+    return has_method("stopping", stopping if stopping is not None else MIPlateau(), "should_stop",
+                      "should_stop(event) -> bool")
+
+
+def kl_schedule_or_default(kl_schedule: Optional[KLSchedule]) -> KLSchedule:
+    """``kl_schedule``, checked, or ``ConstantKL(1.0)`` (the plain ELBO) when it is ``None``."""
+    return is_callable("kl_schedule", kl_schedule if kl_schedule is not None else ConstantKL(1.0),
+                       "schedule(step, steps_per_epoch) -> float")
 
 #: Options that say how an optimiser runs, not where it is: the user's choice wins on resume.
 OPTIMIZER_FLAGS = ("foreach", "fused", "capturable", "differentiable", "maximize")
