@@ -164,7 +164,8 @@ class ProgressBar(Callback):
             return
         phase = f"aggr({info.inner_steps})" if info.aggressive else "basic"
         mi = "" if self._last_mi is None else f" mi {self._last_mi:.3f}"
-        text = f"loss {info.loss.item():.3f} kl {info.kl.item():.3f}{mi} {phase}"
+        loss, kl = torch.stack([info.loss.detach().float(), info.kl.detach().float()]).tolist()  # one read
+        text = f"loss {loss:.3f} kl {kl:.3f}{mi} {phase}"
         if self._bar is not None:
             self._bar.set_postfix_str(text, refresh=True)
         else:

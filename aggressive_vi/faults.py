@@ -23,7 +23,8 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import torch
 
-from .distributed import all_reduce_sum, is_distributed, is_main_process
+from ._impl.gate import finite_flag
+from .distributed import is_main_process
 
 __all__ = ["NonFiniteError", "clip_and_check", "describe_input", "batch_context", "DeferredInterrupt"]
 
@@ -51,15 +52,6 @@ class NonFiniteError(FloatingPointError):
         self.phase, self.inner_step, self.checkpoint = phase, inner_step, checkpoint
 
 
-def _total_norm(params: Sequence[torch.Tensor], max_norm: Optional[float]) -> torch.Tensor:
-    if max_norm is not None:
-        return torch.nn.utils.clip_grad_norm_(params, max_norm)
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
-    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
-
-
 def clip_and_check(loss: torch.Tensor, params: Sequence[torch.Tensor],
                    max_norm: Optional[float]) -> bool:
     """Clip the gradients of ``params`` to ``max_norm`` (``None``: no clipping) and return whether
@@ -68,11 +60,7 @@ def clip_and_check(loss: torch.Tensor, params: Sequence[torch.Tensor],
     Args:
         loss: the scalar (or per-example) loss that was back-propagated.
     """
-    norm = _total_norm(params, max_norm)
-    flag = loss.detach().sum() + norm.to(loss.device)  # NaN/inf in either makes it non-finite
-    if is_distributed():
-        flag = all_reduce_sum(flag.double().reshape(1))
-    return math.isfinite(flag.item())  # the one host sync
+    return bool(finite_flag(loss, params, max_norm))  # the one host sync
 
 
 def describe_input(x: Any) -> str:

@@ -8,27 +8,119 @@ The test: every ``window`` steps, the mean loss per example over the window is c
 previous window's (+inf at first, so at least two windows run); the loop ends when it went up, or
 after ``max_steps`` steps. A tie continues, as in the paper's code (``pre_loss - cur_loss < 0``
 breaks). Under ``torch.distributed`` the window's sums are all-reduced first, so every rank leaves on
-the same step; that all-reduce and its ``tolist`` are the loop's only host sync.
+the same step.
+
+**Host syncs.** A step may report whether it was applied as a host ``bool`` or as a 0-d bool tensor
+on the device (the trainer's gated steps do, see :mod:`aggressive_vi._impl.gate`). Either way the
+window's loss, example count, skipped steps and first error are summed on the device, and one
+``tolist`` at each window boundary (plus one when the cap ends a partial window) is the loop's only
+host sync.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 
 import torch
 
 from .distributed import all_reduce_sum
 
-__all__ = ["EncoderStep", "catch_up_encoder"]
+__all__ = ["EncoderStep", "EncoderUpdate", "CatchUpResult", "catch_up_encoder"]
 
-#: ``step(x) -> (summed loss, examples)`` of one encoder-only update on ``x`` (the loss a float64 0-d
-#: tensor on the device, nats, not synced), or ``None`` when the update was skipped (non-finite).
-EncoderStep = Callable[[Any], Optional[Tuple[torch.Tensor, int]]]
+Flag = Union[bool, torch.Tensor]
+
+
+class EncoderUpdate(NamedTuple):
+    """What one encoder step reports.
+
+    Attributes:
+        loss: the batch's summed loss, a float64 0-d tensor on the device (nats); may be non-finite
+            when the step was not applied.
+        examples: the batch's number of examples.
+        applied: whether the update was applied: a host ``bool`` or a 0-d bool tensor (not read).
+        error: whether a step that was not applied is an error (a non-finite loss or gradient)
+            rather than a routine skip (a grad scaler's overflow); same types as ``applied``.
+    """
+
+    loss: torch.Tensor
+    examples: int
+    applied: Flag = True
+    error: Flag = False
+
+
+#: ``step(x)`` runs one encoder-only update on ``x`` and returns an :class:`EncoderUpdate`, a
+#: ``(summed loss, examples)`` pair (applied), or ``None`` (skipped for a non-finite value).
+EncoderStep = Callable[[Any], Union[None, Tuple[torch.Tensor, int], EncoderUpdate]]
+
+
+class CatchUpResult(NamedTuple):
+    """``steps`` taken; ``skipped`` (not applied); ``first_error``: the 1-based step of the first
+    error (see :attr:`EncoderUpdate.error`), 0 when there was none."""
+
+    steps: int
+    skipped: int
+    first_error: int = 0
+
+
+class _WindowSums:
+    """The window's sums and the loop's counters, on the device (host-known parts on the host)."""
+
+    def __init__(self, device: Optional[torch.device]) -> None:
+        zeros = lambda dtype: torch.zeros((), dtype=dtype, device=device)  # noqa: E731
+        self.loss, self.count = zeros(torch.float64), zeros(torch.float64)
+        self.skipped, self.clean, self.erred = zeros(torch.int64), zeros(torch.int64), zeros(torch.bool)
+        self.host_count = self.host_skipped = self.host_first_error = 0
+
+    def add(self, update: EncoderUpdate, step_number: int) -> None:
+        if isinstance(update.applied, torch.Tensor):
+            applied = update.applied
+            self.loss += torch.where(applied, update.loss, torch.zeros_like(update.loss))
+            self.count += applied.double() * update.examples
+            self.skipped += (~applied).long()
+        elif update.applied:
+            self.loss += update.loss
+            self.host_count += update.examples
+        else:
+            self.host_skipped += 1
+        error = update.error
+        if isinstance(error, torch.Tensor):
+            self.erred |= error
+            self.clean += (~self.erred).long()  # steps before the first error
+        else:
+            if error and not self.host_first_error:
+                self.host_first_error = step_number
+            self.clean += (~self.erred).long()
+
+    def read(self, all_reduce: bool = True) -> Tuple[float, float, int, int]:
+        """``(loss, count, skipped, first_error)``: the one host sync (loss and count all-reduced)."""
+        sums = torch.stack([self.loss, self.count + self.host_count])
+        if all_reduce:
+            sums = all_reduce_sum(sums)
+        counters = torch.stack([self.skipped, self.clean, self.erred.long()]).to(sums.dtype)
+        loss, count, skipped, clean, erred = torch.cat([sums, counters]).tolist()
+        first = int(clean) + 1 if erred else 0
+        if self.host_first_error and (not first or self.host_first_error < first):
+            first = self.host_first_error
+        return loss, count, int(skipped) + self.host_skipped, first
+
+    def next_window(self) -> None:
+        self.loss.zero_()
+        self.count.zero_()
+        self.host_count = 0
+
+
+def _as_update(result: Union[None, Tuple[torch.Tensor, int], EncoderUpdate], x: Any) -> EncoderUpdate:
+    if isinstance(result, EncoderUpdate):
+        return result
+    if result is None:  # skipped on the host: the loss is not needed
+        return EncoderUpdate(torch.zeros((), dtype=torch.float64), 0, False, True)
+    return EncoderUpdate(result[0], result[1])
 
 
 def catch_up_encoder(step: EncoderStep, x: Any, next_input: Callable[[], Any], *, window: int,
                      max_steps: int, device: Optional[torch.device],
-                     on_step: Optional[Callable[[int], None]] = None) -> Tuple[int, int]:
+                     on_step: Optional[Callable[[int], None]] = None,
+                     stop_on_error: bool = False) -> CatchUpResult:
     """Encoder-only steps until the inference network stops improving.
 
     Args:
@@ -37,36 +129,33 @@ def catch_up_encoder(step: EncoderStep, x: Any, next_input: Callable[[], Any], *
         next_input: a fresh minibatch's model input, for every later step.
         window: steps per window of the test (paper: 15 text, 10 images).
         max_steps: cap on the steps (paper: 100).
-        device: where the window's loss is summed.
+        device: where the window's sums are kept.
         on_step: called with the 1-based step number before each step (for error messages).
+        stop_on_error: end the loop at the first window boundary that sees an error step (the
+            caller raises; its gated steps applied nothing from the error on).
 
     Returns:
-        ``(steps taken, steps skipped for a non-finite loss or gradient)``.
+        A :class:`CatchUpResult`.
     """
-    window_loss = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device
-    window_count = 0  # examples in the window's applied steps (known on the host)
+    sums = _WindowSums(device)
     previous = math.inf
-    steps = skipped = 0
+    steps = 0
     while True:
         if on_step is not None:
             on_step(steps + 1)
-        applied = step(x)
-        if applied is None:
-            skipped += 1
-        else:
-            window_loss += applied[0]
-            window_count += applied[1]
+        sums.add(_as_update(step(x), x), steps + 1)
         steps += 1
-        if steps % window == 0:  # the only host sync of the loop
-            sums = torch.stack([window_loss, window_loss.new_tensor(float(window_count))])
-            loss_total, count = all_reduce_sum(sums).tolist()
-            current = loss_total / count if count > 0 else math.inf
-            if current > previous:
-                break
-            previous = current
-            window_loss.zero_()
-            window_count = 0
-        if steps >= max_steps:
-            break
+        boundary = steps % window == 0
+        if boundary or steps >= max_steps:  # the only host sync of the loop
+            loss_total, count, skipped, first_error = sums.read()
+            if stop_on_error and first_error:
+                return CatchUpResult(steps, skipped, first_error)
+            if boundary:
+                current = loss_total / count if count > 0 else math.inf
+                if current > previous:
+                    return CatchUpResult(steps, skipped, first_error)
+                previous = current
+                sums.next_window()
+            if steps >= max_steps:
+                return CatchUpResult(steps, skipped, first_error)
         x = next_input()
-    return steps, skipped

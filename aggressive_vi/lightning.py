@@ -297,9 +297,9 @@ class AggressiveVI(Callback):
                 return None
             return terms.loss.detach().sum().double(), terms.loss.shape[0]
 
-        steps, _ = catch_up_encoder(step, x, lambda: move_to_device(self.get_input(next(inner)), device),
-                                    window=self.window, max_steps=self.max_inner_steps, device=device,
-                                    on_step=self._set_inner_step)
+        steps = catch_up_encoder(step, x, lambda: move_to_device(self.get_input(next(inner)), device),
+                                 window=self.window, max_steps=self.max_inner_steps, device=device,
+                                 on_step=self._set_inner_step).steps
         self._inner_step = 0
         _raw(self.enc_opt).zero_grad(set_to_none=True)
         return steps

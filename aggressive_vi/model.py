@@ -6,8 +6,9 @@ All log densities are in nats. Shapes: ``x`` is ``[batch, ...]``; ``mean``/``log
 """
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any, NamedTuple, Optional, Tuple
+from typing import Any, ContextManager, NamedTuple, Optional, Tuple
 
 import torch
 from torch import nn
@@ -32,6 +33,19 @@ class ELBOTerms(NamedTuple):
 def gaussian_kl_to_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, I)) summed over the last dimension: ``[batch]``, nats."""
     return 0.5 * (mean.pow(2) + logvar.exp() - logvar - 1.0).sum(dim=-1)
+
+
+def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as float32 when it is a lower-precision float (bf16, fp16), else unchanged."""
+    return t.float() if t.is_floating_point() and t.element_size() < 4 else t
+
+
+def full_precision(device_type: str) -> ContextManager[Any]:
+    """Autocast switched off for ``device_type`` while it is on (else a no-op): the VAE's own
+    arithmetic on z and q (sampling, log densities, KL) runs in at least float32."""
+    if torch.is_autocast_enabled(device_type):
+        return torch.autocast(device_type=device_type, enabled=False)
+    return contextlib.nullcontext()
 
 
 def _describe(value: Any) -> str:
@@ -112,12 +126,16 @@ class VAE(nn.Module):
 
     @staticmethod
     def reparameterize(mean: torch.Tensor, logvar: torch.Tensor, n_samples: int = 1) -> torch.Tensor:
-        """Draw ``z = mean + std * eps``: ``[batch, n_samples, latent_dim]`` (differentiable)."""
-        std = (0.5 * logvar).exp()
-        eps = torch.randn(
-            (mean.shape[0], n_samples, mean.shape[1]), dtype=mean.dtype, device=mean.device
-        )
-        return mean.unsqueeze(1) + std.unsqueeze(1) * eps
+        """Draw ``z = mean + std * eps``: ``[batch, n_samples, latent_dim]`` (differentiable).
+
+        At least float32, also under autocast (a bf16 eps moves log q(z|x) by about half a nat)."""
+        with full_precision(mean.device.type):
+            mean, logvar = at_least_fp32(mean), at_least_fp32(logvar)
+            std = (0.5 * logvar).exp()
+            eps = torch.randn(
+                (mean.shape[0], n_samples, mean.shape[1]), dtype=mean.dtype, device=mean.device
+            )
+            return mean.unsqueeze(1) + std.unsqueeze(1) * eps
 
     def sample_posterior(self, x: Any, n_samples: int = 1) -> torch.Tensor:
         """Samples from q(z|x): ``[batch, n_samples, latent_dim]``."""
@@ -130,9 +148,10 @@ class VAE(nn.Module):
 
         Returns ``[batch, n]`` in nats.
         """
-        mean, logvar = mean.unsqueeze(1), logvar.unsqueeze(1)
-        sq = (z - mean).pow(2) * (-logvar).exp()
-        return -0.5 * (sq + logvar + _LOG_2PI).sum(dim=-1)
+        with full_precision(z.device.type):
+            z, mean, logvar = at_least_fp32(z), at_least_fp32(mean).unsqueeze(1), at_least_fp32(logvar).unsqueeze(1)
+            sq = (z - mean).pow(2) * (-logvar).exp()
+            return -0.5 * (sq + logvar + _LOG_2PI).sum(dim=-1)
 
     def log_q(self, z: torch.Tensor, x: Any) -> torch.Tensor:
         """log q(z|x) for ``z: [batch, n_samples, latent_dim]``: ``[batch, n_samples]`` nats."""
@@ -142,8 +161,10 @@ class VAE(nn.Module):
     # ------------------------------------------------------------------ model p(x, z)
     @staticmethod
     def log_prior(z: torch.Tensor) -> torch.Tensor:
-        """log N(z; 0, I) for ``z: [..., latent_dim]``: ``[...]`` nats."""
-        return -0.5 * (z.pow(2) + _LOG_2PI).sum(dim=-1)
+        """log N(z; 0, I) for ``z: [..., latent_dim]``: ``[...]`` nats (at least float32)."""
+        with full_precision(z.device.type):
+            z = at_least_fp32(z)
+            return -0.5 * (z.pow(2) + _LOG_2PI).sum(dim=-1)
 
     def log_likelihood(self, x: Any, z: torch.Tensor) -> torch.Tensor:
         """The decoder's log p(x|z), checked: ``[batch, n_samples]`` nats."""
@@ -184,9 +205,10 @@ class VAE(nn.Module):
     ) -> ELBOTerms:
         """``elbo`` from an already computed q(z|x) (``mean, logvar: [batch, latent_dim]``)."""
         z = self.reparameterize(mean, logvar, n_samples)
-        reconstruction = -self.log_likelihood(x, z).mean(dim=1)
-        kl = gaussian_kl_to_standard_normal(mean, logvar)
-        return ELBOTerms(reconstruction + kl_weight * kl, reconstruction, kl)
+        reconstruction = -at_least_fp32(self.log_likelihood(x, z)).mean(dim=1)
+        with full_precision(z.device.type):
+            kl = gaussian_kl_to_standard_normal(at_least_fp32(mean), at_least_fp32(logvar))
+            return ELBOTerms(reconstruction + kl_weight * kl, reconstruction, kl)
 
     def forward(self, x: Any, kl_weight: float = 1.0, n_samples: int = 1) -> ELBOTerms:
         """Same as :meth:`elbo`, so the VAE can be wrapped in ``DistributedDataParallel``."""

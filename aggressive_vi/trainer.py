@@ -33,6 +33,8 @@ from torch import nn
 
 from ._impl.checks import (is_callable, non_negative_int, one_of, positive_float_or_none,
                            positive_int)
+from ._impl.gate import GatedStep, finite_flag
+from ._impl.precision import PRECISIONS, Precision
 from ._impl.components import (kl_schedule_or_default, load_callbacks, load_component, optimizer_flags,
                                restore_optimizer_flags, stopping_or_default)
 from ._impl.loaders import (InputFn, check_inner_source, extract_input, loader_generators,
@@ -45,10 +47,10 @@ from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, load_
 from .distributed import (TrainingNetworks, all_gather_object, any_rank,
                           check_collective_device, is_distributed, rank, world_size)
 from .estimators import MI_ESTIMATORS, summary
-from .faults import (ON_NONFINITE, DeferredInterrupt, NonFiniteError, batch_context, clip_and_check,
-                     describe_input, nonfinite_message)
+from .faults import (ON_NONFINITE, DeferredInterrupt, NonFiniteError, batch_context, describe_input,
+                     nonfinite_message)
 from .history import History
-from .inner_loop import catch_up_encoder
+from .inner_loop import EncoderUpdate, catch_up_encoder
 from .model import ELBOTerms, as_vae
 from .protocols import KLSchedule, StoppingCriterion, TrainingEvent, optional_state
 
@@ -99,8 +101,15 @@ class AggressiveTrainer:
             posterior) or ``"dataset"`` (the whole validation set's mixture, 10 draws per example:
             quieter, and independent of the batch size). See :mod:`aggressive_vi.estimators`.
         on_nonfinite: ``"raise"`` (default): a NaN/inf loss or gradient stops training with a
-            :class:`~aggressive_vi.NonFiniteError` before the step is applied; ``"skip"``: the step is
-            not applied, training goes on, and the skips are counted in the history.
+            :class:`~aggressive_vi.NonFiniteError`, and the model keeps its last finite state; ``"skip"``:
+            the step is not applied, training goes on, and the skips are counted in the history. Inner
+            steps decide on the device (no host sync per step; see :mod:`aggressive_vi._impl.gate`),
+            so an inner step's error is raised at the end of its window, with nothing applied from
+            the bad step on.
+        precision: ``"fp32"`` (default), ``"bf16"`` (autocast around the training forward passes; z,
+            log q and the KL stay in float32) or ``"fp16"`` (autocast and a ``GradScaler`` per phase,
+            saved in checkpoints; an overflow skips the step, as routine, instead of raising). See
+            :mod:`aggressive_vi._impl.precision`. Validation estimates stay in full precision.
         ddp: under an initialised ``torch.distributed`` process group, wrap encoder and decoder in
             separate ``DistributedDataParallel`` wrappers (``None``: whenever there are several
             processes). See :mod:`aggressive_vi.distributed`.
@@ -137,6 +146,7 @@ class AggressiveTrainer:
         au_threshold: float = 0.01,
         mi_estimator: str = "minibatch",
         on_nonfinite: str = "raise",
+        precision: str = "fp32",
         ddp: Optional[bool] = None,
         backward: Optional[Callable[..., Any]] = None,
         get_input: InputFn = extract_input,
@@ -172,7 +182,13 @@ class AggressiveTrainer:
             self.callbacks.append(PrintLogger())
         self._enc_params = [p for p in self.vae.encoder.parameters() if p.requires_grad]
         self._dec_params = [p for p in self.vae.decoder.parameters() if p.requires_grad]
-        check_collective_device(model_device(self.vae))  # NCCL: the model on the current device
+        device = model_device(self.vae)
+        check_collective_device(device)  # NCCL: the model on the current device
+        self.precision = Precision(one_of("precision", precision, PRECISIONS),
+                                   device.type if device is not None else "cpu")
+        self._enc_gate = GatedStep(enc_opt, "enc_opt")  # inner steps gated on a device flag
+        self._inner_ok: Optional[torch.Tensor] = None  # no error yet in this catch-up (device)
+        self._inner_seen: List[Tuple[Any, torch.Tensor]] = []  # its (input, loss), for the error
         self.nets = TrainingNetworks(model, ddp)  # the model itself, or DDP views of it
 
         # the run's state (state_dict composes it)
@@ -316,49 +332,76 @@ class AggressiveTrainer:
         mean loss is compared with the previous window's, and the loop ends when it went up or
         after ``max_inner_steps`` steps (:func:`~aggressive_vi.inner_loop.catch_up_encoder`).
 
+        Each step is gated on the device (applied only when its loss and gradients are finite and,
+        with ``on_nonfinite="raise"``, no earlier step of the loop failed); the host reads the
+        window's sums once per window, and a failed step is raised there.
+
         Returns:
             ``(steps taken, steps skipped for a non-finite loss or gradient)``.
         """
         device = model_device(self.vae)
-        steps, skipped = catch_up_encoder(
-            lambda batch_x: self._encoder_step(batch_x, kl_weight), x,
-            lambda: self._input(next(inner), device), window=self.window,
-            max_steps=self.max_inner_steps, device=device, on_step=self._set_inner_step)
-        self._inner_step = 0
-        self.enc_opt.zero_grad(set_to_none=True)  # no stale encoder gradient outlives the loop
-        return steps, skipped
+        raising = self.on_nonfinite == "raise"
+        self._inner_ok = torch.ones((), dtype=torch.bool, device=device)
+        self._inner_seen = []
+        try:
+            result = catch_up_encoder(
+                lambda batch_x: self._encoder_step(batch_x, kl_weight), x,
+                lambda: self._input(next(inner), device), window=self.window,
+                max_steps=self.max_inner_steps, device=device, on_step=self._set_inner_step,
+                stop_on_error=raising)
+            if raising and result.first_error:
+                bad_x, bad_loss = self._inner_seen[result.first_error - 1]
+                self._inner_step = result.first_error
+                self._raise_nonfinite("inner", bad_loss, bad_x)
+        finally:
+            self._inner_seen = []
+            self._inner_ok = None
+            self._inner_step = 0
+            self.enc_opt.zero_grad(set_to_none=True)  # no stale encoder gradient outlives the loop
+        return result.steps, result.skipped
 
     def _set_inner_step(self, step: int) -> None:
         self._inner_step = step
 
-    def _encoder_step(self, x: Any, kl_weight: float) -> Optional[Tuple[torch.Tensor, int]]:
+    def _encoder_step(self, x: Any, kl_weight: float) -> EncoderUpdate:
         """One encoder-only update; no gradient is computed for the decoder's weights.
 
-        Returns the batch's summed loss (a float64 0-d tensor on the model's device, not synced) and
-        its number of examples, or ``None`` when the step was skipped for a non-finite loss or
-        gradient.
+        Returns the batch's summed loss (a float64 0-d tensor on the model's device, not synced), its
+        number of examples, and whether the update was applied and whether it failed (0-d bool
+        tensors, not read on the host).
         """
         self.enc_opt.zero_grad(set_to_none=True)
-        terms = self.nets.inner.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
-        self.backward(terms.loss.mean(), inputs=self._enc_params)
-        if not self._clip_and_check(terms.loss, self._enc_params, "inner", x):
-            return None
-        self.enc_opt.step()
-        return terms.loss.detach().sum().double(), terms.loss.shape[0]
+        with self.precision.autocast():
+            terms = self.nets.inner.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
+        scaler = self.precision.scaler("encoder")
+        loss = terms.loss.mean()
+        self.backward(scaler.scale(loss) if scaler is not None else loss, inputs=self._enc_params)
+        if scaler is not None:
+            scaler.unscale_(self.enc_opt)
+        finite = finite_flag(terms.loss, self._enc_params, self.clip_grad_norm)
+        assert self._inner_ok is not None
+        applied = finite & self._inner_ok if self.on_nonfinite == "raise" else finite
+        error = ~finite if scaler is None else torch.zeros_like(finite)  # overflow: routine
+        if self.on_nonfinite == "raise":
+            self._inner_ok = self._inner_ok & ~error
+        self._enc_gate(applied)
+        if scaler is not None:
+            scaler.update()
+        summed = terms.loss.detach().sum().double()
+        self._inner_seen.append((x, summed))
+        return EncoderUpdate(summed, terms.loss.shape[0], applied, error)
 
     def _decoder_step(self, x: Any, kl_weight: float) -> Tuple[ELBOTerms, bool]:
         """One decoder-only update on ``x``; the encoder runs without gradient.
 
         Returns the batch's terms and whether the update was applied (not skipped)."""
-        with torch.no_grad():
-            mean, logvar = self.nets.decoder.encode(x)
-        self.dec_opt.zero_grad(set_to_none=True)
-        terms = self.nets.decoder.elbo_given(x, mean, logvar, kl_weight=kl_weight,
-                                             n_samples=self.n_samples)
-        self.backward(terms.loss.mean())
-        applied = self._clip_and_check(terms.loss, self._dec_params, "decoder", x)
-        if applied:
-            self.dec_opt.step()
+        with self.precision.autocast():
+            with torch.no_grad():
+                mean, logvar = self.nets.decoder.encode(x)
+            self.dec_opt.zero_grad(set_to_none=True)
+            terms = self.nets.decoder.elbo_given(x, mean, logvar, kl_weight=kl_weight,
+                                                 n_samples=self.n_samples)
+        applied = self._backward_and_step(terms.loss, self._dec_params, [self.dec_opt], "decoder", x)
         self.dec_opt.zero_grad(set_to_none=True)  # none left for the next inner loop to carry
         return _detached(terms), applied
 
@@ -366,35 +409,50 @@ class AggressiveTrainer:
         """One basic-VAE update of encoder and decoder together (joint gradient norm clipped)."""
         self.enc_opt.zero_grad(set_to_none=True)
         self.dec_opt.zero_grad(set_to_none=True)
-        terms = self.nets.joint.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
-        self.backward(terms.loss.mean())
-        applied = self._clip_and_check(terms.loss, self._enc_params + self._dec_params, "joint", x)
-        if applied:
-            self.enc_opt.step()
-            self.dec_opt.step()
+        with self.precision.autocast():
+            terms = self.nets.joint.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
+        applied = self._backward_and_step(terms.loss, self._enc_params + self._dec_params,
+                                          [self.enc_opt, self.dec_opt], "joint", x)
         return _detached(terms), applied
 
     # ------------------------------------------------------------------ helpers
-    def _clip_and_check(self, loss: torch.Tensor, params: Sequence[torch.Tensor], phase: str,
-                        x: Any) -> bool:
-        """Clip the gradient norm; ``True`` when loss and gradients are finite on every rank.
+    def _backward_and_step(self, loss: torch.Tensor, params: Sequence[torch.Tensor],
+                           optimizers: Sequence[torch.optim.Optimizer], phase: str, x: Any) -> bool:
+        """Back-propagate ``loss.mean()`` (scaled under fp16), unscale, clip, check (one host
+        read) and step the optimisers; ``True`` when applied.
 
-        Otherwise the gradients are dropped and, with ``on_nonfinite="raise"``, a
-        :class:`NonFiniteError` names where it happened (the model keeps its last finite state).
+        A non-finite step drops the gradients and, with ``on_nonfinite="raise"`` and no grad scaler,
+        raises a :class:`NonFiniteError` naming where it happened (the model keeps its last finite
+        state). Under fp16 a non-finite step is the scaler's overflow: skipped, and the scale lowered.
         """
-        if clip_and_check(loss, params, self.clip_grad_norm):
+        scaler = self.precision.scaler("decoder")
+        mean = loss.mean()
+        self.backward(scaler.scale(mean) if scaler is not None else mean)
+        if scaler is not None:
+            for opt in optimizers:
+                scaler.unscale_(opt)
+        applied = bool(finite_flag(loss, params, self.clip_grad_norm))  # the step's one host read
+        if applied:
+            for opt in optimizers:
+                opt.step()
+        if scaler is not None:
+            scaler.update()
+        if applied:
             return True
         self.enc_opt.zero_grad(set_to_none=True)
         self.dec_opt.zero_grad(set_to_none=True)
-        if self.on_nonfinite == "raise":
-            inner_step = self._inner_step if phase == "inner" else None
-            message = nonfinite_message(epoch=self.epoch, step=self.step + 1, batch_index=self._batch_index,
-                                        phase=phase, inner_step=inner_step, loss=loss, x=x,
-                                        checkpoint=self.last_checkpoint)
-            raise NonFiniteError(message, epoch=self.epoch, step=self.step + 1,
-                                 batch_index=self._batch_index, phase=phase, inner_step=inner_step,
-                                 checkpoint=self.last_checkpoint)
+        if self.on_nonfinite == "raise" and scaler is None:
+            self._raise_nonfinite(phase, loss, x)
         return False
+
+    def _raise_nonfinite(self, phase: str, loss: torch.Tensor, x: Any) -> None:
+        inner_step = self._inner_step if phase == "inner" else None
+        message = nonfinite_message(epoch=self.epoch, step=self.step + 1, batch_index=self._batch_index,
+                                    phase=phase, inner_step=inner_step, loss=loss, x=x,
+                                    checkpoint=self.last_checkpoint)
+        raise NonFiniteError(message, epoch=self.epoch, step=self.step + 1,
+                             batch_index=self._batch_index, phase=phase, inner_step=inner_step,
+                             checkpoint=self.last_checkpoint)
 
     def _where(self) -> str:
         """Where training is, for error messages: epoch, batch, inner step."""
@@ -537,6 +595,7 @@ class AggressiveTrainer:
             "kl_schedule": optional_state(self.kl_schedule),
             "callbacks": callbacks,
             "history": self.history.state_dict(),
+            "precision": self.precision.state_dict(),  # the fp16 grad scalers
             "epoch_in_progress": run.state_dict() if run is not None else None,
             "inner_stream": inner.state_dict() if inner is not None else None,
             "per_rank": {rank(): {  # Checkpoint gathers every rank's
@@ -547,7 +606,7 @@ class AggressiveTrainer:
             "world_size": world_size(),
             "config": {"window": self.window, "max_inner_steps": self.max_inner_steps,
                        "clip_grad_norm": self.clip_grad_norm, "n_samples": self.n_samples,
-                       "on_nonfinite": self.on_nonfinite},
+                       "on_nonfinite": self.on_nonfinite, "precision": self.precision.name},
         }
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
@@ -585,6 +644,7 @@ class AggressiveTrainer:
         load_callbacks(self.callbacks, state.get("callbacks", []), source)
         self.history = History()
         self.history.load_state_dict(state["history"])
+        self.precision.load_state_dict(state.get("precision"))
         per_rank = state.get("per_rank") or {}
         mine = per_rank.get(rank())
         if mine is None and per_rank:

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from aggressive_vi.inner_loop import catch_up_encoder
+from aggressive_vi.inner_loop import CatchUpResult, EncoderUpdate, catch_up_encoder
 
 
 def scripted(losses):
@@ -23,7 +23,7 @@ def run(losses, window=2, cap=10):
     numbered = []
     result = catch_up_encoder(step, 0, lambda: next(fresh), window=window, max_steps=cap, device=None,
                               on_step=numbered.append)
-    return result, seen, numbered
+    return tuple(result[:2]), seen, numbered
 
 
 def test_the_first_window_is_compared_with_inf_and_a_rise_ends_the_loop():
@@ -45,3 +45,49 @@ def test_skipped_steps_are_counted_and_left_out_of_the_window_mean():
 
 def test_the_cap_binds_even_mid_window():
     assert run([5] * 20, window=4, cap=6)[0] == (6, 0)
+
+
+def device_flagged(losses, errors=None):
+    """An encoder step reporting ``applied`` (and ``error``) as device tensors: ``None`` in
+    ``losses`` is a step that was not applied (its loss NaN, left out of the window)."""
+    errors = errors or {}
+
+    def step(x):
+        i = step.calls
+        step.calls += 1
+        value = losses[i]
+        applied = torch.tensor(value is not None)
+        loss = torch.tensor(float("nan") if value is None else float(value) * 4, dtype=torch.float64)
+        return EncoderUpdate(loss, 4, applied, torch.tensor(bool(errors.get(i + 1, False))))
+
+    step.calls = 0
+    return step
+
+
+def test_device_flags_give_the_same_decisions_as_host_flags():
+    losses = [5, 5, 4, None, 6, 6, 1, 1]
+    host = run(losses)[0]
+    fresh = iter(range(1, 100))
+    result = catch_up_encoder(device_flagged(losses), 0, lambda: next(fresh), window=2, max_steps=10,
+                              device=None)
+    assert tuple(result[:2]) == host == (6, 1)  # window means 5, 4 (the NaN step left out), then 6
+    assert result.first_error == 0
+
+
+def test_the_first_error_is_located_and_ends_the_loop_at_the_window_boundary():
+    step = device_flagged([5, 5, 4, None, 3, 3, 2, 2, 2, 2], errors={4: True})
+    fresh = iter(range(1, 100))
+    result = catch_up_encoder(step, 0, lambda: next(fresh), window=3, max_steps=10, device=None,
+                              stop_on_error=True)
+    assert result == CatchUpResult(steps=6, skipped=1, first_error=4)  # seen at the boundary after step 6
+    step = device_flagged([5, 5, 4, None, 3, 3, 2, 2, 2, 2], errors={4: True})
+    fresh = iter(range(1, 100))
+    result = catch_up_encoder(step, 0, lambda: next(fresh), window=3, max_steps=10, device=None)
+    assert result.first_error == 4 and result.steps > 6  # without stop_on_error the loop goes on
+
+
+def test_a_host_error_is_located_too():
+    result = catch_up_encoder(lambda x: None if x == 2 else (torch.tensor(4.0, dtype=torch.float64), 4),
+                              0, iter(range(1, 100)).__next__, window=2, max_steps=8, device=None,
+                              stop_on_error=True)
+    assert result == CatchUpResult(steps=4, skipped=1, first_error=3)

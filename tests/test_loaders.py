@@ -99,3 +99,24 @@ def test_the_sampler_walk_finds_set_epoch_and_shuffling_generators_once():
     shuffled = DataLoader(TensorDataset(torch.arange(8.0)), shuffle=True,
                           generator=torch.Generator().manual_seed(1))
     assert loader_generators(shuffled) == [shuffled.generator]
+
+
+def test_an_unpinned_batch_bound_for_a_gpu_warns_once(monkeypatch):
+    from aggressive_vi._impl import loaders
+
+    monkeypatch.setattr(loaders, "_UNPINNED_WARNED", [False])
+    cuda = torch.device("cuda")
+    with pytest.warns(UserWarning, match="pin_memory=True"):
+        try:
+            loaders.move_to_device(torch.zeros(2), cuda)
+        except (RuntimeError, AssertionError):
+            pass  # no CUDA in this build: the warning comes before the copy
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        try:
+            loaders.move_to_device(torch.zeros(2), cuda)
+        except (RuntimeError, AssertionError):
+            pass
+    assert loaders.move_to_device(torch.zeros(2), torch.device("cpu")).device.type == "cpu"

@@ -9,6 +9,8 @@
 """
 from __future__ import annotations
 
+import warnings
+
 from typing import Any, Callable, Iterable, List, Mapping, Optional
 
 import torch
@@ -58,6 +60,17 @@ def extract_input(batch: Any) -> Any:
     )
 
 
+_UNPINNED_WARNED = [False]
+
+
+def _warn_unpinned_once() -> None:
+    if not _UNPINNED_WARNED[0]:
+        _UNPINNED_WARNED[0] = True
+        warnings.warn("batches reach the GPU from pageable CPU memory: each copy blocks the host "
+                      "(a host sync per inner step); build the DataLoader with pin_memory=True so "
+                      "that they are copied asynchronously", stacklevel=3)
+
+
 def move_to_device(x: Any, device: Optional[torch.device]) -> Any:
     """Move tensors (also inside tuples, lists and dicts) to ``device``, keeping their dtype."""
     if device is None:
@@ -65,7 +78,10 @@ def move_to_device(x: Any, device: Optional[torch.device]) -> Any:
     if isinstance(x, torch.Tensor):
         if x.device == device:
             return x
-        return x.to(device, non_blocking=x.is_pinned())
+        pinned = x.is_pinned() if x.device.type == "cpu" else False
+        if not pinned and x.device.type == "cpu" and device.type == "cuda":
+            _warn_unpinned_once()
+        return x.to(device, non_blocking=pinned)
     if isinstance(x, (tuple, list)):
         return type(x)(move_to_device(v, device) for v in x)
     if isinstance(x, Mapping):

@@ -1,0 +1,124 @@
+"""Optimiser steps gated on a flag that stays on the device.
+
+The inner loop decides whether each encoder step may be applied (loss and gradients finite, no
+earlier error in the loop) without reading that decision on the host, so that a catch-up loop of
+100 steps costs one host sync per window instead of one per step. :class:`GatedStep` applies
+``optimizer.step()`` only where a 0-d boolean tensor says so, by the cheapest exact means the
+optimiser allows:
+
+* ``"found_inf"``: optimisers whose step reads ``found_inf`` (those built with ``fused=True``:
+  Adam, AdamW, SGD, Adagrad) skip the update inside their kernel, as under ``GradScaler``;
+* ``"select"``: every other optimiser whose state tensors live on its parameters' device (SGD, or
+  Adam with ``capturable=True`` on a GPU, or any optimiser on the CPU): the parameters and state are
+  snapshotted, the step is taken, and ``torch.where(ok, new, old)`` keeps the old values where the
+  flag is false;
+* ``"host"``: the flag is read on the host (one sync) when neither works, e.g. the default Adam on a
+  GPU (its step counters are CPU tensors), or while an optimiser still has to create its state.
+
+Every strategy leaves parameters and optimiser state bitwise as they were when the flag is false.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Dict, List, Optional, Sequence, Set
+
+import torch
+
+from ..distributed import all_reduce_sum, is_distributed
+
+__all__ = ["GatedStep", "finite_flag", "gradient_norm"]
+
+
+def gradient_norm(params: Sequence[torch.Tensor], max_norm: Optional[float]) -> torch.Tensor:
+    """The gradients' joint L2 norm (0-d, on their device), clipping them to ``max_norm`` first
+    when it is given (``torch.nn.utils.clip_grad_norm_``; no host sync)."""
+    if max_norm is not None:
+        return torch.nn.utils.clip_grad_norm_(params, max_norm)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return torch.zeros(())
+    return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
+
+def finite_flag(loss: torch.Tensor, params: Sequence[torch.Tensor],
+                max_norm: Optional[float]) -> torch.Tensor:
+    """Clip the gradients of ``params`` and return whether ``loss`` and every gradient are finite:
+    a 0-d bool tensor on the loss's device, the same on every rank (one all-reduce under
+    ``torch.distributed``, no host sync)."""
+    norm = gradient_norm(params, max_norm)
+    value = loss.detach().sum() + norm.to(loss.device)  # NaN/inf in either makes it non-finite
+    if is_distributed():
+        value = all_reduce_sum(value.double().reshape(1)).reshape(())
+    return torch.isfinite(value)
+
+
+class GatedStep:
+    """``gate(ok)``: ``optimizer.step()`` where the 0-d bool tensor ``ok`` is true, nothing where
+    it is false (parameters and optimiser state unchanged, bitwise).
+
+    Args:
+        optimizer: any ``torch.optim.Optimizer``.
+        name: how errors and warnings name it (e.g. ``"enc_opt"``).
+
+    Attributes:
+        strategy: the one used by the last call (``"found_inf"``, ``"select"`` or ``"host"``).
+        host_reads: how many calls read ``ok`` on the host.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, name: str = "optimizer") -> None:
+        self.optimizer = optimizer
+        self.name = name
+        self.strategy: Optional[str] = None
+        self.host_reads = 0
+        self._warned = False
+
+    def __call__(self, ok: torch.Tensor) -> None:
+        opt = self.optimizer
+        if getattr(opt, "_step_supports_amp_scaling", False):
+            self.strategy = "found_inf"
+            opt.found_inf = (~ok).float()  # type: ignore[attr-defined]  # read by the fused step
+            try:
+                opt.step()
+            finally:
+                del opt.found_inf  # type: ignore[attr-defined]
+            return
+        params = [p for group in opt.param_groups for p in group["params"]]
+        stateful = [p for p in params if p.grad is not None]
+        if not all(self._state_on_device(p) for p in stateful):
+            self._host_step(ok, params)
+            return
+        self.strategy = "select"
+        before: Set[int] = {id(p) for p in stateful if opt.state.get(p)}
+        tensors: List[torch.Tensor] = list(params)
+        for p in stateful:
+            tensors += [v for v in opt.state.get(p, {}).values() if isinstance(v, torch.Tensor)]
+        saved = [t.detach().clone() for t in tensors]
+        opt.step()
+        with torch.no_grad():
+            for t, old in zip(tensors, saved):
+                t.copy_(torch.where(ok, t, old))
+        created = [p for p in stateful if id(p) not in before and opt.state.get(p)]
+        if created:  # state made by this step was not snapshotted: only the host can undo it
+            self.host_reads += 1
+            if not bool(ok):
+                for p in created:
+                    del opt.state[p]
+
+    def _state_on_device(self, p: torch.Tensor) -> bool:
+        state: Dict[str, object] = self.optimizer.state.get(p, {})
+        return all(isinstance(v, torch.Tensor) and v.device == p.device
+                   for v in state.values() if v is not None)
+
+    def _host_step(self, ok: torch.Tensor, params: List[torch.Tensor]) -> None:
+        self.strategy = "host"
+        self.host_reads += 1
+        if (not self._warned and params and params[0].device.type != "cpu"
+                and any(self.optimizer.state.get(p) for p in params)):
+            self._warned = True
+            warnings.warn(
+                f"{self.name} keeps state off its parameters' device (e.g. Adam's step counters on "
+                "the CPU), so every inner step reads its finiteness flag on the host; build it with "
+                "fused=True (or capturable=True) to keep the inner loop at one host sync per window",
+                stacklevel=3)
+        if bool(ok):
+            self.optimizer.step()

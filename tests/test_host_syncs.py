@@ -1,0 +1,92 @@
+"""Host syncs during aggressive training: one per window of the catch-up test plus a constant per
+decoder update, counted on the CPU by intercepting every way a tensor's value reaches the host
+(``.item()``, ``.tolist()``, ``bool()``, ``float()``, ``int()``, ``index``, ``.numpy()``), so that
+the count cannot creep back. On a GPU each of these blocks the host until the device catches up.
+
+Reads made by ``torch.utils.data`` are not counted: a DataLoader draws its iterator's base seed from
+a CPU generator (``.item()`` on a CPU tensor, once per pass over the loader), never from the device.
+"""
+import contextlib
+import math
+import sys
+
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from aggressive_vi import AggressiveTrainer, FixedSteps, VAE
+from conftest import BernoulliDecoder, MLPEncoder, binary_data
+
+READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy")
+
+
+class HostReads:
+    """Counts tensor-to-host reads while active."""
+
+    def __init__(self):
+        self.count = 0
+
+    @contextlib.contextmanager
+    def counting(self):
+        originals = {name: getattr(torch.Tensor, name) for name in READS}
+
+        def wrap(original):
+            def counted(t, *args, **kwargs):
+                caller = sys._getframe(1).f_code.co_filename
+                if "torch/utils/data" not in caller.replace("\\", "/"):
+                    self.count += 1
+                return original(t, *args, **kwargs)
+            return counted
+
+        for name, original in originals.items():
+            setattr(torch.Tensor, name, wrap(original))
+        try:
+            yield self
+        finally:
+            for name, original in originals.items():
+                setattr(torch.Tensor, name, original)
+
+
+class PerUpdate:
+    """A callback: the reads and inner steps of each decoder update."""
+
+    def __init__(self, reads):
+        self.reads, self.last, self.rows = reads, None, []
+
+    def on_step_end(self, trainer, info):
+        if self.last is not None:
+            self.rows.append((self.reads.count - self.last, info.inner_steps))
+        self.last = self.reads.count
+
+
+OPTIMISERS = {
+    "sgd-momentum": lambda ps, lr: torch.optim.SGD(ps, lr=lr, momentum=0.5),
+    "adam-fused": lambda ps, lr: torch.optim.Adam(ps, lr=lr / 10, fused=True),
+}
+
+
+@pytest.mark.parametrize("on_nonfinite", ["raise", "skip"])
+@pytest.mark.parametrize("name", sorted(OPTIMISERS))
+def test_one_host_read_per_window_plus_a_constant_per_update(name, on_nonfinite):
+    torch.manual_seed(0)
+    model = VAE(MLPEncoder(), BernoulliDecoder())
+    make = OPTIMISERS[name]
+    window, cap = 5, 40
+    reads = HostReads()
+    per_update = PerUpdate(reads)
+    trainer = AggressiveTrainer(model, make(model.encoder.parameters(), 0.05),
+                                make(model.decoder.parameters(), 0.05), stopping=FixedSteps(10 ** 6),
+                                window=window, max_inner_steps=cap, on_nonfinite=on_nonfinite,
+                                callbacks=[per_update])
+    loader = DataLoader(binary_data(96), batch_size=8, shuffle=True,
+                        generator=torch.Generator().manual_seed(0))
+    with reads.counting():
+        trainer.fit(loader, epochs=1)
+    rows = per_update.rows  # (reads, inner steps) of every update after the first
+    assert len(rows) == len(loader) - 1
+    assert sum(steps for _, steps in rows) >= 4 * window * len(rows) / 2  # loops long enough to tell
+    for count, steps in rows:
+        windows = math.ceil(steps / window)  # boundaries read, and the cap's partial window
+        assert count <= windows + 1, (count, steps)  # + the decoder step's check
+    # before the device-side gate, each inner step read its finiteness flag: >= steps + windows
+    assert sum(c for c, _ in rows) < sum(s for _, s in rows) / 2
