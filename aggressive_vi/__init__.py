@@ -15,6 +15,7 @@ from .lr_decay import LRDecayOnPlateau
 from .stopping import Always, AnyOf, FixedEpochs, FixedSteps, MIPlateau
 from .tensorboard_logger import TensorBoardLogger
 from .trainer import AggressiveTrainer
+from ._impl.precision import allow_tf32
 
 __version__ = "0.1.0"
 
@@ -43,6 +44,7 @@ __all__ = [
     "PrintLogger",
     "ProgressBar",
     "TensorBoardLogger",
+    "allow_tf32",
     "Checkpoint",
     "CheckpointError",
     "latest_checkpoint",

@@ -33,7 +33,7 @@ from torch import nn
 
 from ._impl.checks import (is_callable, non_negative_int, one_of, positive_float_or_none,
                            positive_int)
-from ._impl.gate import GatedStep, finite_flag
+from ._impl.gate import GATE_MODES, GatedStep, finite_flag
 from ._impl.precision import PRECISIONS, Precision
 from ._impl.components import (kl_schedule_or_default, load_callbacks, load_component, optimizer_flags,
                                restore_optimizer_flags, stopping_or_default)
@@ -110,6 +110,11 @@ class AggressiveTrainer:
             log q and the KL stay in float32) or ``"fp16"`` (autocast and a ``GradScaler`` per phase,
             saved in checkpoints; an overflow skips the step, as routine, instead of raising). See
             :mod:`aggressive_vi._impl.precision`. Validation estimates stay in full precision.
+        inner_sync: how inner steps decide to apply an update without reading the host per step:
+            ``"auto"`` (default): on a GPU gate on the device (one host sync per window; the
+            optimiser must be fused, capturable, or SGD, else it reads per step and warns once), on
+            the CPU read per step (free there) unless the optimiser is fused; ``"window"``: gate on
+            the device everywhere; ``"step"``: read every step. Results are identical in all three.
         ddp: under an initialised ``torch.distributed`` process group, wrap encoder and decoder in
             separate ``DistributedDataParallel`` wrappers (``None``: whenever there are several
             processes). See :mod:`aggressive_vi.distributed`.
@@ -147,6 +152,7 @@ class AggressiveTrainer:
         mi_estimator: str = "minibatch",
         on_nonfinite: str = "raise",
         precision: str = "fp32",
+        inner_sync: str = "auto",
         ddp: Optional[bool] = None,
         backward: Optional[Callable[..., Any]] = None,
         get_input: InputFn = extract_input,
@@ -186,7 +192,7 @@ class AggressiveTrainer:
         check_collective_device(device)  # NCCL: the model on the current device
         self.precision = Precision(one_of("precision", precision, PRECISIONS),
                                    device.type if device is not None else "cpu")
-        self._enc_gate = GatedStep(enc_opt, "enc_opt")  # inner steps gated on a device flag
+        self._enc_gate = GatedStep(enc_opt, "enc_opt", one_of("inner_sync", inner_sync, GATE_MODES))
         self._inner_ok: Optional[torch.Tensor] = None  # no error yet in this catch-up (device)
         self._inner_seen: List[Tuple[Any, torch.Tensor]] = []  # its (input, loss), for the error
         self.nets = TrainingNetworks(model, ddp)  # the model itself, or DDP views of it

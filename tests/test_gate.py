@@ -42,7 +42,7 @@ def test_a_false_flag_changes_nothing_and_a_true_one_steps_as_the_optimiser_woul
     make, strategy = OPTIMISERS[name]
     net, twin = model_and_grads(), model_and_grads()
     opt, twin_opt = make(net.parameters()), make(twin.parameters())
-    gate = GatedStep(opt)
+    gate = GatedStep(opt, mode="window")  # as on a GPU
     for _ in range(2):  # two real steps first, so that the optimiser's state exists
         gate(torch.tensor(True))
         twin_opt.step()
@@ -59,7 +59,7 @@ def test_a_false_flag_changes_nothing_and_a_true_one_steps_as_the_optimiser_woul
 def test_state_created_by_a_refused_first_step_is_removed():
     net = model_and_grads()
     opt = torch.optim.Adam(net.parameters(), lr=0.01)
-    gate = GatedStep(opt)
+    gate = GatedStep(opt, mode="window")
     before = [p.detach().clone() for p in net.parameters()]
     gate(torch.tensor(False))
     assert all(torch.equal(p, q) for p, q in zip(net.parameters(), before))
@@ -83,7 +83,7 @@ class HostStateSGD(torch.optim.SGD):
 def test_an_optimiser_with_host_state_falls_back_to_a_host_read():
     net = model_and_grads()
     opt = HostStateSGD(net.parameters(), lr=0.1)
-    gate = GatedStep(opt)
+    gate = GatedStep(opt, mode="window")
     gate(torch.tensor(True))
     reads = gate.host_reads
     before = snapshot(net, opt)
@@ -102,3 +102,21 @@ def test_finite_flag_clips_and_sees_nan_in_loss_or_gradient():
     assert not bool(finite_flag(torch.tensor([1.0, float("inf")]), list(net.parameters()), None))
     next(net.parameters()).grad[0, 0] = float("nan")
     assert not bool(finite_flag(loss, list(net.parameters()), 5.0))
+
+
+@pytest.mark.parametrize("name,strategy", [("adam", "host"), ("sgd-momentum", "host"), ("adam-fused", "found_inf")])
+def test_auto_reads_on_the_host_on_the_cpu_unless_the_optimiser_is_fused(name, strategy):
+    net = model_and_grads()
+    gate = GatedStep(OPTIMISERS[name][0](net.parameters()))
+    gate(torch.tensor(True))
+    before = snapshot(net, gate.optimizer)
+    gate(torch.tensor(False))
+    assert gate.strategy == strategy and same(snapshot(net, gate.optimizer), before)
+    step = GatedStep(OPTIMISERS[name][0](net.parameters()), mode="step")
+    step(torch.tensor(True))
+    assert step.strategy == "host"
+
+
+def test_bad_mode():
+    with pytest.raises(ValueError, match="mode must be one of"):
+        GatedStep(torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1), mode="sometimes")

@@ -100,3 +100,18 @@ def test_grad_scaler_state_travels_in_the_state_dict():
 def test_bad_precision_names_the_argument():
     with pytest.raises(ValueError, match="precision"):
         trainer("fp8")
+
+
+def test_allow_tf32_sets_and_restores_the_flags_even_after_an_error():
+    from aggressive_vi import allow_tf32
+
+    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    with allow_tf32():
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        with allow_tf32(False):
+            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
+        assert torch.backends.cuda.matmul.allow_tf32
+    with pytest.raises(KeyError):
+        with allow_tf32():
+            raise KeyError("inside")
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before

@@ -16,11 +16,11 @@ by 0.7 nats in a CPU check: not fit for a reported likelihood).
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager, Dict, Optional
+from typing import Any, ContextManager, Dict, Iterator, Optional
 
 import torch
 
-__all__ = ["PRECISIONS", "Precision"]
+__all__ = ["PRECISIONS", "Precision", "allow_tf32"]
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 _DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -65,3 +65,20 @@ class Precision:
         for phase, saved in (state.get("scalers") or {}).items():
             if phase in self.scalers:
                 self.scalers[phase].load_state_dict(saved)
+
+
+@contextlib.contextmanager
+def allow_tf32(enabled: bool = True) -> Iterator[None]:
+    """Inside, CUDA matmuls and cuDNN convolutions may use TF32 (``enabled=False``: may not); the
+    previous settings are restored on exit, also after an error. No effect on the CPU.
+
+    For the estimators on an Ampere-or-newer GPU, e.g.
+    ``with aggressive_vi.allow_tf32(): iw_nll(model, loader, n_samples=500)``: TF32 keeps float32's
+    range with a 10-bit mantissa in matmul inputs; accumulation stays float32.
+    """
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(enabled)
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
