@@ -33,6 +33,7 @@ from torch import nn
 
 from ._impl.checks import (is_callable, non_negative_int, one_of, positive_float_or_none,
                            positive_int)
+from ._impl import captured
 from ._impl.gate import GATE_MODES, GatedStep, finite_flag
 from ._impl.precision import PRECISIONS, Precision
 from ._impl.components import (kl_schedule_or_default, load_callbacks, load_component, optimizer_flags,
@@ -115,6 +116,10 @@ class AggressiveTrainer:
             optimiser must be fused, capturable, or SGD, else it reads per step and warns once), on
             the CPU read per step (free there) unless the optimiser is fused; ``"window"``: gate on
             the device everywhere; ``"step"``: read every step. Results are identical in all three.
+        inner_step: ``"eager"`` (default) or ``"cuda_graph"``: each inner step replays a CUDA graph
+            of the whole encoder update (single GPU; the encoder's optimiser fused, capturable or
+            SGD; not with fp16; see :mod:`aggressive_vi._impl.captured` for what the model must
+            allow). Refused on other devices and under ``torch.distributed``.
         ddp: under an initialised ``torch.distributed`` process group, wrap encoder and decoder in
             separate ``DistributedDataParallel`` wrappers (``None``: whenever there are several
             processes). See :mod:`aggressive_vi.distributed`.
@@ -153,6 +158,7 @@ class AggressiveTrainer:
         on_nonfinite: str = "raise",
         precision: str = "fp32",
         inner_sync: str = "auto",
+        inner_step: str = "eager",
         ddp: Optional[bool] = None,
         backward: Optional[Callable[..., Any]] = None,
         get_input: InputFn = extract_input,
@@ -193,7 +199,12 @@ class AggressiveTrainer:
         self.precision = Precision(one_of("precision", precision, PRECISIONS),
                                    device.type if device is not None else "cpu")
         self._enc_gate = GatedStep(enc_opt, "enc_opt", one_of("inner_sync", inner_sync, GATE_MODES))
-        self._inner_ok: Optional[torch.Tensor] = None  # no error yet in this catch-up (device)
+        self._inner_ok = torch.ones((), dtype=torch.bool, device=device)  # no error yet in this catch-up
+        self._kl_weight = torch.zeros((), device=device)  # the captured step's KL weight
+        self.inner_step = one_of("inner_step", inner_step, captured.INNER_STEPS)
+        self._captured: Optional[captured.CapturedStep] = None
+        if self.inner_step == "cuda_graph":
+            self._captured = self._captured_step(device)
         self._inner_seen: List[Tuple[Any, torch.Tensor]] = []  # its (input, loss), for the error
         self.nets = TrainingNetworks(model, ddp)  # the model itself, or DDP views of it
 
@@ -347,7 +358,8 @@ class AggressiveTrainer:
         """
         device = model_device(self.vae)
         raising = self.on_nonfinite == "raise"
-        self._inner_ok = torch.ones((), dtype=torch.bool, device=device)
+        self._inner_ok.fill_(True)
+        self._kl_weight.fill_(kl_weight)
         self._inner_seen = []
         try:
             result = catch_up_encoder(
@@ -361,7 +373,6 @@ class AggressiveTrainer:
                 self._raise_nonfinite("inner", bad_loss, bad_x)
         finally:
             self._inner_seen = []
-            self._inner_ok = None
             self._inner_step = 0
             self.enc_opt.zero_grad(set_to_none=True)  # no stale encoder gradient outlives the loop
         return result.steps, result.skipped
@@ -376,8 +387,20 @@ class AggressiveTrainer:
         number of examples, and whether the update was applied and whether it failed (0-d bool
         tensors, not read on the host).
         """
+        if self._captured is not None:  # a graph replay; its outputs are overwritten by the next
+            summed, examples, applied, error = self._captured(x)
+            summed = summed.clone()
+        else:
+            summed, examples, applied, error = self._encoder_body(x, kl_weight)
+        self._inner_seen.append((x, summed))
+        return EncoderUpdate(summed, examples, applied, error)
+
+    def _encoder_body(self, x: Any, kl_weight: Any) -> Tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
+        """The update itself, reading nothing on the host (what ``inner_step="cuda_graph"``
+        captures): ``(summed loss, examples, applied, error)``. ``kl_weight``: a float, or the 0-d
+        tensor the captured step reads."""
         self.enc_opt.zero_grad(set_to_none=True)
-        with self.precision.autocast():
+        with self.precision.autocast(cache_enabled=self._captured is None):
             terms = self.nets.inner.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
         scaler = self.precision.scaler("encoder")
         loss = terms.loss.mean()
@@ -385,17 +408,31 @@ class AggressiveTrainer:
         if scaler is not None:
             scaler.unscale_(self.enc_opt)
         finite = finite_flag(terms.loss, self._enc_params, self.clip_grad_norm)
-        assert self._inner_ok is not None
-        applied = finite & self._inner_ok if self.on_nonfinite == "raise" else finite
+        raising = self.on_nonfinite == "raise"
+        applied = finite & self._inner_ok if raising else finite
         error = ~finite if scaler is None else torch.zeros_like(finite)  # overflow: routine
-        if self.on_nonfinite == "raise":
-            self._inner_ok = self._inner_ok & ~error
+        if raising:
+            self._inner_ok.logical_and_(~error)  # in place: the captured graph holds this buffer
         self._enc_gate(applied)
         if scaler is not None:
             scaler.update()
-        summed = terms.loss.detach().sum().double()
-        self._inner_seen.append((x, summed))
-        return EncoderUpdate(summed, terms.loss.shape[0], applied, error)
+        return terms.loss.detach().sum().double(), terms.loss.shape[0], applied, error
+
+    def _captured_step(self, device: Optional[torch.device]) -> "captured.CapturedStep":
+        """The graph-replayed inner step, after checking that it can work here."""
+        if is_distributed():
+            raise ValueError("inner_step='cuda_graph' is single-GPU for now; under torch.distributed "
+                             "use inner_step='eager'")
+        if self.precision.name == "fp16":
+            raise ValueError("inner_step='cuda_graph' does not support precision='fp16' yet (the grad "
+                             "scaler's bookkeeping runs on the host); use precision='bf16' or 'fp32'")
+        captured.check_capturable_optimizer(self.enc_opt, "enc_opt")
+        graphs = captured.graphs_for(device if device is not None else torch.device("cpu"))
+        self._enc_gate.mode = "window"  # gate on the device, never on the host, inside the graph
+        return captured.CapturedStep(
+            lambda static_x: self._encoder_body(static_x, self._kl_weight),
+            before_capture=lambda: self.enc_opt.zero_grad(set_to_none=True),
+            hyperparameters=lambda: captured.hyperparameters_of(self.enc_opt), graphs=graphs)
 
     def _decoder_step(self, x: Any, kl_weight: float) -> Tuple[ELBOTerms, bool]:
         """One decoder-only update on ``x``; the encoder runs without gradient.

@@ -45,11 +45,12 @@ class Precision:
         if name == "fp16":
             self.scalers = {phase: torch.amp.GradScaler(device_type) for phase in ("encoder", "decoder")}
 
-    def autocast(self) -> ContextManager[Any]:
-        """The context for a training forward pass (a no-op for ``"fp32"``)."""
+    def autocast(self, cache_enabled: bool = True) -> ContextManager[Any]:
+        """The context for a training forward pass (a no-op for ``"fp32"``); ``cache_enabled=False``
+        inside a CUDA graph capture (autocast's weight cache must not outlive it)."""
         if self.dtype is None:
             return contextlib.nullcontext()
-        return torch.autocast(device_type=self.device_type, dtype=self.dtype)
+        return torch.autocast(device_type=self.device_type, dtype=self.dtype, cache_enabled=cache_enabled)
 
     def scaler(self, phase: str) -> Optional[torch.amp.GradScaler]:
         """The grad scaler of ``phase`` (``"encoder"`` or ``"decoder"``), ``None`` unless fp16."""
