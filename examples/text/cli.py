@@ -62,7 +62,8 @@ def run_spec(args: argparse.Namespace, preset: Preset, vocab: Vocab) -> RunSpec:
     command-line overrides (but ``epochs`` and ``iw_samples``), the data and the options that
     shape training."""
     sizes = {k: v for k, v in preset.to_dict().items() if k not in RESUMABLE_PRESET_FIELDS}
-    options = {k: _plain_args(args)[k] for k in ("data", "labels", "max_length", "seed", "aggressive")}
+    options = {k: _plain_args(args)[k] for k in ("data", "labels", "max_length", "seed", "aggressive",
+                                                   "precision", "bucket_widths")}
     return RunSpec({"example": "text", "preset_name": args.preset, "preset": sizes, "options": options,
                     "vocab": vocab.to_list()})
 
@@ -108,14 +109,16 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     trainer = AggressiveTrainer(
         vae, enc_opt, dec_opt, stopping=stopping, kl_schedule=kl_schedule, aggressive=aggressive,
         window=preset.window, max_inner_steps=preset.max_inner_steps, clip_grad_norm=preset.clip_grad_norm,
-        mi_estimator=preset.mi_estimator,
+        mi_estimator=preset.mi_estimator, precision=args.precision, inner_step=args.inner_step,
         callbacks=[lr_decay, spec, HistoryFile(out / "history.json"),
                    Checkpoint(checkpoints, every_n_steps=args.save_every, keep_last=2)],  # last: saves all above
         verbose=True, progress=not args.no_progress)
     if resume_from is not None:
         _log(f"resuming from {resume_from}")
     pin = pin_memory(args.device)
-    train_loader = data.loader("train", preset.batch_size, shuffle=True, seed=args.seed, pin_memory=pin)
+    widths = _widths(args.bucket_widths)
+    train_loader = data.loader("train", preset.batch_size, shuffle=True, seed=args.seed, pin_memory=pin,
+                               bucket_widths=widths, drop_last=widths is not None)
     val_loader = data.loader("valid", preset.eval_batch_size, shuffle=False, pin_memory=pin)
     start = time.perf_counter()
     history = trainer.fit(train_loader, val_loader=val_loader, epochs=preset.epochs, resume_from=resume_from)
@@ -254,6 +257,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also checkpoint every STEPS decoder updates (default: at epoch ends only)")
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--device", type=device_option, default="cpu", help=DEVICE_HELP)
+    t.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="autocast of the training forward passes (AggressiveTrainer(precision=...))")
+    t.add_argument("--inner-step", default="eager", choices=["eager", "cuda_graph"],
+                   help="cuda_graph: replay the inner step as a CUDA graph (one GPU; pair with --bucket-widths)")
+    t.add_argument("--bucket-widths", default=None, metavar="W1,W2,...",
+                   help="pad training batches to the smallest of these widths (tokens incl. <s> and </s>) "
+                        "and drop a short last batch: a few static shapes for --inner-step cuda_graph")
     t.set_defaults(func=train)
 
     e = sub.add_parser("evaluate", help="IW-NLL, PPL, KL, MI, AU of a checkpoint")
@@ -289,6 +299,19 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--device", type=device_option, default="cpu", help=DEVICE_HELP)
     g.set_defaults(func=generate_cmd)
     return parser
+
+
+def _widths(value: Optional[str]) -> Optional[List[int]]:
+    """``"16,32,64"`` -> ``[16, 32, 64]`` (``None`` stays ``None``)."""
+    if value is None:
+        return None
+    try:
+        widths = sorted(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise SystemExit(f"--bucket-widths must be comma-separated positive integers; got {value!r}")
+    if not widths or widths[0] < 3:
+        raise SystemExit(f"--bucket-widths must be comma-separated integers >= 3; got {value!r}")
+    return widths
 
 
 def _positive(value: str) -> int:

@@ -178,11 +178,22 @@ class TextDataset(Dataset):
         return out
 
 
-def pad_batch(sentences: Sequence[Sequence[int]], pad_id: int = 0, bos_id: int = 1, eos_id: int = 2) -> torch.Tensor:
-    """``[[5, 6], [7]] -> [[<s>, 5, 6, </s>], [<s>, 7, </s>, <pad>]]`` as ``LongTensor [batch, max_len + 2]``."""
+def bucket_width(width: int, widths: Optional[Sequence[int]]) -> int:
+    """The smallest of ``widths`` that holds ``width`` positions (``width`` itself when none does, or
+    when ``widths`` is empty/None): padding batches to a few widths gives a captured inner step
+    (``inner_step="cuda_graph"``) a few static shapes."""
+    fitting = [w for w in (widths or ()) if w >= width]
+    return min(fitting) if fitting else width
+
+
+def pad_batch(sentences: Sequence[Sequence[int]], pad_id: int = 0, bos_id: int = 1, eos_id: int = 2,
+              widths: Optional[Sequence[int]] = None) -> torch.Tensor:
+    """``[[5, 6], [7]] -> [[<s>, 5, 6, </s>], [<s>, 7, </s>, <pad>]]`` as ``LongTensor [batch, width]``,
+    ``width = max_len + 2`` or, with ``widths``, the smallest of them that holds it (more padding:
+    the models ignore pad positions, so the log-likelihoods are the same)."""
     if len(sentences) == 0:
         raise ValueError("pad_batch needs at least one sentence")
-    width = max(len(s) for s in sentences) + 2
+    width = bucket_width(max(len(s) for s in sentences) + 2, widths)
     out = torch.full((len(sentences), width), pad_id, dtype=torch.long)
     for row, sent in enumerate(sentences):
         out[row, : len(sent) + 2] = torch.tensor([bos_id, *sent, eos_id], dtype=torch.long)
@@ -237,16 +248,21 @@ class BucketBatchSampler(Sampler[List[int]]):
 
 
 def make_loader(dataset: TextDataset, batch_size: int, *, shuffle: bool = True, seed: int = 0,
-                pool: int = 50, pin_memory: bool = False) -> DataLoader:
+                pool: int = 50, pin_memory: bool = False, bucket_widths: Optional[Sequence[int]] = None,
+                drop_last: bool = False) -> DataLoader:
     """A ``DataLoader`` of padded ``LongTensor [batch, seq_len]`` batches bucketed by length.
 
     Batches are made on the CPU; the trainer and the estimators move them to the model's device.
     ``pin_memory=True`` (for a CUDA model) puts them in page-locked memory, which makes that copy
-    faster."""
+    faster. ``bucket_widths`` pads every batch to the smallest of these widths that holds it and
+    ``drop_last=True`` drops a short last batch: together they give a captured inner step a few
+    static shapes."""
     vocab = dataset.vocab
-    sampler = BucketBatchSampler(dataset.lengths(), batch_size, shuffle=shuffle, seed=seed, pool=pool)
+    widths = sorted(bucket_widths) if bucket_widths else None
+    sampler = BucketBatchSampler(dataset.lengths(), batch_size, shuffle=shuffle, seed=seed, pool=pool,
+                                 drop_last=drop_last)
     return DataLoader(dataset, batch_sampler=sampler, pin_memory=pin_memory,
-                      collate_fn=lambda sents: pad_batch(sents, vocab.pad_id, vocab.bos_id, vocab.eos_id))
+                      collate_fn=lambda sents: pad_batch(sents, vocab.pad_id, vocab.bos_id, vocab.eos_id, widths))
 
 
 def count_predicted_tokens(x: torch.Tensor, pad_id: int = 0) -> torch.Tensor:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch.utils.data import DataLoader
@@ -32,8 +32,10 @@ class TextData:
     source: str
 
     def loader(self, split: str, batch_size: int, *, shuffle: bool, seed: int = 0,
-               pin_memory: bool = False) -> DataLoader:
-        return make_loader(self.splits[split], batch_size, shuffle=shuffle, seed=seed, pin_memory=pin_memory)
+               pin_memory: bool = False, bucket_widths: Optional[Sequence[int]] = None,
+               drop_last: bool = False) -> DataLoader:
+        return make_loader(self.splits[split], batch_size, shuffle=shuffle, seed=seed, pin_memory=pin_memory,
+                           bucket_widths=bucket_widths, drop_last=drop_last)
 
 
 def load_data(data: Union[str, Path], *, max_vocab: Optional[int] = None, vocab: Optional[Vocab] = None,

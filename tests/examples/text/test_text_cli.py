@@ -174,3 +174,15 @@ def test_switch_options_reach_the_trainer(corpus_dir, tmp_path):
     strict = run(tmp_path / "strict", "--switch-k-stderr", "1000", "--mi-estimator", "dataset")
     assert [r["aggressive"] for r in strict] == [True, False, False]  # no rise counts: out after epoch 0
     assert strict[0]["left_aggressive_at"] == strict[0]["steps"]
+
+
+def test_bucket_widths_option_parses_and_refuses_bad_values():
+    from examples.text.cli import _widths, build_parser
+
+    assert _widths("32,16, 64") == [16, 32, 64] and _widths(None) is None
+    for bad in ("16,x", "2", ""):
+        with pytest.raises(SystemExit, match="--bucket-widths"):
+            _widths(bad)
+    args = build_parser().parse_args(["train", "--out", "o", "--precision", "bf16", "--inner-step", "cuda_graph",
+                                      "--bucket-widths", "16,32"])
+    assert (args.precision, args.inner_step, args.bucket_widths) == ("bf16", "cuda_graph", "16,32")

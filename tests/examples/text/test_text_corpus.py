@@ -63,6 +63,19 @@ def test_pad_batch_and_predicted_token_count():
     assert count_predicted_tokens(x).tolist() == [4, 2]  # words + </s>
 
 
+def test_bucket_widths_pad_to_the_smallest_width_that_holds_the_batch(tmp_path):
+    assert pad_batch([[5, 6, 7], [8]], widths=[4, 8, 16]).shape == (2, 8)  # needs 5
+    assert pad_batch([[5, 6]], widths=[4, 8]).tolist() == [[1, 5, 6, 2]]  # exactly 4
+    assert pad_batch([[5] * 10], widths=[4, 8]).shape == (1, 12)  # wider than all: its own width
+    path = _write(tmp_path, "w.txt", "a b c\nb\nc a\nzz yy\na\n")
+    corpus = read_corpus(path)
+    loader = make_loader(TextDataset(corpus, Vocab.build(corpus.sentences)), 2, shuffle=True,
+                         bucket_widths=[6, 3], drop_last=True)
+    batches = list(loader)
+    assert len(batches) == len(loader) == 2  # the fifth sentence's short batch is dropped
+    assert all(b.shape == (2, 6) or b.shape == (2, 3) for b in batches)
+
+
 def test_bucket_sampler_covers_everything_once_and_groups_lengths():
     lengths = [(i * 7919) % 40 + 1 for i in range(1000)]
     sampler = BucketBatchSampler(lengths, 16, pool=10, seed=3)

@@ -126,3 +126,16 @@ def test_init_paper():
             bound = 0.1 if name.startswith("embed") else 0.01
             assert p.abs().max() <= bound
             assert p.abs().max() > bound / 2  # actually drawn at that scale
+
+
+def test_extra_padding_to_a_bucket_width_changes_no_likelihood():
+    from examples.text.corpus import pad_batch
+
+    enc, dec = _models()
+    sentences = [[4, 5, 6, 7], [8], [9, 10]]
+    tight, wide = pad_batch(sentences), pad_batch(sentences, widths=[16])
+    assert wide.shape[1] == 16 > tight.shape[1]
+    z = torch.randn(3, 2, NZ)
+    torch.testing.assert_close(dec.log_prob(wide, z), dec.log_prob(tight, z))
+    for a, b in zip(enc(wide), enc(tight)):
+        torch.testing.assert_close(a, b)
