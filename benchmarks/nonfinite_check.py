@@ -1,19 +1,30 @@
-"""What the non-finite guard costs: training time with and without it, side by side.
+"""What the non-finite guard and its gating cost: training time per epoch, side by side.
 
-    python -m benchmarks.nonfinite_check [--reps 7] [--epochs 1] [--device cpu]
+    python -m benchmarks.nonfinite_check [--reps 7] [--epochs 1] [--device cpu] [--model quickstart|text]
+        [--out benchmarks/results/nonfinite_check.json]
 
-The guard (``aggressive_vi.faults.clip_and_check``) adds, per optimiser step (inner steps included),
-one scalar addition of the loss sum and the clipped gradient norm and one host sync (``.item()``);
-under DDP also one scalar all-reduce. "off" replaces it by plain clipping (what the trainer did
-before). Model: the quick start's (examples/quickstart.py): MLP encoder, autoregressive Bernoulli
-decoder, 16 bits, latent 4, batch 50, aggressive with window 10. Variants alternate round by round;
-medians of seconds per epoch are printed.
+Variants (alternating round by round; medians of seconds per epoch, ratios to "off"):
+
+* ``off``: plain clipping, no check (what the trainer did before it had a guard);
+* ``step``: ``inner_sync="step"``: the finiteness flag (loss sum + clipped gradient norm) read on the
+  host at every optimiser step (on a GPU: one sync per step);
+* ``window``: ``inner_sync="window"``: inner steps gated on the device (the optimiser's
+  ``found_inf`` when fused, else a snapshot of parameters and state and ``torch.where``), read once
+  per window (on a GPU: one sync per window);
+* ``auto``: the default (on the CPU the same as ``step`` unless the optimiser is fused).
+
+Models: ``quickstart`` (examples/quickstart.py: MLP encoder, autoregressive Bernoulli decoder, 16 bits,
+latent 4, batch 50, window 10, Adam) or ``text`` (the ``cpu`` text preset's LSTM sizes, vocabulary
+3000, synthetic token batches of 32 x 20, window 15, cap 30, Adam).
 """
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
 from unittest import mock
 
 import torch
@@ -21,25 +32,40 @@ from torch.utils.data import DataLoader
 
 from aggressive_vi import VAE, AggressiveTrainer, Always
 from aggressive_vi import trainer as trainer_module
-from examples.quickstart import AutoregressiveDecoder, MLPEncoder, make_data
+
+VARIANTS = ("off", "step", "window", "auto")
 
 
-def _no_check(loss, params, max_norm):
+def _no_check(loss: torch.Tensor, params: Any, max_norm: Any) -> torch.Tensor:
     if max_norm is not None:
         torch.nn.utils.clip_grad_norm_(params, max_norm)
-    return True
+    return torch.ones((), dtype=torch.bool, device=loss.device)
 
 
-def run_epochs(check: bool, epochs: int, device: str) -> float:
+def _setup(model_name: str, device: str) -> Tuple[VAE, DataLoader, int]:
     torch.manual_seed(0)
     g = torch.Generator().manual_seed(0)
-    data = make_data(2000, 16, g).to(device)
-    train = DataLoader(data, batch_size=50, shuffle=True)
-    model = VAE(MLPEncoder(16, 64, 4), AutoregressiveDecoder(16, 64, 4)).to(device)
+    if model_name == "quickstart":
+        from examples.quickstart import AutoregressiveDecoder, MLPEncoder, make_data
+
+        data = make_data(2000, 16, g).to(device)
+        model = VAE(MLPEncoder(16, 64, 4), AutoregressiveDecoder(16, 64, 4))
+        return model.to(device), DataLoader(data, batch_size=50, shuffle=True, generator=g), 10
+    from examples.text.models import LSTMDecoder, LSTMEncoder
+
+    tokens = torch.randint(3, 3000, (320, 20), generator=g)
+    tokens[:, 0] = 1
+    model = VAE(LSTMEncoder(3000, 64, 128, 16), LSTMDecoder(3000, 64, 128, 16))
+    return model.to(device), DataLoader(tokens, batch_size=32, shuffle=True, generator=g), 15
+
+
+def run_epochs(variant: str, model_name: str, epochs: int, device: str) -> Tuple[float, float]:
+    model, train, window = _setup(model_name, device)
     trainer = AggressiveTrainer(model, torch.optim.Adam(model.encoder.parameters(), lr=1e-3),
                                 torch.optim.Adam(model.decoder.parameters(), lr=1e-3),
-                                stopping=Always(), window=10)
-    patch = mock.patch.object(trainer_module, "clip_and_check", _no_check) if not check else None
+                                stopping=Always(), window=window, max_inner_steps=2 * window,
+                                inner_sync="step" if variant == "off" else variant)
+    patch = mock.patch.object(trainer_module, "finite_flag", _no_check) if variant == "off" else None
     if patch:
         patch.start()
     try:
@@ -51,31 +77,42 @@ def run_epochs(check: bool, epochs: int, device: str) -> float:
     finally:
         if patch:
             patch.stop()
-    steps = trainer.history[0].inner_steps_mean * trainer.history[0].aggressive_steps
-    return elapsed / epochs, steps
+    record = trainer.history[0]
+    return elapsed / epochs, record.inner_steps_mean * record.aggressive_steps + record.steps
 
 
-def main() -> None:
+def main() -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--model", default="quickstart", choices=["quickstart", "text"])
+    parser.add_argument("--out", default=None, help="write the table's numbers here as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    times = {"on": [], "off": []}
-    inner = {}
+    times: Dict[str, List[float]] = {v: [] for v in VARIANTS}
+    steps: Dict[str, float] = {}
     for _ in range(args.reps):
-        for name in ("on", "off"):
-            seconds, inner[name] = run_epochs(name == "on", args.epochs, args.device)
+        for name in VARIANTS:
+            seconds, steps[name] = run_epochs(name, args.model, args.epochs, args.device)
             times[name].append(seconds)
-    on, off = statistics.median(times["on"]), statistics.median(times["off"])
-    optimiser_steps = inner["on"] + 40  # inner steps + decoder steps of one epoch (40 batches)
-    print(f"device {args.device}, threads {args.threads}, {args.reps} reps, ~{optimiser_steps:.0f} optimiser "
-          f"steps per epoch")
-    print(f"guard on : {on:.3f} s/epoch")
-    print(f"guard off: {off:.3f} s/epoch")
-    print(f"ratio on/off {on / off:.3f}; {(on - off) / optimiser_steps * 1e6:.1f} us per optimiser step")
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    off = medians["off"]
+    print(f"model {args.model}, device {args.device}, threads {args.threads}, {args.reps} reps, "
+          f"~{steps['off']:.0f} optimiser steps per epoch")
+    print(f"{'variant':8} {'s/epoch':>9} {'ratio to off':>13} {'us/step vs off':>15}")
+    for name in VARIANTS:
+        extra = (medians[name] - off) / steps["off"] * 1e6
+        print(f"{name:8} {medians[name]:9.3f} {medians[name] / off:13.3f} {extra:15.1f}")
+    result = {"command": "python -m benchmarks.nonfinite_check " + " ".join(
+                  f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+              "median_s_per_epoch": medians, "seconds": times, "optimiser_steps_per_epoch": steps,
+              "ratio_to_off": {k: v / off for k, v in medians.items()}}
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=1))
+    return result
 
 
 if __name__ == "__main__":

@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", type=device_option, default="cpu", help=DEVICE_HELP)
 
     t = sub.add_parser("train", help="train a VAE (aggressive or basic) and evaluate it on the test split")
+    t.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+                   help="autocast of the training forward passes (AggressiveTrainer(precision=...); docs/gpu.md)")
     t.add_argument("--data", default="bundled",
                    help="'bundled' (5k MNIST digits), the paper's omniglot.pt, or a [N, 28, 28] .npy/.pt")
     t.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
@@ -186,6 +188,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     trainer = make_trainer(vae, aggressive=args.aggressive, lr=args.lr, kl_start=args.kl_start,
                            warm_up=args.warm_up, patience=args.patience, window=args.window,
                            max_inner_steps=args.max_inner_steps, lr_patience=args.lr_patience,
+                           precision=args.precision,
                            callbacks=[spec, HistoryFile(args.out / "history.json"),
                                       Checkpoint(checkpoints, every_n_steps=args.save_every, keep_last=2),
                                       cpu_time],
