@@ -11,7 +11,7 @@
   whose gradients overflowed is skipped as routine (the scaler lowers its scale), not an error.
 
 Validation estimates are never autocast by the trainer (a bf16 importance-weighted estimate moved
-by 0.7 nats in a CPU check: not fit for a reported likelihood).
+by 0.7 nats in a check reported with issue 15: not fit for a reported likelihood).
 """
 from __future__ import annotations
 
