@@ -16,7 +16,8 @@ optimiser allows:
   GPU (its step counters are CPU tensors), or while an optimiser still has to create its state.
 
 On the CPU a host read costs nothing (there is no device to wait for) while the snapshot costs a
-copy of parameters and state (+3% on an inner step of the ``cpu`` text preset, measured), so
+copy of parameters and state (about +4% on an aggressive epoch at the ``cpu`` text preset's
+sizes: ``python -m benchmarks.nonfinite_check --model text``), so
 ``mode="auto"`` reads on the host there unless the optimiser is fused; ``mode="window"`` gates on
 the device everywhere (what the CPU sync-count test exercises), ``mode="step"`` always reads.
 
