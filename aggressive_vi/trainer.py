@@ -117,8 +117,8 @@ class AggressiveTrainer:
             the CPU read per step (free there) unless the optimiser is fused; ``"window"``: gate on
             the device everywhere; ``"step"``: read every step. Results are identical in all three.
         inner_step: ``"eager"`` (default) or ``"cuda_graph"``: each inner step replays a CUDA graph
-            of the whole encoder update (single GPU; the encoder's optimiser fused, capturable or
-            SGD; not with fp16; see :mod:`aggressive_vi._impl.captured` for what the model must
+            of the whole encoder update (single GPU; the encoder's optimiser SGD or built with
+            ``capturable=True``; not with fp16; see :mod:`aggressive_vi._impl.captured` for what the model must
             allow). Refused on other devices and under ``torch.distributed``.
         ddp: under an initialised ``torch.distributed`` process group, wrap encoder and decoder in
             separate ``DistributedDataParallel`` wrappers (``None``: whenever there are several

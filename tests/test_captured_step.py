@@ -114,7 +114,10 @@ def test_what_cannot_be_captured_is_refused_at_construction(kwargs, pattern):
 def test_an_optimiser_that_reads_the_host_is_refused(monkeypatch):
     monkeypatch.setattr(captured, "graphs_for", lambda device: captured.EagerGraphs())
     model, enc_opt, dec_opt = model_and_opts(lambda ps: torch.optim.Adam(ps, lr=1e-3))
-    with pytest.raises(ValueError, match="enc_opt must have a capturable step.*fused=True"):
+    with pytest.raises(ValueError, match="enc_opt must have a capturable step.*capturable=True"):
         AggressiveTrainer(model, enc_opt, dec_opt, inner_step="cuda_graph")
     model, enc_opt, dec_opt = model_and_opts(lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True))
+    with pytest.raises(ValueError, match="capturable"):  # PyTorch refuses to capture it
+        AggressiveTrainer(model, enc_opt, dec_opt, inner_step="cuda_graph")
+    model, enc_opt, dec_opt = model_and_opts(lambda ps: torch.optim.Adam(ps, lr=1e-3, capturable=True))
     AggressiveTrainer(model, enc_opt, dec_opt, inner_step="cuda_graph")  # accepted

@@ -18,8 +18,8 @@ What it needs, and how this module provides it:
   the next replay.
 * **Warm-up.** The first ``warmup`` steps of each shape run eagerly on a side stream (they are real
   inner steps: the optimiser's state is created there), then the step is captured and replayed.
-* **Optimisers.** Their step must be capturable: ``fused=True``, ``capturable=True`` (Adam, AdamW) or
-  SGD. A change of a param group's ``lr`` (e.g. :class:`~aggressive_vi.LRDecayOnPlateau`) drops the
+* **Optimisers.** Their step must be capturable: ``capturable=True`` (Adam, AdamW: PyTorch refuses
+  their capture otherwise, also when fused) or SGD. A change of a param group's ``lr`` (e.g. :class:`~aggressive_vi.LRDecayOnPlateau`) drops the
   graphs, which are captured again with the new value.
 * **No host reads inside.** A model whose forward reads a tensor on the host (``bool(t)``,
   ``.item()``) cannot be captured: the error says so and names ``inner_step="eager"``.
@@ -43,11 +43,11 @@ INNER_STEPS = ("eager", "cuda_graph")
 def check_capturable_optimizer(optimizer: torch.optim.Optimizer, name: str) -> None:
     """Refuse an optimiser whose step reads the host (e.g. Adam's CPU step counters)."""
     defaults = optimizer.defaults
-    if defaults.get("fused") or defaults.get("capturable") or type(optimizer) is torch.optim.SGD:
-        return
+    if isinstance(optimizer, torch.optim.SGD) or defaults.get("capturable"):
+        return  # Adam and AdamW refuse capture without capturable=True, fused or not
     raise ValueError(
-        f"{name} must have a capturable step for inner_step='cuda_graph': build it with fused=True "
-        "or capturable=True (Adam, AdamW), or use torch.optim.SGD; got "
+        f"{name} must have a capturable step for inner_step='cuda_graph': build it with "
+        "capturable=True (Adam, AdamW; with fused=True too if you like), or use torch.optim.SGD; got "
         f"{type(optimizer).__name__}(fused={defaults.get('fused')}, capturable={defaults.get('capturable')})")
 
 

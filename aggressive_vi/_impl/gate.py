@@ -43,8 +43,8 @@ def gradient_norm(params: Sequence[torch.Tensor], max_norm: Optional[float]) -> 
     if max_norm is not None:
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
     grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return torch.zeros(())
+    if not grads:  # on the parameters' device: no host-to-device copy (e.g. inside a graph)
+        return torch.zeros((), device=params[0].device if len(params) else None)
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
