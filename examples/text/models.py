@@ -162,11 +162,34 @@ class LSTMDecoder(nn.Module):
         z_steps = z.unsqueeze(2).expand(batch, n_samples, steps, self.latent_dim)
         inputs = torch.cat([emb, z_steps], dim=-1).reshape(batch * n_samples, steps, -1)
         output, _ = self.lstm(inputs, self.initial_state(z.reshape(batch * n_samples, self.latent_dim)))
-        logits = self.pred_linear(self.dropout_out(output))  # [batch*n, steps, vocab]
+        output = self.dropout_out(output).reshape(-1, self.hidden_dim)  # [batch*n*steps, hidden]
         targets = tgt.unsqueeze(1).expand(batch, n_samples, steps).reshape(-1)
-        nll = F.cross_entropy(logits.reshape(-1, self.vocab_size), targets,
-                              ignore_index=self.pad_id, reduction="none")
+        if torch.is_grad_enabled():
+            nll = F.cross_entropy(self.pred_linear(output), targets, ignore_index=self.pad_id, reduction="none")
+        else:
+            nll = self._chunked_nll(output, targets)
         return -nll.view(batch, n_samples, steps).sum(dim=-1)
+
+    #: floats of logits per chunk when scoring without gradient (about 2 MiB: they stay in cache)
+    LOGIT_CHUNK_ELEMENTS = 1 << 19
+    #: but at least this many rows per chunk (the output layer's matrix product is slow on fewer)
+    MIN_CHUNK_ROWS = 256
+
+    def _chunked_nll(self, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """``-log p(target)`` per row of ``output: [rows, hidden]`` (``targets: [rows]``), the output
+        layer and softmax computed a few hundred rows at a time so that the logits ``[rows, vocab]``
+        are never materialised at once (no autograd graph to keep: used under ``no_grad`` only).
+        The same arithmetic per row as the one-call path."""
+        rows = output.shape[0]
+        chunk = max(self.MIN_CHUNK_ROWS, self.LOGIT_CHUNK_ELEMENTS // self.vocab_size)
+        if rows <= chunk:
+            return F.cross_entropy(self.pred_linear(output), targets, ignore_index=self.pad_id, reduction="none")
+        nll = output.new_empty(rows)
+        for start in range(0, rows, chunk):
+            stop = min(rows, start + chunk)
+            nll[start:stop] = F.cross_entropy(self.pred_linear(output[start:stop]), targets[start:stop],
+                                              ignore_index=self.pad_id, reduction="none")
+        return nll
 
 
 def init_paper_(*modules: nn.Module, scale: float = 0.01, embed_scale: float = 0.1) -> None:

@@ -1,6 +1,7 @@
 """Tests for examples.text.models: shapes, padding, batching over samples, initialisation."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from examples.text.models import LSTMDecoder, LSTMEncoder, init_paper_
 
@@ -126,3 +127,30 @@ def test_init_paper():
             bound = 0.1 if name.startswith("embed") else 0.01
             assert p.abs().max() <= bound
             assert p.abs().max() > bound / 2  # actually drawn at that scale
+
+
+def test_log_prob_without_grad_is_chunked_and_equal(monkeypatch):
+    # Under no_grad the output layer and softmax run a few rows at a time (IW-NLL speed); the result
+    # must be the one-call result: the same arithmetic per row, so equal to float32 rounding.
+    torch.manual_seed(0)
+    dec = LSTMDecoder(50, 8, 16, 3, pad_id=0)
+    dec.eval()
+    x = torch.randint(4, 50, (5, 9))
+    x[:, 0], x[3, 6:] = 1, 0  # one row right-padded: pad targets must add nothing in either path
+    x[3, 5] = 2
+    z = torch.randn(5, 7, 3)
+    expected = dec.log_prob(x, z).detach()  # grad enabled: the one-call path
+    monkeypatch.setattr(LSTMDecoder, "LOGIT_CHUNK_ELEMENTS", 50 * 13)
+    monkeypatch.setattr(LSTMDecoder, "MIN_CHUNK_ROWS", 1)  # 13 rows a chunk: 280 rows, a ragged last one
+    calls = []
+    original = F.cross_entropy
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(F, "cross_entropy", counting)
+    with torch.no_grad():
+        chunked = dec.log_prob(x, z)
+    assert calls == [13] * 21 + [280 - 13 * 21]
+    torch.testing.assert_close(chunked, expected, rtol=0, atol=1e-5)
