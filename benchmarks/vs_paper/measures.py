@@ -61,7 +61,7 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
     if unknown:
         raise ValueError(f"measures must be among {MEASURE_GROUPS}, got {unknown}")
     pair = _Pair(ref, size, seed)
-    batches = token_batches(size.epoch_batches, size.batch_size, size.length, size.vocab_size, seed=seed + 1)
+    batches = token_batches(max(size.epoch_batches, size.fixed_updates, size.aggressive_batches), size.batch_size, size.length, size.vocab_size, seed=seed + 1)
     rows: List[Dict[str, Any]] = []
     reps = size.reps
     setup = {"paper": pair.reset_reference, "ours": pair.reset_ours}
@@ -71,37 +71,39 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
         loop = PaperLoop(pair.reference, batches, seed)
         trainer = make_trainer(pair.ours, aggressive=True)
         t = interleave({"paper": _steps(loop.encoder_step, steps),
-                        "ours": _steps(lambda x: trainer._encoder_step(x, 1.0), steps)}, reps, setup=setup)
+                        "ours": _steps(lambda x: trainer._encoder_step(x, 1.0), steps)}, reps, warmup=size.warmup, setup=setup)
         n = [len(steps)] * reps
         rows.append(make_row(size.name, "encoder_step", t["paper"]["seconds"], t["ours"]["seconds"], n, n,
                              steps=len(steps)))
         log(_line(rows[-1]))
 
     if "basic_epoch" in groups:
-        loop = PaperLoop(pair.reference, batches, seed)
+        basic = batches[:size.epoch_batches]
+        loop = PaperLoop(pair.reference, basic, seed)
         t = interleave({"paper": lambda: loop.epoch(aggressive=False),
-                        "ours": lambda: our_epoch(make_trainer(pair.ours, aggressive=False), batches, seed)},
-                       reps, setup=setup)
+                        "ours": lambda: our_epoch(make_trainer(pair.ours, aggressive=False), basic, seed)},
+                       reps, warmup=size.warmup, setup=setup)
         rows.append(make_row(size.name, "basic_epoch", t["paper"]["seconds"], t["ours"]["seconds"],
-                             batches=len(batches)))
-        n = [len(batches)] * reps
+                             batches=len(basic)))
+        n = [len(basic)] * reps
         rows.append(make_row(size.name, "joint_step", t["paper"]["seconds"], t["ours"]["seconds"], n, n,
-                             batches=len(batches)))
+                             batches=len(basic)))
         log(_line(rows[-2]))
 
-    if "aggressive_epoch" in groups and size.aggressive_epoch:
-        loop = PaperLoop(pair.reference, batches, seed)
+    if "aggressive_epoch" in groups and size.aggressive_batches:
+        agg = batches[:size.aggressive_batches]
+        loop = PaperLoop(pair.reference, agg, seed)
         t = interleave({"paper": lambda: loop.epoch(aggressive=True),
-                        "ours": lambda: our_epoch(make_trainer(pair.ours, aggressive=True), batches, seed)},
-                       reps, setup=setup)
+                        "ours": lambda: our_epoch(make_trainer(pair.ours, aggressive=True), agg, seed)},
+                       reps, warmup=size.warmup, setup=setup)
         ref_steps = [i["inner_steps"] for i in t["paper"]["info"]]
         our_steps = [i["inner_steps"] for i in t["ours"]["info"]]
         notes = f"inner steps paper {_med(ref_steps)}, ours {_med(our_steps)}"
         rows.append(make_row(size.name, "aggressive_epoch", t["paper"]["seconds"], t["ours"]["seconds"],
-                             batches=len(batches), paper_inner_steps=ref_steps, ours_inner_steps=our_steps,
+                             batches=len(agg), paper_inner_steps=ref_steps, ours_inner_steps=our_steps,
                              notes=notes))
         rows.append(make_row(size.name, "aggressive_epoch_per_step", t["paper"]["seconds"], t["ours"]["seconds"],
-                             ref_steps, our_steps, batches=len(batches), notes="time / inner steps"))
+                             ref_steps, our_steps, batches=len(agg), notes="time / inner steps"))
         log(_line(rows[-2]))
 
     if "aggressive_update" in groups:
@@ -110,7 +112,7 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
         t = interleave({"paper": _fixed_paper_epoch(pair, batches, sub, k, seed),
                         "ours": lambda: our_epoch(make_trainer(pair.ours, aggressive=True, fixed_steps=k),
                                                   sub, seed)},
-                       reps, setup=setup)
+                       reps, warmup=size.warmup, setup=setup)
         n = [len(sub)] * reps
         rows.append(make_row(size.name, "aggressive_update", t["paper"]["seconds"], t["ours"]["seconds"], n, n,
                              inner_steps=k, updates=len(sub), notes=f"{k} inner steps per update"))
@@ -134,7 +136,7 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
             est["ours"].append(v)
             return v
 
-        t = interleave({"paper": paper_iw, "ours": ours_iw}, reps, setup=setup)
+        t = interleave({"paper": paper_iw, "ours": ours_iw}, reps, warmup=size.warmup, setup=setup)
         n = [size.iw_sentences] * reps
         rows.append(make_row(size.name, "iw_nll", t["paper"]["seconds"], t["ours"]["seconds"], n, n,
                              sentences=size.iw_sentences, samples=size.iw_samples, our_batch=batch,

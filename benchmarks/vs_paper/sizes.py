@@ -31,13 +31,15 @@ class Size:
         name: ``synthetic``, ``cpu`` or ``paper``.
         embed_dim, hidden_dim, latent_dim, vocab_size, batch_size: the model and its batches.
         length: words per sentence (``<s>`` and ``</s>`` added).
-        epoch_batches: batches of the basic (and natural aggressive) epoch.
-        aggressive_epoch: whether the natural aggressive epoch (window 15, cap 99) is measured.
+        epoch_batches: batches of the basic epoch.
+        aggressive_batches: batches of the natural aggressive epoch (window 15, cap 99; up to 99
+            inner steps per batch); 0 leaves that measure out.
         fixed_inner_steps: inner steps per decoder update in the fixed-step measure.
         fixed_updates: decoder updates in the fixed-step measure.
         encoder_steps: encoder steps in the per-step measure.
         iw_sentences, iw_samples: sentences and importance samples per sentence of the IW-NLL.
-        reps: interleaved repetitions of every measure.
+        reps: timed interleaved rounds of every measure.
+        warmup: untimed rounds first.
     """
 
     name: str
@@ -48,20 +50,22 @@ class Size:
     batch_size: int
     length: int
     epoch_batches: int
-    aggressive_epoch: bool
+    aggressive_batches: int
     fixed_inner_steps: int
     fixed_updates: int
     encoder_steps: int
     iw_sentences: int
     iw_samples: int
     reps: int
+    warmup: int = 1
 
     def __post_init__(self) -> None:
         for key, value in asdict(self).items():
-            if key in ("name", "aggressive_epoch"):
+            if key == "name":
                 continue
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"Size.{key} must be a positive integer, got {value!r}")
+            low = 0 if key in ("aggressive_batches", "warmup") else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"Size.{key} must be an integer >= {low}, got {value!r}")
         if self.vocab_size <= FIRST_WORD:
             raise ValueError(f"Size.vocab_size must exceed {FIRST_WORD} (the special ids), got {self.vocab_size}")
 
@@ -79,20 +83,21 @@ class Size:
 
         values = self.to_dict()
         values.update(epoch_batches=n(self.epoch_batches), fixed_updates=n(self.fixed_updates),
+                      aggressive_batches=n(self.aggressive_batches) if self.aggressive_batches else 0,
                       encoder_steps=n(self.encoder_steps), iw_sentences=n(self.iw_sentences, 6))
         return Size(**values)
 
 
 SIZES: Dict[str, Size] = {
     "synthetic": Size("synthetic", embed_dim=50, hidden_dim=50, latent_dim=2, vocab_size=1000, batch_size=16,
-                      length=10, epoch_batches=313, aggressive_epoch=True, fixed_inner_steps=10,
-                      fixed_updates=40, encoder_steps=200, iw_sentences=48, iw_samples=500, reps=5),
+                      length=10, epoch_batches=100, aggressive_batches=8, fixed_inner_steps=10,
+                      fixed_updates=10, encoder_steps=100, iw_sentences=48, iw_samples=500, reps=5),
     "cpu": Size("cpu", embed_dim=64, hidden_dim=128, latent_dim=16, vocab_size=3000, batch_size=32,
-                length=10, epoch_batches=100, aggressive_epoch=True, fixed_inner_steps=10,
-                fixed_updates=10, encoder_steps=100, iw_sentences=32, iw_samples=500, reps=5),
+                length=10, epoch_batches=40, aggressive_batches=3, fixed_inner_steps=10,
+                fixed_updates=5, encoder_steps=40, iw_sentences=12, iw_samples=500, reps=3),
     "paper": Size("paper", embed_dim=512, hidden_dim=1024, latent_dim=32, vocab_size=20000, batch_size=32,
-                  length=10, epoch_batches=24, aggressive_epoch=False, fixed_inner_steps=4,
-                  fixed_updates=3, encoder_steps=12, iw_sentences=6, iw_samples=100, reps=3),
+                  length=10, epoch_batches=12, aggressive_batches=0, fixed_inner_steps=3,
+                  fixed_updates=2, encoder_steps=4, iw_sentences=6, iw_samples=100, reps=3, warmup=0),
 }
 
 
