@@ -28,12 +28,14 @@ def test_interleave_alternates_and_drops_warmup():
     order = []
     setups = []
     runs = {"a": lambda: order.append("a") or "ia", "b": lambda: order.append("b") or "ib"}
-    out = interleave(runs, 3, warmup=2, setup={"a": lambda: setups.append("a")}, clock=_fake_clock())
+    out = interleave(runs, 3, warmup=2, setup={"a": lambda: setups.append("a")}, clock=_fake_clock(),
+                     wall_clock=_fake_clock(2.0))
     assert order == ["a", "b"] * 5  # ABAB..., warm-up rounds included
     assert setups == ["a"] * 5
     assert out["a"]["info"] == ["ia"] * 3 and out["b"]["info"] == ["ib"] * 3
     # the fake clock ticks once per read: every timed call lasts exactly one tick
     assert out["a"]["seconds"] == [1.0] * 3 and out["b"]["seconds"] == [1.0] * 3
+    assert out["a"]["wall"] == [2.0] * 3
 
 
 @pytest.mark.parametrize("kwargs, message", [
@@ -79,7 +81,9 @@ def test_make_row_medians_ratio_and_verdict():
     assert row["unit"] == "ms / step"
     assert row["paper"] == pytest.approx(3.0) and row["ours"] == pytest.approx(2.0)  # ms per step
     assert row["ratio"] == pytest.approx(1.5)
-    assert row["target"] is None and row["met"] is None
+    assert row["target"] is None and row["met"] is None and "wall_ratio" not in row
+    walled = make_row("cpu", "encoder_step", [0.3], [0.2], [1], [1], reference_wall=[0.9], our_wall=[0.3])
+    assert walled["ratio"] == pytest.approx(1.5) and walled["wall_ratio"] == pytest.approx(3.0)
     basic = make_row("cpu", "basic_epoch", [2.0, 2.0], [2.5, 2.5], notes="x")
     assert basic["ratio"] == pytest.approx(0.8) and basic["target"] == 1.0 and basic["met"] is False
     assert basic["notes"] == "x"

@@ -73,7 +73,7 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
         t = interleave({"paper": _steps(loop.encoder_step, steps),
                         "ours": _steps(lambda x: trainer._encoder_step(x, 1.0), steps)}, reps, warmup=size.warmup, setup=setup)
         n = [len(steps)] * reps
-        rows.append(make_row(size.name, "encoder_step", t["paper"]["seconds"], t["ours"]["seconds"], n, n,
+        rows.append(make_row(size.name, "encoder_step", t["paper"]["seconds"], t["ours"]["seconds"], n, n, **_wall(t),
                              steps=len(steps)))
         log(_line(rows[-1]))
 
@@ -83,10 +83,10 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
         t = interleave({"paper": lambda: loop.epoch(aggressive=False),
                         "ours": lambda: our_epoch(make_trainer(pair.ours, aggressive=False), basic, seed)},
                        reps, warmup=size.warmup, setup=setup)
-        rows.append(make_row(size.name, "basic_epoch", t["paper"]["seconds"], t["ours"]["seconds"],
+        rows.append(make_row(size.name, "basic_epoch", t["paper"]["seconds"], t["ours"]["seconds"], **_wall(t),
                              batches=len(basic)))
         n = [len(basic)] * reps
-        rows.append(make_row(size.name, "joint_step", t["paper"]["seconds"], t["ours"]["seconds"], n, n,
+        rows.append(make_row(size.name, "joint_step", t["paper"]["seconds"], t["ours"]["seconds"], n, n, **_wall(t),
                              batches=len(basic)))
         log(_line(rows[-2]))
 
@@ -99,11 +99,11 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
         ref_steps = [i["inner_steps"] for i in t["paper"]["info"]]
         our_steps = [i["inner_steps"] for i in t["ours"]["info"]]
         notes = f"inner steps paper {_med(ref_steps)}, ours {_med(our_steps)}"
-        rows.append(make_row(size.name, "aggressive_epoch", t["paper"]["seconds"], t["ours"]["seconds"],
+        rows.append(make_row(size.name, "aggressive_epoch", t["paper"]["seconds"], t["ours"]["seconds"], **_wall(t),
                              batches=len(agg), paper_inner_steps=ref_steps, ours_inner_steps=our_steps,
                              notes=notes))
         rows.append(make_row(size.name, "aggressive_epoch_per_step", t["paper"]["seconds"], t["ours"]["seconds"],
-                             ref_steps, our_steps, batches=len(agg), notes="time / inner steps"))
+                             ref_steps, our_steps, **_wall(t), batches=len(agg), notes="time / inner steps"))
         log(_line(rows[-2]))
 
     if "aggressive_update" in groups:
@@ -114,11 +114,11 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
                                                   sub, seed)},
                        reps, warmup=size.warmup, setup=setup)
         n = [len(sub)] * reps
-        rows.append(make_row(size.name, "aggressive_update", t["paper"]["seconds"], t["ours"]["seconds"], n, n,
+        rows.append(make_row(size.name, "aggressive_update", t["paper"]["seconds"], t["ours"]["seconds"], n, n, **_wall(t),
                              inner_steps=k, updates=len(sub), notes=f"{k} inner steps per update"))
         nk = [len(sub) * k] * reps
         rows.append(make_row(size.name, "aggressive_update_per_step", t["paper"]["seconds"], t["ours"]["seconds"],
-                             nk, nk, inner_steps=k, updates=len(sub), notes="update time / inner steps"))
+                             nk, nk, **_wall(t), inner_steps=k, updates=len(sub), notes="update time / inner steps"))
         log(_line(rows[-2]))
 
     if "iw_nll" in groups:
@@ -138,7 +138,7 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
 
         t = interleave({"paper": paper_iw, "ours": ours_iw}, reps, warmup=size.warmup, setup=setup)
         n = [size.iw_sentences] * reps
-        rows.append(make_row(size.name, "iw_nll", t["paper"]["seconds"], t["ours"]["seconds"], n, n,
+        rows.append(make_row(size.name, "iw_nll", t["paper"]["seconds"], t["ours"]["seconds"], n, n, **_wall(t),
                              sentences=size.iw_sentences, samples=size.iw_samples, our_batch=batch,
                              max_rows=max_rows, paper_estimates=t["paper"]["info"],
                              ours_estimates=t["ours"]["info"],
@@ -161,6 +161,10 @@ def _fixed_paper_epoch(pair: _Pair, batches: Sequence[torch.Tensor], sub: Sequen
             loop.update(x, aggressive=True)
         return {"inner_steps": inner}
     return run
+
+
+def _wall(t: Dict[str, Dict[str, List[Any]]]) -> Dict[str, List[float]]:
+    return {"reference_wall": t["paper"]["wall"], "our_wall": t["ours"]["wall"]}
 
 
 def _med(values: Sequence[float]) -> float:

@@ -44,10 +44,12 @@ def target_for(measure: str, size: str) -> Optional[float]:
 
 def make_row(size: str, measure: str, reference_seconds: Sequence[float], our_seconds: Sequence[float],
              reference_units: Optional[Sequence[float]] = None, our_units: Optional[Sequence[float]] = None,
+             *, reference_wall: Optional[Sequence[float]] = None, our_wall: Optional[Sequence[float]] = None,
              **extra: Any) -> Dict[str, Any]:
     """A table row from the two sides' seconds per round (divided by units per round when given, e.g.
     encoder steps): medians in the measure's unit, the ratio of medians, the target and whether it is
-    met. ``extra`` is kept in the row (e.g. inner-step counts, estimates)."""
+    met. ``reference_wall``/``our_wall``: the rounds' wall seconds, for the wall-time ratio beside it.
+    ``extra`` is kept in the row (e.g. inner-step counts, estimates)."""
     unit = MEASURES.get(measure, (None,))[0]
     if unit is None:
         raise ValueError(f"measure must be one of {sorted(MEASURES)}, got {measure!r}")
@@ -56,25 +58,33 @@ def make_row(size: str, measure: str, reference_seconds: Sequence[float], our_se
     scale = _SCALE[unit]
     r = ratio(median(ref), median(ours))
     target = target_for(measure, size)
-    return {"size": size, "measure": measure, "unit": unit, "paper": median(ref) * scale, "ours": median(ours) * scale,
-            "ratio": r, "target": target, "met": None if target is None else bool(r >= target),
-            "paper_rounds": [v * scale for v in ref], "ours_rounds": [v * scale for v in ours], **extra}
+    row = {"size": size, "measure": measure, "unit": unit, "paper": median(ref) * scale, "ours": median(ours) * scale,
+           "ratio": r, "target": target, "met": None if target is None else bool(r >= target),
+           "paper_rounds": [v * scale for v in ref], "ours_rounds": [v * scale for v in ours]}
+    if reference_wall is not None and our_wall is not None:
+        ref_wall = per_unit(reference_wall, reference_units) if reference_units is not None else list(reference_wall)
+        our_wall_ = per_unit(our_wall, our_units) if our_units is not None else list(our_wall)
+        row["wall_ratio"] = ratio(median(ref_wall), median(our_wall_))
+    row.update(extra)
+    return row
 
 
 def _cells(row: Mapping[str, Any]) -> List[str]:
     target = row.get("target")
     met = row.get("met")
     notes = row.get("notes", "")
+    wall = row.get("wall_ratio")
     return [row["size"], row["measure"], row["unit"], f"{row['paper']:.4g}", f"{row['ours']:.4g}",
-            f"{row['ratio']:.2f}x", "-" if target is None else f">= {target:.1f}x",
+            f"{row['ratio']:.2f}x", "-" if wall is None else f"{wall:.2f}x", "-" if target is None else f">= {target:.1f}x",
             "-" if met is None else ("yes" if met else "NO"), notes]
 
 
-_HEADER = ["size", "measure", "unit", "paper", "ours", "paper/ours", "target", "met", "notes"]
+_HEADER = ["size", "measure", "unit", "paper", "ours", "paper/ours", "wall", "target", "met", "notes"]
 
 
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
-    """Plain-text table; ``paper/ours`` above 1 means ours is faster."""
+    """Plain-text table; ``paper/ours`` (CPU time) above 1 means ours is faster; ``wall``: the same
+    ratio in wall time."""
     table = [_HEADER] + [_cells(r) for r in rows]
     widths = [max(len(line[i]) for line in table) for i in range(len(_HEADER))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table)
