@@ -65,9 +65,15 @@ class LSTMEncoder(nn.Module):
         """``x: [batch, seq_len]`` token ids -> ``(mean, logvar)``, each ``[batch, latent_dim]``.
 
         The LSTM is causal, so its output at the last non-pad position of a right-padded row equals
-        the final state of that row run alone: we gather it instead of packing (no host sync).
+        the final state of that row run alone: we gather it instead of packing. A batch without
+        padding (every row ends in a token, as in batches of equal-length sentences) takes the
+        LSTM's final state directly, with no gather. One host sync either way (the input check).
         """
         _check_tokens(x)
+        if bool((x[:, -1] != self.pad_id).all()):  # no padding: the last position is every row's last token
+            _, (h_n, _) = self.lstm(self.embed(x))
+            mean, logvar = self.linear(h_n[0]).chunk(2, dim=-1)
+            return mean, logvar
         lengths = sequence_lengths(x, self.pad_id)
         if bool((lengths == 0).any()):
             raise ValueError("x has a row made only of padding; every row needs at least one token")
@@ -170,18 +176,23 @@ class LSTMDecoder(nn.Module):
             nll = self._chunked_nll(output, targets)
         return -nll.view(batch, n_samples, steps).sum(dim=-1)
 
-    #: floats of logits per chunk when scoring without gradient (about 2 MiB: they stay in cache)
+    #: Rows per chunk when scoring without gradient: enough that the logits ``[rows, vocab]`` of a
+    #: small vocabulary stay in cache (``LOGIT_CHUNK_ELEMENTS`` floats, 2 MiB), and at least
+    #: ``ROWS_PER_HIDDEN_UNIT x hidden_dim`` rows, at most ``MAX_CHUNK_ROWS``, so that the output layer's
+    #: matrix product runs at full speed (measured on one CPU core: with hidden 50 and vocabulary 1000
+    #: 524-row chunks were best; with hidden 128 and vocabulary 3000, 1024 rows; see docs/performance.md).
     LOGIT_CHUNK_ELEMENTS = 1 << 19
-    #: but at least this many rows per chunk (the output layer's matrix product is slow on fewer)
-    MIN_CHUNK_ROWS = 256
+    ROWS_PER_HIDDEN_UNIT = 8
+    MAX_CHUNK_ROWS = 1024
 
     def _chunked_nll(self, output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """``-log p(target)`` per row of ``output: [rows, hidden]`` (``targets: [rows]``), the output
         layer and softmax computed a few hundred rows at a time so that the logits ``[rows, vocab]``
-        are never materialised at once (no autograd graph to keep: used under ``no_grad`` only).
+        are never materialised at once (an IW-NLL call scores ``batch x samples x steps`` rows) (no autograd graph to keep: used under ``no_grad`` only).
         The same arithmetic per row as the one-call path."""
         rows = output.shape[0]
-        chunk = max(self.MIN_CHUNK_ROWS, self.LOGIT_CHUNK_ELEMENTS // self.vocab_size)
+        chunk = max(1, self.LOGIT_CHUNK_ELEMENTS // self.vocab_size,
+                    min(self.MAX_CHUNK_ROWS, self.ROWS_PER_HIDDEN_UNIT * self.hidden_dim))
         if rows <= chunk:
             return F.cross_entropy(self.pred_linear(output), targets, ignore_index=self.pad_id, reduction="none")
         nll = output.new_empty(rows)

@@ -141,7 +141,7 @@ def test_log_prob_without_grad_is_chunked_and_equal(monkeypatch):
     z = torch.randn(5, 7, 3)
     expected = dec.log_prob(x, z).detach()  # grad enabled: the one-call path
     monkeypatch.setattr(LSTMDecoder, "LOGIT_CHUNK_ELEMENTS", 50 * 13)
-    monkeypatch.setattr(LSTMDecoder, "MIN_CHUNK_ROWS", 1)  # 13 rows a chunk: 280 rows, a ragged last one
+    monkeypatch.setattr(LSTMDecoder, "MAX_CHUNK_ROWS", 1)  # 13 rows a chunk: 280 rows, a ragged last one
     calls = []
     original = F.cross_entropy
 
@@ -154,3 +154,17 @@ def test_log_prob_without_grad_is_chunked_and_equal(monkeypatch):
         chunked = dec.log_prob(x, z)
     assert calls == [13] * 21 + [280 - 13 * 21]
     torch.testing.assert_close(chunked, expected, rtol=0, atol=1e-5)
+
+
+def test_encoder_without_padding_takes_the_final_state():
+    # A batch with no padding uses the LSTM's final state instead of the gather; a pad column added
+    # to the same sentences forces the gather path: the posteriors must agree.
+    enc, _ = _models()
+    x = torch.tensor([[BOS, 4, 5, 6, EOS], [BOS, 7, 8, 9, EOS]])
+    padded = torch.cat([x, torch.full((2, 1), PAD)], dim=1)
+    mean, logvar = enc(x)
+    mean_p, logvar_p = enc(padded)
+    torch.testing.assert_close(mean, mean_p, rtol=0, atol=1e-6)
+    torch.testing.assert_close(logvar, logvar_p, rtol=0, atol=1e-6)
+    mean.sum().backward()  # and the gradient reaches the encoder's weights through the final state
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in enc.parameters())
