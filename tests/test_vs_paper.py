@@ -153,6 +153,14 @@ def test_cli_from_json_prints_the_table(tmp_path, capsys):
     rows = cli.main(["--from-json", str(path)])
     assert rows[0]["ratio"] == 1.5
     assert "1.50x" in capsys.readouterr().out
+    other = tmp_path / "other.json"
+    write_json(other, [make_row("paper", "iw_nll", [2.0], [1.0], [1], [1])], {"sizes": {"paper": {}}})
+    merged = tmp_path / "merged.json"
+    rows = cli.main(["--from-json", str(path), str(other), "--out", str(merged)])
+    assert [r["size"] for r in rows] == ["cpu", "paper"]
+    payload = read_json(merged)
+    assert [r["size"] for r in payload["rows"]] == ["cpu", "paper"]
+    assert payload["settings"]["merged_from"][1]["sizes"] == {"paper": {}}
 
 
 def test_load_reference_names_what_is_missing(tmp_path):

@@ -3,6 +3,7 @@ three sizes, print one table and write JSON.
 
     python -m benchmarks.vs_paper --reference-dir DIR --out benchmarks/results/vs_paper.json
     python -m benchmarks.vs_paper --reference-dir DIR --sizes cpu --measures iw_nll --reps 3
+    python -m benchmarks.vs_paper --from-json A.json B.json --out benchmarks/results/vs_paper.json  # merge runs
     python -m benchmarks.vs_paper --from-json benchmarks/results/vs_paper.json --markdown
 
 ``DIR`` is a checkout of the paper's code (vae-lagging-encoder); its modules are imported from there
@@ -42,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, as measured)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="JSON file to write (rewritten after every size)")
-    p.add_argument("--from-json", help="print the table of this JSON file instead of running")
+    p.add_argument("--from-json", nargs="+", help="print the table of these JSON files instead of running "
+                                                 "(with --out: write their rows to one file)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return p
 
@@ -67,7 +69,11 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     args = parser.parse_args(argv)
     _check(parser, args)
     if args.from_json:
-        rows = read_json(args.from_json)["rows"]
+        payloads = [read_json(path) for path in args.from_json]
+        rows = [row for payload in payloads for row in payload["rows"]]
+        if args.out:
+            write_json(args.out, rows, {"merged_from": [{"file": str(path), **payload["settings"]}
+                                                        for path, payload in zip(args.from_json, payloads)]})
         print(format_markdown(rows) if args.markdown else format_table(rows))
         return rows
     torch.set_num_threads(args.threads)
