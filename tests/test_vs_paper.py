@@ -16,7 +16,7 @@ from benchmarks.vs_paper.reference import MAX_SUB_ITER, PaperLoop, load_referenc
 from benchmarks.vs_paper.sizes import BOS, EOS, FIRST_WORD, SIZES, Size, token_batches
 from benchmarks.vs_paper.table import (FORMAT, format_markdown, format_table, make_row, read_json, target_for,
                                        write_json)
-from benchmarks.vs_paper.timing import interleave, median, per_unit, ratio
+from benchmarks.vs_paper.timing import interleave, median, paired_steps, per_unit, ratio
 
 
 def _fake_clock(step=1.0):
@@ -50,6 +50,19 @@ def test_interleave_rejects_bad_arguments(kwargs, message):
         interleave(**kwargs)
 
 
+def test_paired_steps_alternate_the_order_and_cycle_batches():
+    calls = []
+    out = paired_steps(lambda x: calls.append(("p", x)), lambda x: calls.append(("o", x)), ["a", "b"], 5,
+                       warmup=1, clock=_fake_clock(), wall_clock=_fake_clock())
+    assert calls == [("p", "a"), ("o", "a"), ("o", "b"), ("p", "b"), ("p", "a"), ("o", "a"),
+                     ("o", "b"), ("p", "b"), ("p", "a"), ("o", "a")]
+    assert out["paper"]["seconds"] == [1.0] * 4 and len(out["ours"]["wall"]) == 4
+    with pytest.raises(ValueError, match="batches is empty"):
+        paired_steps(print, print, [], 3)
+    with pytest.raises(ValueError, match="0 <= warmup < n_steps"):
+        paired_steps(print, print, [1], 3, warmup=3)
+
+
 def test_median_ratio_per_unit():
     assert median([3.0, 1.0, 2.0]) == 2.0
     assert median([1.0, 2.0, 3.0, 10.0]) == 2.5
@@ -72,6 +85,8 @@ def test_targets_follow_the_issue():
     assert target_for("aggressive_update", "paper") == 1.3
     assert target_for("aggressive_epoch", "synthetic") is None  # the issue sets none there
     assert target_for("encoder_step", "cpu") is None
+    assert target_for("encoder_step_paired", "paper") == 1.3 and target_for("encoder_step_paired", "synthetic") is None
+    assert target_for("joint_step_paired", "synthetic") == 1.0
     with pytest.raises(ValueError, match="measure must be one of"):
         target_for("nope", "cpu")
 

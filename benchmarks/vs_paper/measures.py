@@ -11,12 +11,12 @@ from .ours import build_ours, copy_weights, make_trainer, our_epoch, our_iw_nll
 from .reference import PaperLoop, Reference, build_reference_vae, reference_iw_nll
 from .sizes import Size, token_batches
 from .table import make_row
-from .timing import interleave
+from .timing import interleave, paired_steps
 
 __all__ = ["measure_size", "MEASURE_GROUPS"]
 
 #: groups of measures that can be chosen with --measures
-MEASURE_GROUPS = ("encoder_step", "basic_epoch", "aggressive_epoch", "aggressive_update", "iw_nll")
+MEASURE_GROUPS = ("encoder_step", "basic_epoch", "aggressive_epoch", "aggressive_update", "iw_nll", "paired_steps")
 
 
 class _Pair:
@@ -120,6 +120,23 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
         rows.append(make_row(size.name, "aggressive_update_per_step", t["paper"]["seconds"], t["ours"]["seconds"],
                              nk, nk, **_wall(t), inner_steps=k, updates=len(sub), notes="update time / inner steps"))
         log(_line(rows[-2]))
+
+    if "paired_steps" in groups:
+        # the finest interleaving: every batch runs a paper step then ours (or ours first, every other
+        # batch), so a burst of load hits both; medians over all steps
+        loop = PaperLoop(pair.reference, batches, seed)
+        trainer = make_trainer(pair.ours, aggressive=True)
+        n_steps = size.encoder_steps * reps
+        for measure, paper_step, our_step in (
+                ("encoder_step_paired", loop.encoder_step, lambda x: trainer._encoder_step(x, 1.0)),
+                ("joint_step_paired", lambda x: loop.update(x, aggressive=False),
+                 lambda x: trainer._joint_step(x, 1.0))):
+            pair.reset_reference()
+            pair.reset_ours()
+            t = paired_steps(paper_step, our_step, batches, n_steps, warmup=min(size.warmup * 2, n_steps - 1))
+            rows.append(make_row(size.name, measure, t["paper"]["seconds"], t["ours"]["seconds"], **_wall(t),
+                                 steps=len(t["paper"]["seconds"]), notes="steps interleaved one by one"))
+            log(_line(rows[-1]))
 
     if "iw_nll" in groups:
         sentences = torch.cat(token_batches(1, size.iw_sentences, size.length, size.vocab_size, seed=seed + 2))

@@ -18,6 +18,8 @@ PathLike = Union[str, Path]
 #: measure -> (unit of the medians, what it is)
 MEASURES: Dict[str, tuple] = {
     "encoder_step": ("ms / step", "one inner (encoder-only) step"),
+    "encoder_step_paired": ("ms / step", "one inner step, the sides alternating step by step"),
+    "joint_step_paired": ("ms / step", "one joint (basic) step, the sides alternating step by step"),
     "basic_epoch": ("s / epoch", "a basic epoch (joint steps)"),
     "joint_step": ("ms / step", "a basic epoch per joint step"),
     "aggressive_epoch": ("s / epoch", "an aggressive epoch (window 15, cap 99)"),
@@ -28,7 +30,8 @@ MEASURES: Dict[str, tuple] = {
 }
 _SCALE = {"ms / step": 1e3, "s / epoch": 1.0, "s / update": 1.0, "ms / sentence": 1e3}
 #: (measure, sizes it applies to, minimum ratio): the issue's targets
-TARGETS = (("basic_epoch", None, 1.0), ("iw_nll", None, 1.5), ("aggressive_epoch", ("cpu", "paper"), 1.3),
+TARGETS = (("basic_epoch", None, 1.0), ("joint_step_paired", None, 1.0), ("iw_nll", None, 1.5),
+           ("aggressive_epoch", ("cpu", "paper"), 1.3), ("encoder_step_paired", ("cpu", "paper"), 1.3),
            ("aggressive_update", ("cpu", "paper"), 1.3))
 
 

@@ -12,7 +12,7 @@ import statistics
 import time
 from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence
 
-__all__ = ["interleave", "median", "ratio", "per_unit"]
+__all__ = ["interleave", "paired_steps", "median", "ratio", "per_unit"]
 
 
 def interleave(runs: Mapping[str, Callable[[], Any]], reps: int, *, warmup: int = 1,
@@ -59,6 +59,36 @@ def interleave(runs: Mapping[str, Callable[[], Any]], reps: int, *, warmup: int 
                 out[name]["seconds"].append(elapsed)
                 out[name]["wall"].append(wall)
                 out[name]["info"].append(info)
+    return out
+
+
+def paired_steps(paper_step: Callable[[Any], Any], our_step: Callable[[Any], Any], batches: Sequence[Any],
+                 n_steps: int, *, warmup: int = 2, clock: Callable[[], float] = time.process_time,
+                 wall_clock: Callable[[], float] = time.perf_counter) -> Dict[str, Dict[str, List[float]]]:
+    """One step of each side per batch, the order swapped every batch (P O, O P, P O, ...), over
+    ``n_steps`` batches cycling through ``batches``; the first ``warmup`` pairs untimed.
+
+    Returns:
+        ``{"paper": {"seconds": [...], "wall": [...]}, "ours": {...}}``, one entry per timed step.
+
+    Raises:
+        ValueError: no batches, ``n_steps < 1`` or ``warmup`` not in ``[0, n_steps)``.
+    """
+    if len(batches) == 0:
+        raise ValueError("batches is empty")
+    if n_steps < 1 or not 0 <= warmup < n_steps:
+        raise ValueError(f"need n_steps >= 1 and 0 <= warmup < n_steps, got n_steps {n_steps}, warmup {warmup}")
+    out: Dict[str, Dict[str, List[float]]] = {"paper": {"seconds": [], "wall": []}, "ours": {"seconds": [], "wall": []}}
+    sides = (("paper", paper_step), ("ours", our_step))
+    for i in range(n_steps):
+        x = batches[i % len(batches)]
+        for name, step in (sides if i % 2 == 0 else sides[::-1]):
+            wall, start = wall_clock(), clock()
+            step(x)
+            elapsed, wall = clock() - start, wall_clock() - wall
+            if i >= warmup:
+                out[name]["seconds"].append(elapsed)
+                out[name]["wall"].append(wall)
     return out
 
 
