@@ -231,3 +231,12 @@ def test_paper_loop_steps_and_our_epoch_on_a_stand_in():
     ours = build_ours(size)
     assert our_epoch(make_trainer(ours, aggressive=True, fixed_steps=2), batches) == {"inner_steps": 6}
     assert our_epoch(make_trainer(ours, aggressive=False), batches) == {"inner_steps": 0}
+
+
+def test_overhead_alternate_swaps_the_order_and_drops_warmup():
+    from benchmarks.vs_paper.overhead import alternate
+
+    calls = []
+    a, b = alternate(lambda x: calls.append(("a", x)), lambda x: calls.append(("b", x)), [1, 2], 3, warmup=1)
+    assert calls == [("a", 1), ("b", 1), ("b", 2), ("a", 2), ("a", 1), ("b", 1), ("b", 2), ("a", 2)]
+    assert a >= 0 and b >= 0
