@@ -1,6 +1,7 @@
 """Tests for examples.text.models: shapes, padding, batching over samples, initialisation."""
 import pytest
 import torch
+import torch.nn.functional as F
 
 from examples.text.models import LSTMDecoder, LSTMEncoder, init_paper_
 
@@ -139,3 +140,43 @@ def test_extra_padding_to_a_bucket_width_changes_no_likelihood():
     torch.testing.assert_close(dec.log_prob(wide, z), dec.log_prob(tight, z))
     for a, b in zip(enc(wide), enc(tight)):
         torch.testing.assert_close(a, b)
+
+def test_log_prob_without_grad_is_chunked_and_equal(monkeypatch):
+    # Under no_grad the output layer and softmax run a few rows at a time (IW-NLL speed); the result
+    # must be the one-call result: the same arithmetic per row, so equal to float32 rounding.
+    torch.manual_seed(0)
+    dec = LSTMDecoder(50, 8, 16, 3, pad_id=0)
+    dec.eval()
+    x = torch.randint(4, 50, (5, 9))
+    x[:, 0], x[3, 6:] = 1, 0  # one row right-padded: pad targets must add nothing in either path
+    x[3, 5] = 2
+    z = torch.randn(5, 7, 3)
+    expected = dec.log_prob(x, z).detach()  # grad enabled: the one-call path
+    monkeypatch.setattr(LSTMDecoder, "LOGIT_CHUNK_ELEMENTS", 50 * 13)
+    monkeypatch.setattr(LSTMDecoder, "MAX_CHUNK_ROWS", 1)  # 13 rows a chunk: 280 rows, a ragged last one
+    calls = []
+    original = F.cross_entropy
+
+    def counting(*args, **kwargs):
+        calls.append(args[0].shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(F, "cross_entropy", counting)
+    with torch.no_grad():
+        chunked = dec.log_prob(x, z)
+    assert calls == [13] * 21 + [280 - 13 * 21]
+    torch.testing.assert_close(chunked, expected, rtol=0, atol=1e-5)
+
+
+def test_encoder_without_padding_takes_the_final_state():
+    # A batch with no padding uses the LSTM's final state instead of the gather; a pad column added
+    # to the same sentences forces the gather path: the posteriors must agree.
+    enc, _ = _models()
+    x = torch.tensor([[BOS, 4, 5, 6, EOS], [BOS, 7, 8, 9, EOS]])
+    padded = torch.cat([x, torch.full((2, 1), PAD)], dim=1)
+    mean, logvar = enc(x)
+    mean_p, logvar_p = enc(padded)
+    torch.testing.assert_close(mean, mean_p, rtol=0, atol=1e-6)
+    torch.testing.assert_close(logvar, logvar_p, rtol=0, atol=1e-6)
+    mean.sum().backward()  # and the gradient reaches the encoder's weights through the final state
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in enc.parameters())
