@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Sequence
 from .data import prepare_splits
 from .reference import kill_children
 from .runner import run_all
-from .spec import MODES, SIDES, RunSpec, reference_seeds
+from .spec import MODES, OURS_CLIP, SIDES, RunSpec, reference_seeds
 from .table import format_markdown, format_table, read_json, write_json
 
 __all__ = ["build_parser", "main"]
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=5, help="epoch budget (the paper's: 50 synthetic, 100 text)")
     p.add_argument("--iw-samples", type=int, default=500, help="importance samples per test sentence (x100)")
     p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--ours-clip", choices=OURS_CLIP, default="library",
+                   help="our side's clipping in aggressive steps: the library's (default) or the paper's "
+                        "joint norm in inner steps (inner-joint) or in inner and decoder steps (joint)")
     p.add_argument("--seeds", type=int, nargs="+", help="default: the reference's first three seeds")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
@@ -98,7 +101,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         specs = [RunSpec(data=args.name, train=str(files["train"]), valid=str(files["valid"]),
                          test=str(files["test"]), embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
                          latent_dim=args.latent_dim, batch_size=args.batch_size, epochs=args.epochs,
-                         iw_samples=args.iw_samples, mode=mode, seed=seed, dropout=args.dropout)
+                         iw_samples=args.iw_samples, mode=mode, seed=seed, dropout=args.dropout,
+                         ours_clip=args.ours_clip)
                  for mode in args.modes for seed in seeds]
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
