@@ -507,3 +507,25 @@ def test_summarise_trace_reports_mean_max_and_first_divergence():
     assert out["kl"]["first_above_1e-4"] == 2 and out["kl"]["mean_diff"] == pytest.approx(-0.1 / 3)
     assert "grad_norm" not in out  # no such columns
     assert summarise_trace(rows[:1])["loss"]["first_above_1e-4"] == -1
+
+
+def test_side_label_and_relabel_put_clip_variants_beside_ours():
+    from benchmarks.parity.table import relabel, side_label
+    ref = _result("reference", "aggressive", 1, 1.4, 2, 47.0)
+    ref2 = _result("reference", "aggressive", 2, 1.5, 2, 47.2)
+    lib = [_result("ours", "aggressive", s, mi, 2, 48.0) for s, mi in ((1, 1.0), (2, 1.1))]
+    joint = [make_result({"data": "e", "mode": "aggressive", "seed": s, "ours_clip": "joint"}, "ours",
+                         {"metrics": {"kl": 1.0, "mi": mi, "au": 2, "iw_nll": 47.5, "neg_elbo": 48.5}})
+             for s, mi in ((1, 1.6), (2, 1.5))]
+    assert side_label(ref) == "reference" and side_label(lib[0]) == "ours" and side_label(joint[0]) == "ours/joint"
+    assert side_label(make_result({"data": "d", "mode": "basic", "seed": 1, "ours_clip": "library"}, "ours", {})) \
+        == "ours"
+    merged = relabel([ref, ref2] + lib + joint, "d")
+    assert {r["data"] for r in merged} == {"d"} and joint[0]["data"] == "e"  # copies; the input is unchanged
+    v = verdicts(merged)
+    assert set(v) == {"d", "d [ours/joint]"}
+    assert not v["d"]["mi"]["pass"] and v["d [ours/joint]"]["mi"]["pass"]
+    assert v["d [ours/joint]"]["mi"]["ours"] == pytest.approx(1.55)
+    text = format_table(merged)
+    assert "ours/joint" in text and "d [ours/joint] (aggressive): mi ours 1.550 >= ref 1.450" in text
+    assert text.index("ours/joint") > text.index("  ours  ")  # the variant's rows after ours' rows

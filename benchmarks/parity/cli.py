@@ -27,7 +27,7 @@ from .data import prepare_splits
 from .reference import kill_children
 from .runner import run_all
 from .spec import MODES, OURS_CLIP, SIDES, RunSpec, reference_seeds
-from .table import format_markdown, format_table, read_json, write_json
+from .table import format_markdown, format_table, read_json, relabel, write_json
 
 __all__ = ["build_parser", "main"]
 
@@ -63,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", help="scratch directory (default: a new temporary one, kept)")
     p.add_argument("--out", default="benchmarks/results/parity", help="directory of the JSON file")
     p.add_argument("--from-json", nargs="+", help="print the table of these JSON files instead of running")
+    p.add_argument("--data-label", help="with --from-json: show every run under this data label (to put "
+                                        "runs made under different --name's on the same data in one table)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return p
 
@@ -81,6 +83,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     args = parser.parse_args(argv)
     if args.from_json:
         results = [r for path in args.from_json for r in read_json(path)["results"]]
+        if args.data_label:
+            results = relabel(results, args.data_label)
         _print(results, args.markdown)
         return results
     if not args.data or not args.name:
