@@ -76,6 +76,7 @@ def test_parse_reads_the_final_evaluation_and_the_phase():
     assert m["au"] == 2 and (m["iw_nll"], m["iw_ppl"]) == (26.9876, 80.1234)
     assert out["aggressive_epochs"] == 2 and out["epochs_run"] == 3
     assert out["val_mi"] == [0.2, 0.15, 0.3]
+    assert out["val_neg_elbo"] == [29.0, 28.0, 28.5]
     assert (out["train_size"], out["vocab_size"]) == (40, 57)
     assert out["train_seconds"] is None and out["iw_seconds"] is None  # no time stamps in a string
 
@@ -370,3 +371,161 @@ def test_run_command_stamps_lines_and_kill_children_ends_runs(tmp_path):
     assert not worker.is_alive() and out["r"][0] != 0 and out["r"][2] < 60
     code, _, wall = run_command([sys.executable, "-c", "import time; time.sleep(60)"], tmp_path, {}, timeout=0.5)
     assert code != 0 and wall < 30
+
+
+# ---------------------------------------------------------------- the clipping options and the trace's helpers
+from benchmarks.parity.clipping import PaperClipTrainer, joint_clip_backward, joint_clip_factor  # noqa: E402
+from benchmarks.parity.trace import copy_weights, freeze_row, max_weight_diff, summarise_trace  # noqa: E402
+from examples.text.experiment import build_vae  # noqa: E402
+from examples.text.presets import Preset  # noqa: E402
+
+
+def _tiny_vae(seed=0, vocab=9):
+    torch.manual_seed(seed)
+    return build_vae(Preset(embed_dim=4, hidden_dim=5, latent_dim=2, batch_size=3, max_vocab=None,
+                            dropout_in=0.0, dropout_out=0.0), vocab)
+
+
+def _tiny_batch():
+    return torch.tensor([[1, 4, 5, 6, 2], [1, 7, 8, 4, 2], [1, 5, 5, 8, 2]])
+
+
+def test_spec_rejects_an_unknown_clip_mode(tmp_path):
+    assert _spec(tmp_path).ours_clip == "library"
+    assert RunSpec.from_dict({k: v for k, v in _spec(tmp_path).to_dict().items() if k != "ours_clip"}).ours_clip \
+        == "library"  # specs written before the option read as the library's rule
+    with pytest.raises(ValueError, match="ours_clip"):
+        _spec(tmp_path, ours_clip="paper")
+
+
+def test_joint_clip_factor_is_clip_grad_norm_s():
+    assert joint_clip_factor([3.0, 4.0], 5.0) == pytest.approx(5.0 / (5.0 + 1e-6))
+    assert joint_clip_factor([3.0, 4.0], 10.0) == 1.0
+    assert joint_clip_factor([6.0, 8.0], 5.0) == pytest.approx(0.5, rel=1e-6)
+    grads = [torch.full((2,), 6.0 / math.sqrt(2)), torch.full((2,), 8.0 / math.sqrt(2))]  # norms 6 and 8
+    params = [torch.zeros(2, requires_grad=True) for _ in grads]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    torch.nn.utils.clip_grad_norm_(params, 5.0)
+    assert float(params[0].grad.norm()) == pytest.approx(6.0 * joint_clip_factor([6.0, 8.0], 5.0), rel=1e-6)
+    with pytest.raises(ValueError, match="max_norm"):
+        joint_clip_factor([1.0], 0.0)
+
+
+def _grads(vae, x, max_norm):
+    """Both networks' gradients of the batch-mean loss, then the joint-norm clipping factor."""
+    vae.zero_grad(set_to_none=True)
+    torch.manual_seed(5)
+    vae.elbo(x).loss.mean().backward()
+    enc = [p.grad.clone() for p in vae.encoder.parameters()]
+    dec = [p.grad.clone() for p in vae.decoder.parameters()]
+    factor = joint_clip_factor([float(g.norm()) for g in enc + dec], max_norm)
+    vae.zero_grad(set_to_none=True)
+    return enc, dec, factor
+
+
+def test_joint_clip_backward_scales_the_encoder_by_the_joint_norm_and_drops_the_decoder():
+    vae, x = _tiny_vae(), _tiny_batch()
+    max_norm = 1e-3  # far below the joint norm, so the factor is < 1 and distinguishes the two rules
+    enc, dec, factor = _grads(vae, x, max_norm)
+    assert factor < 1.0
+    backward = joint_clip_backward(vae, max_norm)
+    torch.manual_seed(5)
+    backward(vae.elbo(x).loss.mean(), inputs=list(vae.encoder.parameters()))
+    for p, g in zip(vae.encoder.parameters(), enc):
+        torch.testing.assert_close(p.grad, g * factor, atol=0.0, rtol=1e-4)  # tiny values: no atol
+    assert all(p.grad is None for p in vae.decoder.parameters())
+    # the encoder-only norm of the result is below max_norm, so the trainer's own clip leaves it as is
+    assert float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in vae.encoder.parameters()]))) \
+        <= max_norm * (1 + 1e-5)
+    vae.zero_grad(set_to_none=True)
+    torch.manual_seed(5)
+    backward(vae.elbo(x).loss.mean())  # no inputs: a plain backward into both networks
+    for p, g in zip(vae.decoder.parameters(), dec):
+        torch.testing.assert_close(p.grad, g)
+
+
+def test_paper_clip_trainer_steps_one_network_with_the_joint_factor():
+    x, max_norm, lr = _tiny_batch(), 1e-3, 0.5
+    vae = _tiny_vae()
+    enc, dec, factor = _grads(vae, x, max_norm)
+    before_enc = [p.detach().clone() for p in vae.encoder.parameters()]
+    before_dec = [p.detach().clone() for p in vae.decoder.parameters()]
+    trainer = PaperClipTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=lr),
+                               torch.optim.SGD(vae.decoder.parameters(), lr=lr), clip_grad_norm=max_norm)
+    torch.manual_seed(5)
+    total, n = trainer._encoder_step(x, 1.0)
+    assert n == 3 and math.isfinite(float(total))
+    for p, b, g in zip(vae.encoder.parameters(), before_enc, enc):
+        torch.testing.assert_close(p.detach(), b - lr * factor * g, atol=1e-9, rtol=1e-5)
+    for p, b in zip(vae.decoder.parameters(), before_dec):
+        assert torch.equal(p.detach(), b)  # the decoder is not stepped in an inner step
+    vae2 = _tiny_vae()
+    enc2, dec2, factor2 = _grads(vae2, x, max_norm)
+    trainer2 = PaperClipTrainer(vae2, torch.optim.SGD(vae2.encoder.parameters(), lr=lr),
+                                torch.optim.SGD(vae2.decoder.parameters(), lr=lr), clip_grad_norm=max_norm)
+    torch.manual_seed(5)
+    terms, applied = trainer2._decoder_step(x, 1.0)
+    assert applied and terms.loss.shape == (3,) and not terms.loss.requires_grad
+    for p, b, g in zip(vae2.decoder.parameters(), before_dec, dec2):
+        torch.testing.assert_close(p.detach(), b - lr * factor2 * g, atol=1e-9, rtol=1e-5)
+    for p, b in zip(vae2.encoder.parameters(), before_enc):
+        assert torch.equal(p.detach(), b)
+
+
+def test_copy_weights_and_max_weight_diff():
+    a, b = _tiny_vae(seed=0), _tiny_vae(seed=1)
+    diff, _ = max_weight_diff(a, b)
+    assert diff > 0
+    names = copy_weights(a, b)
+    assert "decoder.pred_linear.weight" in names and max_weight_diff(a, b)[0] == 0.0
+    with torch.no_grad():
+        b.decoder.trans_linear.weight[0, 0] += 0.25
+    diff, where = max_weight_diff(a, b)
+    assert diff == pytest.approx(0.25) and where == "decoder.trans_linear.weight"
+    with pytest.raises(ValueError, match="shapes differ"):
+        copy_weights(a, _tiny_vae(vocab=10))
+    with pytest.raises(ValueError, match="names differ"):
+        copy_weights(a.encoder, b)
+
+
+def test_freeze_row_zeroes_that_row_s_gradient_only():
+    emb = torch.nn.Embedding(5, 3)
+    freeze_row(emb.weight, 4)
+    emb(torch.tensor([0, 4, 4, 2])).sum().backward()
+    assert torch.equal(emb.weight.grad[4], torch.zeros(3))
+    assert torch.equal(emb.weight.grad[0], torch.ones(3)) and torch.equal(emb.weight.grad[2], torch.ones(3))
+
+
+def test_summarise_trace_reports_mean_max_and_first_divergence():
+    rows = [{"ref_loss": 1.0, "ours_loss": 1.0, "ref_kl": 0.0, "ours_kl": 0.0},
+            {"ref_loss": 2.0, "ours_loss": 2.00001, "ref_kl": 0.0, "ours_kl": 0.0},
+            {"ref_loss": 3.0, "ours_loss": 3.5, "ref_kl": 0.1, "ours_kl": 0.0}]
+    out = summarise_trace(rows, keys=("loss", "kl", "grad_norm"))
+    assert out["loss"]["first_above_1e-4"] == 2 and out["loss"]["max_abs_diff"] == pytest.approx(0.5)
+    assert out["loss"]["mean_diff"] == pytest.approx((0.0 + 0.00001 + 0.5) / 3)
+    assert out["kl"]["first_above_1e-4"] == 2 and out["kl"]["mean_diff"] == pytest.approx(-0.1 / 3)
+    assert "grad_norm" not in out  # no such columns
+    assert summarise_trace(rows[:1])["loss"]["first_above_1e-4"] == -1
+
+
+def test_side_label_and_relabel_put_clip_variants_beside_ours():
+    from benchmarks.parity.table import relabel, side_label
+    ref = _result("reference", "aggressive", 1, 1.4, 2, 47.0)
+    ref2 = _result("reference", "aggressive", 2, 1.5, 2, 47.2)
+    lib = [_result("ours", "aggressive", s, mi, 2, 48.0) for s, mi in ((1, 1.0), (2, 1.1))]
+    joint = [make_result({"data": "e", "mode": "aggressive", "seed": s, "ours_clip": "joint"}, "ours",
+                         {"metrics": {"kl": 1.0, "mi": mi, "au": 2, "iw_nll": 47.5, "neg_elbo": 48.5}})
+             for s, mi in ((1, 1.6), (2, 1.5))]
+    assert side_label(ref) == "reference" and side_label(lib[0]) == "ours" and side_label(joint[0]) == "ours/joint"
+    assert side_label(make_result({"data": "d", "mode": "basic", "seed": 1, "ours_clip": "library"}, "ours", {})) \
+        == "ours"
+    merged = relabel([ref, ref2] + lib + joint, "d")
+    assert {r["data"] for r in merged} == {"d"} and joint[0]["data"] == "e"  # copies; the input is unchanged
+    v = verdicts(merged)
+    assert set(v) == {"d", "d [ours/joint]"}
+    assert not v["d"]["mi"]["pass"] and v["d [ours/joint]"]["mi"]["pass"]
+    assert v["d [ours/joint]"]["mi"]["ours"] == pytest.approx(1.55)
+    text = format_table(merged)
+    assert "ours/joint" in text and "d [ours/joint] (aggressive): mi ours 1.550 >= ref 1.450" in text
+    assert text.index("ours/joint") > text.index("  ours  ")  # the variant's rows after ours' rows

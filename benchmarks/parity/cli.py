@@ -26,8 +26,8 @@ from typing import Any, Dict, List, Optional, Sequence
 from .data import prepare_splits
 from .reference import kill_children
 from .runner import run_all
-from .spec import MODES, SIDES, RunSpec, reference_seeds
-from .table import format_markdown, format_table, read_json, write_json
+from .spec import MODES, OURS_CLIP, SIDES, RunSpec, reference_seeds
+from .table import format_markdown, format_table, read_json, relabel, write_json
 
 __all__ = ["build_parser", "main"]
 
@@ -50,6 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=5, help="epoch budget (the paper's: 50 synthetic, 100 text)")
     p.add_argument("--iw-samples", type=int, default=500, help="importance samples per test sentence (x100)")
     p.add_argument("--dropout", type=float, default=0.5)
+    p.add_argument("--ours-clip", choices=OURS_CLIP, default="library",
+                   help="our side's clipping in aggressive steps: the library's (default) or the paper's "
+                        "joint norm in inner steps (inner-joint) or in inner and decoder steps (joint)")
     p.add_argument("--seeds", type=int, nargs="+", help="default: the reference's first three seeds")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
@@ -60,6 +63,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work-dir", help="scratch directory (default: a new temporary one, kept)")
     p.add_argument("--out", default="benchmarks/results/parity", help="directory of the JSON file")
     p.add_argument("--from-json", nargs="+", help="print the table of these JSON files instead of running")
+    p.add_argument("--data-label", help="with --from-json: show every run under this data label (to put "
+                                        "runs made under different --name's on the same data in one table)")
     p.add_argument("--markdown", action="store_true", help="print a Markdown table")
     return p
 
@@ -78,6 +83,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     args = parser.parse_args(argv)
     if args.from_json:
         results = [r for path in args.from_json for r in read_json(path)["results"]]
+        if args.data_label:
+            results = relabel(results, args.data_label)
         _print(results, args.markdown)
         return results
     if not args.data or not args.name:
@@ -98,7 +105,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         specs = [RunSpec(data=args.name, train=str(files["train"]), valid=str(files["valid"]),
                          test=str(files["test"]), embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
                          latent_dim=args.latent_dim, batch_size=args.batch_size, epochs=args.epochs,
-                         iw_samples=args.iw_samples, mode=mode, seed=seed, dropout=args.dropout)
+                         iw_samples=args.iw_samples, mode=mode, seed=seed, dropout=args.dropout,
+                         ours_clip=args.ours_clip)
                  for mode in args.modes for seed in seeds]
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))

@@ -215,7 +215,7 @@ def parse_reference_output(output: Union[str, Sequence[Line]]) -> Dict[str, Any]
 
     Returns:
         ``{"metrics": {kl, mi, au, iw_nll, iw_ppl, neg_elbo, ppl}, "aggressive_epochs", "epochs_run",
-        "train_size", "vocab_size", "val_mi": [per epoch], "train_seconds", "iw_seconds"}``; the two
+        "train_size", "vocab_size", "val_mi": [per epoch], "val_neg_elbo": [per epoch], "train_seconds", "iw_seconds"}``; the two
         times are ``None`` without time stamps.
 
     Raises:
@@ -244,6 +244,7 @@ def parse_reference_output(output: Union[str, Sequence[Line]]) -> Dict[str, Any]
         "aggressive_epochs": sum(1 for t in texts if _PRE_MI.match(t)),
         "epochs_run": sum(1 for t in texts if _VAL.match(t)),
         "val_mi": [float(_VAL.match(t).group(3)) for t in texts if _VAL.match(t)],  # type: ignore[union-attr]
+        "val_neg_elbo": [float(_VAL.match(t).group(1)) for t in texts if _VAL.match(t)],  # type: ignore[union-attr]
         "train_size": _first_int(_TRAIN_SIZE, texts), "vocab_size": _first_int(_VOCAB, texts),
         "train_seconds": None, "iw_seconds": None,
     }

@@ -19,12 +19,14 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Union
 
-__all__ = ["RunSpec", "MODES", "SIDES", "reference_seeds", "IW_CHUNK"]
+__all__ = ["RunSpec", "MODES", "SIDES", "OURS_CLIP", "reference_seeds", "IW_CHUNK"]
 
 MODES = ("basic", "aggressive")
 SIDES = ("reference", "ours")
 #: The reference evaluates IW-NLL in chunks of this many samples and needs a multiple of it.
 IW_CHUNK = 100
+#: our side's clipping in aggressive steps (benchmarks.parity.clipping.CLIP_MODES)
+OURS_CLIP = ("library", "inner-joint", "joint")
 PathLike = Union[str, Path]
 
 
@@ -45,6 +47,9 @@ class RunSpec:
         mode: ``"basic"`` or ``"aggressive"``.
         seed: one of the reference's seeds (:func:`reference_seeds`).
         dropout: decoder input and output dropout (paper: 0.5 both).
+        ours_clip: how our side clips gradients in aggressive steps (the reference ignores it):
+            ``"library"`` (the trainer's own rule: the updated network's norm), ``"inner-joint"``
+            or ``"joint"`` (the paper's joint norm; see :mod:`benchmarks.parity.clipping`).
     """
 
     data: str
@@ -60,6 +65,7 @@ class RunSpec:
     mode: str
     seed: int
     dropout: float = 0.5
+    ours_clip: str = "library"
 
     def __post_init__(self) -> None:
         for name in ("embed_dim", "hidden_dim", "latent_dim", "batch_size", "epochs", "iw_samples"):
@@ -73,6 +79,8 @@ class RunSpec:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.ours_clip not in OURS_CLIP:
+            raise ValueError(f"ours_clip must be one of {OURS_CLIP}, got {self.ours_clip!r}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.data):
             raise ValueError(f"data must be a label of letters, digits, '_', '.', '-', got {self.data!r}")
 

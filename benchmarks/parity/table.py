@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .spec import MODES, SIDES
 
-__all__ = ["make_result", "aggregate", "verdicts", "format_table", "format_markdown", "write_json",
+__all__ = ["make_result", "side_label", "relabel", "aggregate", "verdicts", "format_table", "format_markdown", "write_json",
            "read_json", "FORMAT", "COLUMNS"]
 
 FORMAT = "benchmarks.parity/1"
@@ -34,6 +34,20 @@ def make_result(spec: Dict[str, Any], side: str, outcome: Dict[str, Any]) -> Dic
             "spec": dict(spec), **outcome}
 
 
+def side_label(result: Dict[str, Any]) -> str:
+    """The side as the table shows it: ``"reference"``, ``"ours"`` (the library's own clipping), or
+    ``"ours/<clip>"`` when our side ran with another ``ours_clip`` (:mod:`benchmarks.parity.clipping`)."""
+    side = result["side"]
+    clip = (result.get("spec") or {}).get("ours_clip", "library")
+    return side if side != "ours" or clip in (None, "library") else f"ours/{clip}"
+
+
+def relabel(results: Iterable[Dict[str, Any]], data: str) -> List[Dict[str, Any]]:
+    """Copies of ``results`` with the data label ``data`` (to compare runs made under different
+    ``--name``s on the same files in one table)."""
+    return [{**r, "data": data} for r in results]
+
+
 def _value(result: Dict[str, Any], key: str) -> Optional[float]:
     value = result.get(key) if key in _TOP else result.get("metrics", {}).get(key)
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
@@ -53,7 +67,7 @@ def _groups(results: Iterable[Dict[str, Any]]) -> Dict[Tuple[str, str, str], Lis
     for r in results:
         if r.get("error"):
             continue
-        groups.setdefault((r["data"], r["mode"], r["side"]), []).append(r)
+        groups.setdefault((r["data"], r["mode"], side_label(r)), []).append(r)
     return groups
 
 
@@ -68,33 +82,38 @@ def aggregate(results: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
 def verdicts(results: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     """Per data set, aggressive mode: ours vs reference on MI and AU (higher is better) and IW-NLL
     (lower is better). ``spread`` is the larger of the two sides' standard deviations over seeds;
-    a check passes when ``ours >= reference - spread`` (MI, AU) or ``ours <= reference + spread``."""
+    a check passes when ``ours >= reference - spread`` (MI, AU) or ``ours <= reference + spread``.
+    Keyed by the data label for our library's side, by ``"<data> [ours/<clip>]"`` for a variant."""
     agg = aggregate(results)
     out: Dict[str, Dict[str, Any]] = {}
     datas = sorted({key.split("/")[0] for key in agg})
     for data in datas:
-        ours, ref = agg.get(f"{data}/aggressive/ours"), agg.get(f"{data}/aggressive/reference")
-        if ours is None or ref is None:
-            continue
-        checks: Dict[str, Any] = {}
-        for key, higher_better in (("mi", True), ("au", True), ("iw_nll", False)):
-            o, r = ours[key], ref[key]
-            if o["mean"] is None or r["mean"] is None:
+        ref = agg.get(f"{data}/aggressive/reference")
+        sides = sorted({key[len(data) + len("/aggressive/"):] for key in agg
+                        if key.startswith(f"{data}/aggressive/ours")})
+        for side in sides:
+            ours = agg[f"{data}/aggressive/{side}"]
+            if ref is None:
                 continue
-            spread = max(o["sd"], r["sd"])
-            ok = o["mean"] >= r["mean"] - spread if higher_better else o["mean"] <= r["mean"] + spread
-            checks[key] = {"ours": o["mean"], "reference": r["mean"], "spread": spread, "pass": bool(ok)}
-        out[data] = checks
+            checks: Dict[str, Any] = {}
+            for key, higher_better in (("mi", True), ("au", True), ("iw_nll", False)):
+                o, r = ours[key], ref[key]
+                if o["mean"] is None or r["mean"] is None:
+                    continue
+                spread = max(o["sd"], r["sd"])
+                ok = o["mean"] >= r["mean"] - spread if higher_better else o["mean"] <= r["mean"] + spread
+                checks[key] = {"ours": o["mean"], "reference": r["mean"], "spread": spread, "pass": bool(ok)}
+            out[data if side == "ours" else f"{data} [{side}]"] = checks
     return out
 
 
 def _rows(results: Sequence[Dict[str, Any]]) -> List[List[str]]:
     rows: List[List[str]] = []
     mode_rank = {m: i for i, m in enumerate(MODES)}
-    side_rank = {s: i for i, s in enumerate(SIDES)}
+    side_rank = {s: i for i, s in enumerate(SIDES)}  # variants of ours ("ours/joint") after ours
     groups = _groups(results)
     agg = aggregate(results)
-    for key in sorted(groups, key=lambda k: (k[0], mode_rank.get(k[1], 9), side_rank.get(k[2], 9))):
+    for key in sorted(groups, key=lambda k: (k[0], mode_rank.get(k[1], 9), side_rank.get(k[2], 9), k[2])):
         data, mode, side = key
         for r in sorted(groups[key], key=lambda r: r["seed"]):
             cells = []

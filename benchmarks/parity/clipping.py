@@ -1,0 +1,94 @@
+"""The paper's gradient clipping in aggressive steps, for our side of the comparison (an option).
+
+In the paper's ``text.py`` every update back-propagates the loss into both networks and clips the
+*joint* gradient norm at 5 before stepping one of them: in the inner loop the encoder's step is
+scaled by ``5 / |(g_enc, g_dec)|`` when that joint norm exceeds 5, and in the decoder step the
+decoder's by the same factor. :class:`aggressive_vi.AggressiveTrainer` computes only the updated
+network's gradient and clips that network's norm (a documented deviation), so its steps are larger
+whenever the other network's gradient is large.
+
+Two ways to give our trainer the paper's rule, used when a :class:`~benchmarks.parity.spec.RunSpec`
+has ``ours_clip`` set:
+
+* ``"inner-joint"``: :func:`joint_clip_backward`, passed as the trainer's public ``backward=`` hook:
+  in inner steps it back-propagates into both networks, scales the encoder's gradient by the joint
+  clipping factor and drops the decoder's (the trainer's own clip of the encoder norm is then a
+  no-op). Decoder and joint steps are unchanged (the decoder step runs the encoder without gradient,
+  so its joint norm cannot be formed from the hook).
+* ``"joint"``: :class:`PaperClipTrainer`, the trainer with its inner and decoder steps replaced by
+  the paper's (both networks' gradients, joint norm clipped, one network stepped). It overrides
+  private methods of ``AggressiveTrainer``, so it is a diagnostic of this harness, not library API.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional, Sequence, Tuple
+
+import torch
+from torch import nn
+
+from aggressive_vi import AggressiveTrainer
+from aggressive_vi.model import ELBOTerms
+
+__all__ = ["CLIP_MODES", "joint_clip_factor", "joint_clip_backward", "PaperClipTrainer"]
+
+#: ``RunSpec.ours_clip`` values: the library's rule, the paper's in inner steps, the paper's in both.
+CLIP_MODES = ("library", "inner-joint", "joint")
+
+
+def joint_clip_factor(norms: Sequence[float], max_norm: float) -> float:
+    """The factor ``torch.nn.utils.clip_grad_norm_`` applies for gradients whose per-tensor norms are
+    ``norms``: ``min(1, max_norm / (total + 1e-6))`` with ``total`` their Euclidean norm."""
+    if max_norm <= 0:
+        raise ValueError(f"max_norm must be positive, got {max_norm}")
+    total = float(torch.linalg.vector_norm(torch.tensor([float(n) for n in norms], dtype=torch.float64)))
+    return min(1.0, max_norm / (total + 1e-6))
+
+
+def joint_clip_backward(model: nn.Module, max_norm: float) -> Callable[..., None]:
+    """A ``backward(loss, inputs=None)`` for ``AggressiveTrainer(backward=...)`` that clips inner
+    steps as the paper does: with ``inputs`` (the encoder's parameters, an inner step) the gradient of
+    every parameter of ``model`` is computed, the joint norm clipped at ``max_norm``, and all but the
+    ``inputs``' gradients dropped; without ``inputs`` it is plain ``torch.autograd.backward``."""
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    def backward(loss: torch.Tensor, inputs: Optional[Sequence[torch.Tensor]] = None) -> None:
+        if inputs is None:
+            torch.autograd.backward(loss)
+            return
+        keep = {id(p) for p in inputs}
+        for p in params:
+            p.grad = None
+        torch.autograd.backward(loss)
+        torch.nn.utils.clip_grad_norm_(params, max_norm)
+        for p in params:
+            if id(p) not in keep:
+                p.grad = None
+
+    return backward
+
+
+class PaperClipTrainer(AggressiveTrainer):
+    """:class:`AggressiveTrainer` whose inner and decoder steps compute both networks' gradients,
+    clip their joint norm and step only the network being updated (the paper's ``text.py``).
+    Basic (joint) steps are the library's, which already clip the joint norm."""
+
+    def _paper_backward(self, x: Any, kl_weight: float) -> ELBOTerms:
+        self.enc_opt.zero_grad(set_to_none=True)
+        self.dec_opt.zero_grad(set_to_none=True)
+        terms = self.vae.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
+        terms.loss.mean().backward()
+        torch.nn.utils.clip_grad_norm_(self._enc_params + self._dec_params, self.clip_grad_norm)
+        return terms
+
+    def _encoder_step(self, x: Any, kl_weight: float) -> Optional[Tuple[torch.Tensor, int]]:
+        terms = self._paper_backward(x, kl_weight)
+        self.enc_opt.step()
+        self.dec_opt.zero_grad(set_to_none=True)
+        return terms.loss.detach().sum().double(), terms.loss.shape[0]
+
+    def _decoder_step(self, x: Any, kl_weight: float) -> Tuple[ELBOTerms, bool]:
+        terms = self._paper_backward(x, kl_weight)
+        self.dec_opt.step()
+        self.enc_opt.zero_grad(set_to_none=True)
+        self.dec_opt.zero_grad(set_to_none=True)
+        return ELBOTerms(*(t.detach() for t in terms)), True
