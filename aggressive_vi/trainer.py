@@ -55,7 +55,10 @@ from .inner_loop import EncoderUpdate, catch_up_encoder
 from .model import ELBOTerms, as_vae
 from .protocols import KLSchedule, StoppingCriterion, TrainingEvent, optional_state
 
-__all__ = ["AggressiveTrainer"]
+__all__ = ["AggressiveTrainer", "CLIP_SCOPES"]
+
+#: ``AggressiveTrainer(clip_scope=...)``: the updated network's norm, or the paper's joint norm.
+CLIP_SCOPES = ("network", "joint")
 
 
 def _optimizer_params(optimizer: torch.optim.Optimizer) -> List[torch.Tensor]:
@@ -95,6 +98,13 @@ class AggressiveTrainer:
         window: inner steps per window of the catch-up test (paper: 15 text, 10 images).
         max_inner_steps: cap on inner steps per decoder update (paper: 100).
         clip_grad_norm: max gradient norm (paper: 5.0); ``None`` disables clipping.
+        clip_scope: whose gradient norm is clipped in inner and decoder steps: ``"network"``
+            (default): the network being updated, and only its gradient is computed; ``"joint"``: the
+            paper's rule, both networks' gradients computed and their joint norm clipped, then only
+            the one network stepped (the other's gradient is dropped). ``"joint"`` costs the other
+            network's backward pass in every step; in the side-by-side runs against the paper's code
+            it is what made the synthetic nz=2 MI match (docs/results.md). Joint steps of basic
+            training clip the joint norm either way.
         n_samples: z samples per example in the training ELBO (paper: 1).
         au_threshold: variance threshold of the validation active-unit count (paper: 0.01).
         mi_estimator: how the validation MI (``EpochRecord.val_mi``, with ``val_mi_stderr``) is
@@ -152,6 +162,7 @@ class AggressiveTrainer:
         window: int = 15,
         max_inner_steps: int = 100,
         clip_grad_norm: Optional[float] = 5.0,
+        clip_scope: str = "network",
         n_samples: int = 1,
         au_threshold: float = 0.01,
         mi_estimator: str = "minibatch",
@@ -176,6 +187,7 @@ class AggressiveTrainer:
         self.max_inner_steps = positive_int("max_inner_steps", max_inner_steps)
         self.n_samples = positive_int("n_samples", n_samples)
         self.clip_grad_norm = positive_float_or_none("clip_grad_norm", clip_grad_norm)
+        self.clip_scope = one_of("clip_scope", clip_scope, CLIP_SCOPES)
         self.on_nonfinite = one_of("on_nonfinite", on_nonfinite, ON_NONFINITE)
         self.stopping: StoppingCriterion = stopping_or_default(stopping)
         self.kl_schedule: KLSchedule = kl_schedule_or_default(kl_schedule)
@@ -399,21 +411,29 @@ class AggressiveTrainer:
         """The update itself, reading nothing on the host (what ``inner_step="cuda_graph"``
         captures): ``(summed loss, examples, applied, error)``. ``kl_weight``: a float, or the 0-d
         tensor the captured step reads."""
+        joint = self.clip_scope == "joint"
         self.enc_opt.zero_grad(set_to_none=True)
+        if joint:
+            self.dec_opt.zero_grad(set_to_none=True)
+        net = self.nets.joint if joint else self.nets.inner  # joint: both gradients (DDP-synced)
         with self.precision.autocast(cache_enabled=self._captured is None):
-            terms = self.nets.inner.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
+            terms = net.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
         scaler = self.precision.scaler("encoder")
         loss = terms.loss.mean()
-        self.backward(scaler.scale(loss) if scaler is not None else loss, inputs=self._enc_params)
+        targets = self._enc_params + self._dec_params if joint else self._enc_params
+        self.backward(scaler.scale(loss) if scaler is not None else loss, inputs=targets)
         if scaler is not None:
-            scaler.unscale_(self.enc_opt)
-        finite = finite_flag(terms.loss, self._enc_params, self.clip_grad_norm)
+            for opt in ((self.enc_opt, self.dec_opt) if joint else (self.enc_opt,)):
+                scaler.unscale_(opt)
+        finite = finite_flag(terms.loss, targets, self.clip_grad_norm)
         raising = self.on_nonfinite == "raise"
         applied = finite & self._inner_ok if raising else finite
         error = ~finite if scaler is None else torch.zeros_like(finite)  # overflow: routine
         if raising:
             self._inner_ok.logical_and_(~error)  # in place: the captured graph holds this buffer
         self._enc_gate(applied)
+        if joint:
+            self.dec_opt.zero_grad(set_to_none=True)  # it served the joint norm only
         if scaler is not None:
             scaler.update()
         return terms.loss.detach().sum().double(), terms.loss.shape[0], applied, error
@@ -438,6 +458,16 @@ class AggressiveTrainer:
         """One decoder-only update on ``x``; the encoder runs without gradient.
 
         Returns the batch's terms and whether the update was applied (not skipped)."""
+        if self.clip_scope == "joint":  # the paper's: both gradients, joint norm clipped, decoder stepped
+            self.enc_opt.zero_grad(set_to_none=True)
+            self.dec_opt.zero_grad(set_to_none=True)
+            with self.precision.autocast():
+                terms = self.nets.joint.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
+            applied = self._backward_and_step(terms.loss, self._enc_params + self._dec_params,
+                                              [self.dec_opt], "decoder", x, unscale=[self.enc_opt])
+            self.enc_opt.zero_grad(set_to_none=True)
+            self.dec_opt.zero_grad(set_to_none=True)
+            return _detached(terms), applied
         with self.precision.autocast():
             with torch.no_grad():
                 mean, logvar = self.nets.decoder.encode(x)
@@ -460,19 +490,21 @@ class AggressiveTrainer:
 
     # ------------------------------------------------------------------ helpers
     def _backward_and_step(self, loss: torch.Tensor, params: Sequence[torch.Tensor],
-                           optimizers: Sequence[torch.optim.Optimizer], phase: str, x: Any) -> bool:
+                           optimizers: Sequence[torch.optim.Optimizer], phase: str, x: Any,
+                           unscale: Sequence[torch.optim.Optimizer] = ()) -> bool:
         """Back-propagate ``loss.mean()`` (scaled under fp16), unscale, clip, check (one host
         read) and step the optimisers; ``True`` when applied.
 
         A non-finite step drops the gradients and, with ``on_nonfinite="raise"`` and no grad scaler,
         raises a :class:`NonFiniteError` naming where it happened (the model keeps its last finite
         state). Under fp16 a non-finite step is the scaler's overflow: skipped, and the scale lowered.
+        ``unscale``: optimisers whose gradients are computed (and unscaled) but not stepped.
         """
         scaler = self.precision.scaler("decoder")
         mean = loss.mean()
         self.backward(scaler.scale(mean) if scaler is not None else mean)
         if scaler is not None:
-            for opt in optimizers:
+            for opt in (*optimizers, *unscale):
                 scaler.unscale_(opt)
         applied = bool(finite_flag(loss, params, self.clip_grad_norm))  # the step's one host read
         if applied:
@@ -648,7 +680,8 @@ class AggressiveTrainer:
             }},
             "world_size": world_size(),
             "config": {"window": self.window, "max_inner_steps": self.max_inner_steps,
-                       "clip_grad_norm": self.clip_grad_norm, "n_samples": self.n_samples,
+                       "clip_grad_norm": self.clip_grad_norm, "clip_scope": self.clip_scope,
+                       "n_samples": self.n_samples,
                        "on_nonfinite": self.on_nonfinite, "precision": self.precision.name},
         }
 

@@ -374,7 +374,8 @@ def test_run_command_stamps_lines_and_kill_children_ends_runs(tmp_path):
 
 
 # ---------------------------------------------------------------- the clipping options and the trace's helpers
-from benchmarks.parity.clipping import PaperClipTrainer, joint_clip_backward, joint_clip_factor  # noqa: E402
+from aggressive_vi import AggressiveTrainer  # noqa: E402
+from benchmarks.parity.clipping import joint_clip_backward, joint_clip_factor  # noqa: E402
 from benchmarks.parity.trace import copy_weights, freeze_row, max_weight_diff, summarise_trace  # noqa: E402
 from examples.text.experiment import build_vae  # noqa: E402
 from examples.text.presets import Preset  # noqa: E402
@@ -445,25 +446,28 @@ def test_joint_clip_backward_scales_the_encoder_by_the_joint_norm_and_drops_the_
         torch.testing.assert_close(p.grad, g)
 
 
-def test_paper_clip_trainer_steps_one_network_with_the_joint_factor():
+def test_clip_scope_joint_steps_one_network_with_the_joint_factor():
     x, max_norm, lr = _tiny_batch(), 1e-3, 0.5
     vae = _tiny_vae()
     enc, dec, factor = _grads(vae, x, max_norm)
     before_enc = [p.detach().clone() for p in vae.encoder.parameters()]
     before_dec = [p.detach().clone() for p in vae.decoder.parameters()]
-    trainer = PaperClipTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=lr),
-                               torch.optim.SGD(vae.decoder.parameters(), lr=lr), clip_grad_norm=max_norm)
+    trainer = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=lr),
+                                torch.optim.SGD(vae.decoder.parameters(), lr=lr), clip_grad_norm=max_norm,
+                                clip_scope="joint")
     torch.manual_seed(5)
-    total, n = trainer._encoder_step(x, 1.0)
-    assert n == 3 and math.isfinite(float(total))
+    update = trainer._encoder_step(x, 1.0)
+    assert update.examples == 3 and math.isfinite(float(update.loss)) and bool(update.applied)
+    assert all(p.grad is None for p in vae.decoder.parameters())  # the decoder's gradient is dropped
     for p, b, g in zip(vae.encoder.parameters(), before_enc, enc):
         torch.testing.assert_close(p.detach(), b - lr * factor * g, atol=1e-9, rtol=1e-5)
     for p, b in zip(vae.decoder.parameters(), before_dec):
         assert torch.equal(p.detach(), b)  # the decoder is not stepped in an inner step
     vae2 = _tiny_vae()
     enc2, dec2, factor2 = _grads(vae2, x, max_norm)
-    trainer2 = PaperClipTrainer(vae2, torch.optim.SGD(vae2.encoder.parameters(), lr=lr),
-                                torch.optim.SGD(vae2.decoder.parameters(), lr=lr), clip_grad_norm=max_norm)
+    trainer2 = AggressiveTrainer(vae2, torch.optim.SGD(vae2.encoder.parameters(), lr=lr),
+                                 torch.optim.SGD(vae2.decoder.parameters(), lr=lr), clip_grad_norm=max_norm,
+                                 clip_scope="joint")
     torch.manual_seed(5)
     terms, applied = trainer2._decoder_step(x, 1.0)
     assert applied and terms.loss.shape == (3,) and not terms.loss.requires_grad

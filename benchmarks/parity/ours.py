@@ -34,7 +34,7 @@ from examples.text.experiment import build_vae, json_safe
 from examples.text.presets import Preset
 
 from .batches import RandomBatches, ShuffledBatches, equal_length_batches
-from .clipping import PaperClipTrainer, joint_clip_backward
+from .clipping import joint_clip_backward
 from .spec import IW_CHUNK, RunSpec
 
 __all__ = ["run_ours", "build_vocab", "MAX_INNER_STEPS", "WINDOW", "main"]
@@ -78,9 +78,10 @@ def run_ours(spec: RunSpec, *, threads: Optional[int] = 1) -> Dict[str, Any]:
     decay = LRDecayOnPlateau(patience=preset.decay_patience, factor=preset.decay_factor,
                              min_epoch=preset.decay_min_epoch, max_decays=preset.max_decays,
                              compare_to="previous", restore_best=True)
-    trainer_cls = PaperClipTrainer if spec.ours_clip == "joint" else AggressiveTrainer
-    extra = {"backward": joint_clip_backward(vae, CLIP)} if spec.ours_clip == "inner-joint" else {}
-    trainer = trainer_cls(vae, enc_opt, dec_opt, stopping=MIPlateau(), kl_schedule=ConstantKL(1.0),
+    extra: Dict[str, Any] = {"clip_scope": "joint"} if spec.ours_clip == "joint" else {}
+    if spec.ours_clip == "inner-joint":
+        extra["backward"] = joint_clip_backward(vae, CLIP)
+    trainer = AggressiveTrainer(vae, enc_opt, dec_opt, stopping=MIPlateau(), kl_schedule=ConstantKL(1.0),
                           aggressive=spec.aggressive, window=WINDOW, max_inner_steps=MAX_INNER_STEPS,
                           clip_grad_norm=CLIP, callbacks=[decay], **extra)
     train = ShuffledBatches(batches["train"], seed=spec.seed)

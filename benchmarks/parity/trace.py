@@ -36,7 +36,7 @@ from aggressive_vi import AggressiveTrainer, ConstantKL, FixedSteps
 from examples.text.experiment import build_vae
 from examples.text.presets import Preset
 
-from .clipping import CLIP_MODES, PaperClipTrainer, joint_clip_backward
+from .clipping import CLIP_MODES, joint_clip_backward
 from .reference import prepare_reference
 
 __all__ = ["load_reference", "build_reference_vae", "copy_weights", "max_weight_diff", "summarise_trace",
@@ -284,11 +284,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     r_dec = torch.optim.SGD(ref_vae.decoder.parameters(), lr=1.0, momentum=0)
     o_enc = torch.optim.SGD(ours.encoder.parameters(), lr=1.0, momentum=0)
     o_dec = torch.optim.SGD(ours.decoder.parameters(), lr=1.0, momentum=0)
-    trainer_cls = PaperClipTrainer if args.ours_clip == "joint" else AggressiveTrainer
-    trainer = trainer_cls(ours, o_enc, o_dec, stopping=FixedSteps(10 ** 9), kl_schedule=ConstantKL(1.0),
+    extra: Dict[str, Any] = {"clip_scope": "joint"} if args.ours_clip == "joint" else {}
+    if args.ours_clip == "inner-joint":
+        extra["backward"] = joint_clip_backward(ours, 5.0)
+    trainer = AggressiveTrainer(ours, o_enc, o_dec, stopping=FixedSteps(10 ** 9), kl_schedule=ConstantKL(1.0),
                                 aggressive=args.mode == "aggressive", window=15, max_inner_steps=99,
-                                clip_grad_norm=5.0,
-                                **({"backward": joint_clip_backward(ours, 5.0)} if args.ours_clip == "inner-joint" else {}))
+                                clip_grad_norm=5.0, **extra)
 
     order_rng = np.random.RandomState(args.seed)
     rows: List[Dict[str, float]] = []
