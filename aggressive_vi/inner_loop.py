@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional, Tuple
 
 import torch
 
+from .catch_up import CatchUpRule, Evaluate, run_rule
 from .distributed import all_reduce_sum
 
 __all__ = ["EncoderStep", "catch_up_encoder"]
@@ -28,7 +29,8 @@ EncoderStep = Callable[[Any], Optional[Tuple[torch.Tensor, int]]]
 
 def catch_up_encoder(step: EncoderStep, x: Any, next_input: Callable[[], Any], *, window: int,
                      max_steps: int, device: Optional[torch.device],
-                     on_step: Optional[Callable[[int], None]] = None) -> Tuple[int, int]:
+                     on_step: Optional[Callable[[int], None]] = None,
+                     rule: Optional[CatchUpRule] = None, evaluate: Optional[Evaluate] = None) -> Tuple[int, int]:
     """Encoder-only steps until the inference network stops improving.
 
     Args:
@@ -39,10 +41,15 @@ def catch_up_encoder(step: EncoderStep, x: Any, next_input: Callable[[], Any], *
         max_steps: cap on the steps (paper: 100).
         device: where the window's loss is summed.
         on_step: called with the 1-based step number before each step (for error messages).
+        rule: another stopping rule (:mod:`aggressive_vi.catch_up`); ``None``: the window test above.
+        evaluate: a loss without update, for rules that need one (``ProbeTest``).
 
     Returns:
         ``(steps taken, steps skipped for a non-finite loss or gradient)``.
     """
+    if rule is not None:
+        return run_rule(step, x, next_input, rule=rule, max_steps=max_steps, device=device,
+                        evaluate=evaluate, on_step=on_step)
     window_loss = torch.zeros((), dtype=torch.float64, device=device)  # summed on the device
     window_count = 0  # examples in the window's applied steps (known on the host)
     previous = math.inf

@@ -41,6 +41,7 @@ from ._impl.progress import EpochInProgress
 from ._impl.rng import rng_state, set_rng_state
 from ._impl.streams import InnerStream
 from .callbacks import PrintLogger, ProgressBar, StepInfo
+from .catch_up import catch_up_rule, probe_evaluator
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, load_plain_state_dict, plain_state_dict
 from .distributed import (TrainingNetworks, all_gather_object, any_rank,
                           check_collective_device, is_distributed, rank, world_size)
@@ -91,6 +92,9 @@ class AggressiveTrainer:
         aggressive: ``False`` gives basic VAE training from the start (the baseline).
         window: inner steps per window of the catch-up test (paper: 15 text, 10 images).
         max_inner_steps: cap on inner steps per decoder update (paper: 100).
+        catch_up: when an inner loop ends: ``None`` (default), the paper's window test; ``"paper"``
+            the same as a rule object; ``"probe"`` a paired test on the decoder update's minibatch
+            every ``window`` steps; or a rule object (:mod:`aggressive_vi.catch_up`).
         clip_grad_norm: max gradient norm (paper: 5.0); ``None`` disables clipping.
         n_samples: z samples per example in the training ELBO (paper: 1).
         au_threshold: variance threshold of the validation active-unit count (paper: 0.01).
@@ -132,6 +136,7 @@ class AggressiveTrainer:
         aggressive: bool = True,
         window: int = 15,
         max_inner_steps: int = 100,
+        catch_up: Any = None,
         clip_grad_norm: Optional[float] = 5.0,
         n_samples: int = 1,
         au_threshold: float = 0.01,
@@ -152,6 +157,7 @@ class AggressiveTrainer:
         _check_optimizer("dec_opt", dec_opt, self.vae.decoder, "decoder", self.vae.encoder, "encoder")
         self.window = positive_int("window", window)
         self.max_inner_steps = positive_int("max_inner_steps", max_inner_steps)
+        self.catch_up = catch_up_rule("catch_up", catch_up, self.window)
         self.n_samples = positive_int("n_samples", n_samples)
         self.clip_grad_norm = positive_float_or_none("clip_grad_norm", clip_grad_norm)
         self.on_nonfinite = one_of("on_nonfinite", on_nonfinite, ON_NONFINITE)
@@ -320,10 +326,13 @@ class AggressiveTrainer:
             ``(steps taken, steps skipped for a non-finite loss or gradient)``.
         """
         device = model_device(self.vae)
+        evaluate = None if self.catch_up is None else probe_evaluator(
+            lambda bx: self.nets.inner.elbo(bx, kl_weight=kl_weight, n_samples=self.n_samples).loss, device)
         steps, skipped = catch_up_encoder(
             lambda batch_x: self._encoder_step(batch_x, kl_weight), x,
             lambda: self._input(next(inner), device), window=self.window,
-            max_steps=self.max_inner_steps, device=device, on_step=self._set_inner_step)
+            max_steps=self.max_inner_steps, device=device, on_step=self._set_inner_step,
+            rule=self.catch_up, evaluate=evaluate)
         self._inner_step = 0
         self.enc_opt.zero_grad(set_to_none=True)  # no stale encoder gradient outlives the loop
         return steps, skipped
