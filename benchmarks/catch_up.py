@@ -25,7 +25,8 @@ Data sets (``--data``):
   ``MIPlateau(patience=1, cumulative=False)``; ``--max-train`` sentences (default 1000), 500 valid/test,
   IW-NLL with 500 samples on the first 200 test sentences;
 * ``text``: the ``examples.text`` ``cpu`` preset on the bundled corpus (SGD lr 1.0, KL annealed from 0.1
-  over ``--warm-up`` epochs, at most 1 aggressive epoch), ``--max-train`` sentences (default 1200),
+  over ``--warm-up`` epochs, at most ``--max-aggressive-epochs`` aggressive epochs, default 1),
+  ``--max-train`` sentences (default 1200),
   300 valid/test, IW-NLL with 500 samples on the first 100 test sentences.
 
 The JSON (``--out``) is rewritten after every run, so a killed job leaves what finished.
@@ -74,7 +75,7 @@ def budget_for(data: str, args: argparse.Namespace) -> Budget:
         return Budget(epochs=args.epochs or 2, warm_up=1, max_train=args.max_train or 1000, max_eval=500,
                       iw_samples=500, max_iw=200)
     return Budget(epochs=args.epochs or 3, warm_up=args.warm_up, max_train=args.max_train or 1200, max_eval=300,
-                  iw_samples=500, max_aggressive_epochs=1, max_iw=100)
+                  iw_samples=500, max_aggressive_epochs=args.max_aggressive_epochs, max_iw=100)
 
 
 def run(data: str, spec: str, seed: int, budget: Budget, window: int, max_inner: int) -> Dict[str, Any]:
@@ -170,6 +171,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--max-train", type=int, default=None)
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--warm-up", type=float, default=1.5, help="text: epochs of KL annealing from 0.1 to 1")
+    p.add_argument("--max-aggressive-epochs", type=int, default=1, help="text: cap on aggressive epochs")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--from-json", action="store_true", help="print the table of --out without training")

@@ -189,3 +189,28 @@ def test_trainer_rejects_a_bad_catch_up():
         train("fastest")
     with pytest.raises(TypeError, match="catch_up"):
         train(itertools.count())
+
+
+# ------------------------------------------------------------------ the benchmark's helpers (no training)
+def test_benchmark_rule_specs_and_verdict():
+    from benchmarks.catch_up import aggregate, make_rule
+
+    assert make_rule("paper", 15) is None
+    assert repr(make_rule("probe:4:0.5", 15)) == "ProbeTest(window=4, tolerance=0.5)"
+    assert repr(make_rule("first_loss", 9)) == "PaperWindowTest(window=9, start='first_loss')"
+    assert repr(make_rule("fixed:7", 15)) == "FixedCount(steps=7)"
+    with pytest.raises(ValueError, match="--rules"):
+        make_rule("probe", 15)
+
+    def fake(rule, seed, steps, mi, au, nll):
+        return {"data": "d", "rule": rule, "seed": seed, "inner_steps_per_update": steps,
+                "probe_forwards_per_update": 0.0, "train_seconds": 1.0,
+                "metrics": {"iw_nll": nll, "neg_elbo": nll, "kl": mi, "mi": mi, "au": au}}
+
+    runs = [fake("paper", 0, 40, 1.0, 1, 50.0), fake("paper", 1, 40, 1.2, 1, 52.0),
+            fake("cheap", 0, 18, 1.1, 1, 51.0), fake("cheap", 1, 22, 1.1, 1, 51.0),  # mean 20 = half of 40
+            fake("bad", 0, 10, 0.1, 0, 60.0), fake("bad", 1, 10, 0.1, 0, 60.0)]
+    summary = aggregate(runs)["d"]
+    assert summary["cheap"]["verdict"]["meets_aim"] is True
+    assert summary["bad"]["verdict"]["quality_within_paper_spread"] == {"mi": False, "au": False, "iw_nll": False}
+    assert summary["bad"]["verdict"]["at_most_half_the_steps"] is True and not summary["bad"]["verdict"]["meets_aim"]
