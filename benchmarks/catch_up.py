@@ -13,8 +13,8 @@ inner steps.
 Rules (``--rules``):
 
 * ``paper``: the default, ``catch_up=None`` (the paper's window test, window ``--window``);
-* ``first_loss``: ``PaperWindowTest(window, start="first_loss")`` (the first window against the
-  decoder update's minibatch before any encoder step);
+* ``first_loss`` or ``first_loss:W``: ``PaperWindowTest(window or W, start="first_loss")`` (the first
+  window against the decoder update's minibatch before any encoder step);
 * ``probe:W`` or ``probe:W:TOL``: ``ProbeTest(W, tolerance=TOL)``;
 * ``fixed:N``: ``FixedCount(N)``, N steps per update and no test (reference points of the curve).
 
@@ -57,17 +57,17 @@ QUALITY = ("mi", "au", "iw_nll")
 
 
 def make_rule(spec: str, window: int) -> Any:
-    """``paper`` -> None (the trainer's default), ``first_loss``, ``probe:W[:TOL]``, ``fixed:N``."""
+    """``paper`` -> None (the trainer's default), ``first_loss[:W]``, ``probe:W[:TOL]``, ``fixed:N``."""
     if spec == "paper":
         return None
-    if spec == "first_loss":
-        return PaperWindowTest(window, start="first_loss")
     parts = spec.split(":")
+    if parts[0] == "first_loss" and len(parts) <= 2:
+        return PaperWindowTest(int(parts[1]) if len(parts) == 2 else window, start="first_loss")
     if parts[0] == "fixed" and len(parts) == 2:
         return FixedCount(int(parts[1]))
     if parts[0] == "probe" and len(parts) in (2, 3):
         return ProbeTest(int(parts[1]), tolerance=float(parts[2]) if len(parts) == 3 else 0.0)
-    raise ValueError(f"--rules: unknown rule {spec!r}; expected paper, first_loss, probe:W, probe:W:TOL or fixed:N")
+    raise ValueError(f"--rules: unknown rule {spec!r}; expected paper, first_loss[:W], probe:W[:TOL] or fixed:N")
 
 
 def budget_for(data: str, args: argparse.Namespace) -> Budget:

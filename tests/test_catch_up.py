@@ -198,6 +198,7 @@ def test_benchmark_rule_specs_and_verdict():
     assert make_rule("paper", 15) is None
     assert repr(make_rule("probe:4:0.5", 15)) == "ProbeTest(window=4, tolerance=0.5)"
     assert repr(make_rule("first_loss", 9)) == "PaperWindowTest(window=9, start='first_loss')"
+    assert repr(make_rule("first_loss:4", 9)) == "PaperWindowTest(window=4, start='first_loss')"
     assert repr(make_rule("fixed:7", 15)) == "FixedCount(steps=7)"
     with pytest.raises(ValueError, match="--rules"):
         make_rule("probe", 15)
