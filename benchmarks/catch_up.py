@@ -7,8 +7,8 @@ Trains the aggressive row of the reproduction study (``benchmarks.reproduce``) o
 seed, from the same initialisation and batch order, and reports on the test split: inner steps per
 aggressive decoder update, probe forward passes per update, IW-NLL, -ELBO, KL, MI, AU (nats) and
 training seconds; then mean and standard deviation over seeds per rule, and whether each rule's mean
-MI, AU and IW-NLL lie within the paper rule's spread (its min-max over seeds) with at most half its
-inner steps.
+MI, AU and IW-NLL are no worse than the paper rule's worst seed (MI and AU at least its minimum over
+seeds, IW-NLL at most its maximum) with at most half its inner steps.
 
 Rules (``--rules``):
 
@@ -128,7 +128,10 @@ def aggregate(runs: List[Dict[str, Any]]) -> Dict[str, Any]:
             for spec, agg in rules.items():
                 if spec == "paper":
                     continue
-                within = {k: paper[k]["min"] <= agg[k]["mean"] <= paper[k]["max"] for k in QUALITY}
+                # "the same quality within the spread over seeds": the rule's mean no worse than the paper
+                # rule's worst seed (MI and AU at least its minimum, IW-NLL at most its maximum)
+                within = {"mi": agg["mi"]["mean"] >= paper["mi"]["min"], "au": agg["au"]["mean"] >= paper["au"]["min"],
+                          "iw_nll": agg["iw_nll"]["mean"] <= paper["iw_nll"]["max"]}
                 half = agg["inner_steps_per_update"]["mean"] <= 0.5 * paper["inner_steps_per_update"]["mean"]
                 agg["verdict"] = {"quality_within_paper_spread": within, "at_most_half_the_steps": half,
                                   "meets_aim": all(within.values()) and half,
@@ -156,9 +159,34 @@ def format_table(runs: List[Dict[str, Any]], summary: Dict[str, Any]) -> str:
         for spec, agg in rules.items():
             if "verdict" in agg:
                 v = agg["verdict"]
-                lines.append(f"{spec}: quality within paper's min-max {v['quality_within_paper_spread']}, "
+                lines.append(f"{spec}: no worse than paper's worst seed {v['quality_within_paper_spread']}, "
                              f"<= half the steps: {v['at_most_half_the_steps']}, meets the aim: {v['meets_aim']}")
     return "\n".join(lines)
+
+
+def plot(runs: List[Dict[str, Any]], path: Path) -> None:
+    """Inner steps per update against test MI and IW-NLL, one point per run, one panel pair per data set."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datas = sorted({r["data"] for r in runs})
+    fig, axes = plt.subplots(len(datas), 2, figsize=(10, 3.6 * len(datas)), squeeze=False)
+    for row, data in zip(axes, datas):
+        specs = list(dict.fromkeys(r["rule"] for r in runs if r["data"] == data))
+        for i, spec in enumerate(specs):
+            rs = [r for r in runs if r["data"] == data and r["rule"] == spec]
+            for ax, key in zip(row, ("mi", "iw_nll")):
+                ax.scatter([r["inner_steps_per_update"] for r in rs], [r["metrics"][key] for r in rs],
+                           label=spec, color=f"C{i}", marker="o" if spec == "paper" else "x")
+        for ax, key in zip(row, ("test MI (nats)", "test IW-NLL (nats)")):
+            ax.set_xlabel("inner steps per aggressive decoder update")
+            ax.set_ylabel(key)
+            ax.set_title(data)
+        row[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> None:
@@ -175,10 +203,13 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--from-json", action="store_true", help="print the table of --out without training")
+    p.add_argument("--figure", type=Path, default=None, help="with --from-json: steps against MI / IW-NLL (PNG)")
     args = p.parse_args(argv)
     if args.from_json:
         doc = json.loads(args.out.read_text())
         print(format_table(doc["runs"], aggregate(doc["runs"])))
+        if args.figure is not None:
+            plot(doc["runs"], args.figure)
         return
     torch.set_num_threads(args.threads)
     runs: List[Dict[str, Any]] = []
