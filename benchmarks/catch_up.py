@@ -27,7 +27,7 @@ Data sets (``--data``):
 * ``text``: the ``examples.text`` ``cpu`` preset on the bundled corpus (SGD lr 1.0, KL annealed from 0.1
   over ``--warm-up`` epochs, at most ``--max-aggressive-epochs`` aggressive epochs, default 1),
   ``--max-train`` sentences (default 1200),
-  300 valid/test, IW-NLL with 500 samples on the first 100 test sentences.
+  300 valid/test, IW-NLL with ``--iw-samples`` (default 500) samples on the first 100 test sentences.
 
 The JSON (``--out``) is rewritten after every run, so a killed job leaves what finished.
 """
@@ -73,9 +73,9 @@ def make_rule(spec: str, window: int) -> Any:
 def budget_for(data: str, args: argparse.Namespace) -> Budget:
     if data == "synthetic":
         return Budget(epochs=args.epochs or 2, warm_up=1, max_train=args.max_train or 1000, max_eval=500,
-                      iw_samples=500, max_iw=200)
+                      iw_samples=args.iw_samples, max_iw=200)
     return Budget(epochs=args.epochs or 3, warm_up=args.warm_up, max_train=args.max_train or 1200, max_eval=300,
-                  iw_samples=500, max_aggressive_epochs=args.max_aggressive_epochs, max_iw=100)
+                  iw_samples=args.iw_samples, max_aggressive_epochs=args.max_aggressive_epochs, max_iw=100)
 
 
 def run(data: str, spec: str, seed: int, budget: Budget, window: int, max_inner: int) -> Dict[str, Any]:
@@ -164,6 +164,32 @@ def format_table(runs: List[Dict[str, Any]], summary: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_markdown(runs: List[Dict[str, Any]], summary: Dict[str, Any]) -> str:
+    """One row per rule: mean ± sd over seeds (per-seed MI / IW-NLL in brackets) and the verdict."""
+    lines = []
+    for data, rules in summary.items():
+        paper_steps = rules["paper"]["inner_steps_per_update"]["mean"] if "paper" in rules else None
+        lines.append(f"\n{data}\n")
+        lines.append("| rule | inner steps / update | of the paper's | probe fwd / update | MI (seeds) | AU | "
+                     "IW-NLL (seeds) | KL | aim met |")
+        lines.append("|---|---|---|---|---|---|---|---|---|")
+        for spec, agg in rules.items():
+            rs = [r for r in runs if r["data"] == data and r["rule"] == spec]
+            f = lambda k, d=2: f"{agg[k]['mean']:.{d}f} ± {agg[k]['sd']:.{d}f}"  # noqa: E731
+            seeds = lambda k: " / ".join(f"{r['metrics'][k]:.2f}" for r in rs)  # noqa: E731
+            share = f"{agg['inner_steps_per_update']['mean'] / paper_steps:.0%}" if paper_steps else "-"
+            verdict = "-"
+            if "verdict" in agg:
+                v = agg["verdict"]
+                bad = [k for k, ok in v["quality_within_paper_spread"].items() if not ok]
+                verdict = "yes" if v["meets_aim"] else "no: " + ", ".join(
+                    bad + ([] if v["at_most_half_the_steps"] else ["steps"]))
+            lines.append(f"| `{spec}` | {f('inner_steps_per_update', 1)} | {share} | "
+                         f"{agg['probe_forwards_per_update']['mean']:.1f} | {f('mi')} ({seeds('mi')}) | "
+                         f"{f('au', 1)} | {f('iw_nll')} ({seeds('iw_nll')}) | {f('kl')} | {verdict} |")
+    return "\n".join(lines)
+
+
 def plot(runs: List[Dict[str, Any]], path: Path) -> None:
     """Inner steps per update against test MI and IW-NLL, one point per run, one panel pair per data set."""
     import matplotlib
@@ -200,14 +226,18 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--warm-up", type=float, default=1.5, help="text: epochs of KL annealing from 0.1 to 1")
     p.add_argument("--max-aggressive-epochs", type=int, default=1, help="text: cap on aggressive epochs")
+    p.add_argument("--iw-samples", type=int, default=500, help="importance samples of the test IW-NLL")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--from-json", action="store_true", help="print the table of --out without training")
+    p.add_argument("--markdown", action="store_true", help="with --from-json: one row per rule")
     p.add_argument("--figure", type=Path, default=None, help="with --from-json: steps against MI / IW-NLL (PNG)")
     args = p.parse_args(argv)
     if args.from_json:
         doc = json.loads(args.out.read_text())
         print(format_table(doc["runs"], aggregate(doc["runs"])))
+        if args.markdown:
+            print(format_markdown(doc["runs"], aggregate(doc["runs"])))
         if args.figure is not None:
             plot(doc["runs"], args.figure)
         return
