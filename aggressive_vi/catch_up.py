@@ -17,7 +17,8 @@ Other rules here trade that for a cheaper decision:
 
 ``AggressiveTrainer(..., catch_up=None)`` (the default) runs the paper's test in
 :func:`~aggressive_vi.inner_loop.catch_up_encoder` itself, unchanged; ``catch_up="paper"`` gives the
-same decisions through :class:`PaperWindowTest`; ``catch_up="probe"`` a :class:`ProbeTest` with the
+same decisions through :class:`PaperWindowTest`; ``catch_up="first_loss"`` a
+``PaperWindowTest(window, start="first_loss")``; ``catch_up="probe"`` a :class:`ProbeTest` with the
 trainer's window; or pass a rule object (any :class:`CatchUpRule`). Measured steps against quality:
 docs/performance.md ("A cheaper catch-up test").
 
@@ -47,7 +48,7 @@ Evaluate = Callable[[Any], Tuple[torch.Tensor, int]]
 Applied = Optional[Tuple[torch.Tensor, int]]
 
 #: Names accepted by ``AggressiveTrainer(catch_up=...)`` besides ``None`` and rule objects.
-RULES = ("paper", "probe")
+RULES = ("paper", "first_loss", "probe")
 
 
 @runtime_checkable
@@ -198,7 +199,9 @@ def catch_up_rule(name: str, value: Any, window: int) -> Optional[CatchUpRule]:
         return None
     if isinstance(value, str):
         one_of(name, value, RULES)
-        return PaperWindowTest(window) if value == "paper" else ProbeTest(window)
+        if value == "probe":
+            return ProbeTest(window)
+        return PaperWindowTest(window, start="inf" if value == "paper" else "first_loss")
     if not (callable(getattr(value, "begin", None)) and callable(getattr(value, "after_step", None))):
         raise TypeError(f"{name} must be None, one of {RULES} or a rule with begin(x, *, evaluate, device) "
                         f"and after_step(step, applied) -> bool; got {describe(value)}")

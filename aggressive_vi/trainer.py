@@ -92,9 +92,9 @@ class AggressiveTrainer:
         aggressive: ``False`` gives basic VAE training from the start (the baseline).
         window: inner steps per window of the catch-up test (paper: 15 text, 10 images).
         max_inner_steps: cap on inner steps per decoder update (paper: 100).
-        catch_up: when an inner loop ends: ``None`` (default), the paper's window test; ``"paper"``
-            the same as a rule object; ``"probe"`` a paired test on the decoder update's minibatch
-            every ``window`` steps; or a rule object (:mod:`aggressive_vi.catch_up`).
+        catch_up: when an inner loop ends: ``None`` (default), the paper's window test; a name of
+            ``aggressive_vi.catch_up.RULES`` (``"paper"``, ``"first_loss"``, ``"probe"``, built with
+            ``window``) or a rule object (:mod:`aggressive_vi.catch_up`).
         clip_grad_norm: max gradient norm (paper: 5.0); ``None`` disables clipping.
         n_samples: z samples per example in the training ELBO (paper: 1).
         au_threshold: variance threshold of the validation active-unit count (paper: 0.01).

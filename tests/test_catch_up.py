@@ -129,6 +129,8 @@ def test_rule_names_and_objects():
     probe = catch_up_rule("catch_up", "probe", 4)
     assert isinstance(paper, PaperWindowTest) and paper.window == 7 and paper.start == "inf"
     assert isinstance(probe, ProbeTest) and probe.window == 4 and probe.tolerance == 0.0
+    first = catch_up_rule("catch_up", "first_loss", 5)
+    assert isinstance(first, PaperWindowTest) and first.window == 5 and first.start == "first_loss"
     rule = FixedCount(2)
     assert catch_up_rule("catch_up", rule, 15) is rule
     assert all(isinstance(r, CatchUpRule) for r in (paper, probe, rule))
