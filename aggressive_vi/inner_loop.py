@@ -23,6 +23,7 @@ from typing import Any, Callable, NamedTuple, Optional, Tuple, Union
 
 import torch
 
+from .catch_up import CatchUpRule, Evaluate
 from .distributed import all_reduce_sum
 
 __all__ = ["EncoderStep", "EncoderUpdate", "CatchUpResult", "catch_up_encoder"]
@@ -120,7 +121,8 @@ def _as_update(result: Union[None, Tuple[torch.Tensor, int], EncoderUpdate], x: 
 def catch_up_encoder(step: EncoderStep, x: Any, next_input: Callable[[], Any], *, window: int,
                      max_steps: int, device: Optional[torch.device],
                      on_step: Optional[Callable[[int], None]] = None,
-                     stop_on_error: bool = False) -> CatchUpResult:
+                     stop_on_error: bool = False, rule: Optional[CatchUpRule] = None,
+                     evaluate: Optional[Evaluate] = None) -> CatchUpResult:
     """Encoder-only steps until the inference network stops improving.
 
     Args:
@@ -133,10 +135,16 @@ def catch_up_encoder(step: EncoderStep, x: Any, next_input: Callable[[], Any], *
         on_step: called with the 1-based step number before each step (for error messages).
         stop_on_error: end the loop at the first window boundary that sees an error step (the
             caller raises; its gated steps applied nothing from the error on).
+        rule: another stopping rule (:mod:`aggressive_vi.catch_up`); ``None``: the window test above.
+            A rule decides on the host after every step, so it reads each step's flag there.
+        evaluate: a loss without update, for rules that need one (``ProbeTest``).
 
     Returns:
         A :class:`CatchUpResult`.
     """
+    if rule is not None:
+        return _run_rule(step, x, next_input, rule=rule, max_steps=max_steps, device=device,
+                         evaluate=evaluate, on_step=on_step, stop_on_error=stop_on_error)
     sums = _WindowSums(device)
     previous = math.inf
     steps = 0
@@ -159,3 +167,29 @@ def catch_up_encoder(step: EncoderStep, x: Any, next_input: Callable[[], Any], *
             if steps >= max_steps:
                 return CatchUpResult(steps, skipped, first_error)
         x = next_input()
+
+
+def _run_rule(step: EncoderStep, x: Any, next_input: Callable[[], Any], *, rule: CatchUpRule,
+              max_steps: int, device: Optional[torch.device], evaluate: Optional[Evaluate],
+              on_step: Optional[Callable[[int], None]], stop_on_error: bool) -> CatchUpResult:
+    """The catch-up loop under ``rule``: encoder steps, the first on ``x``, until the rule says stop
+    or ``max_steps`` are taken. Each step's flags are read on the host (the rule sees
+    ``(summed loss, examples)`` of an applied step, ``None`` for a skipped one)."""
+    rule.begin(x, evaluate=evaluate, device=device)
+    steps = skipped = first_error = 0
+    while True:
+        if on_step is not None:
+            on_step(steps + 1)
+        update = _as_update(step(x), x)
+        steps += 1
+        applied = bool(update.applied)
+        if not applied:
+            skipped += 1
+            if bool(update.error) and not first_error:
+                first_error = steps
+                if stop_on_error:
+                    break
+        if not rule.after_step(steps, (update.loss, update.examples) if applied else None) or steps >= max_steps:
+            break
+        x = next_input()
+    return CatchUpResult(steps, skipped, first_error)

@@ -44,6 +44,7 @@ from ._impl.progress import EpochInProgress
 from ._impl.rng import rng_state, set_rng_state
 from ._impl.streams import InnerStream
 from .callbacks import PrintLogger, ProgressBar, StepInfo
+from .catch_up import catch_up_rule, probe_evaluator
 from .checkpoint import FORMAT, VERSION, CheckpointError, load_checkpoint, load_plain_state_dict, plain_state_dict
 from .distributed import (TrainingNetworks, all_gather_object, any_rank,
                           check_collective_device, is_distributed, rank, world_size)
@@ -97,6 +98,9 @@ class AggressiveTrainer:
         aggressive: ``False`` gives basic VAE training from the start (the baseline).
         window: inner steps per window of the catch-up test (paper: 15 text, 10 images).
         max_inner_steps: cap on inner steps per decoder update (paper: 100).
+        catch_up: when an inner loop ends: ``None`` (default), the paper's window test; a name of
+            ``aggressive_vi.catch_up.RULES`` (``"paper"``, ``"first_loss"``, ``"probe"``, built with
+            ``window``) or a rule object (:mod:`aggressive_vi.catch_up`).
         clip_grad_norm: max gradient norm (paper: 5.0); ``None`` disables clipping.
         clip_scope: whose gradient norm is clipped in inner and decoder steps: ``"network"``
             (default): the network being updated, and only its gradient is computed; ``"joint"``: the
@@ -161,6 +165,7 @@ class AggressiveTrainer:
         aggressive: bool = True,
         window: int = 15,
         max_inner_steps: int = 100,
+        catch_up: Any = None,
         clip_grad_norm: Optional[float] = 5.0,
         clip_scope: str = "network",
         n_samples: int = 1,
@@ -185,6 +190,7 @@ class AggressiveTrainer:
         _check_optimizer("dec_opt", dec_opt, self.vae.decoder, "decoder", self.vae.encoder, "encoder")
         self.window = positive_int("window", window)
         self.max_inner_steps = positive_int("max_inner_steps", max_inner_steps)
+        self.catch_up = catch_up_rule("catch_up", catch_up, self.window)
         self.n_samples = positive_int("n_samples", n_samples)
         self.clip_grad_norm = positive_float_or_none("clip_grad_norm", clip_grad_norm)
         self.clip_scope = one_of("clip_scope", clip_scope, CLIP_SCOPES)
@@ -373,12 +379,14 @@ class AggressiveTrainer:
         self._inner_ok.fill_(True)
         self._kl_weight.fill_(kl_weight)
         self._inner_seen = []
+        evaluate = None if self.catch_up is None else probe_evaluator(
+            lambda bx: self.nets.inner.elbo(bx, kl_weight=kl_weight, n_samples=self.n_samples).loss, device)
         try:
             result = catch_up_encoder(
                 lambda batch_x: self._encoder_step(batch_x, kl_weight), x,
                 lambda: self._input(next(inner), device), window=self.window,
                 max_steps=self.max_inner_steps, device=device, on_step=self._set_inner_step,
-                stop_on_error=raising)
+                stop_on_error=raising, rule=self.catch_up, evaluate=evaluate)
             if raising and result.first_error:
                 bad_x, bad_loss = self._inner_seen[result.first_error - 1]
                 self._inner_step = result.first_error
