@@ -15,18 +15,7 @@ from aggressive_vi.catch_up import (CatchUpRule, FixedCount, PaperWindowTest, Pr
                                     probe_evaluator)
 from aggressive_vi.inner_loop import catch_up_encoder
 from conftest import BernoulliDecoder, MLPEncoder, binary_data
-
-
-def scripted(losses):
-    """An encoder step whose per-example loss follows ``losses`` (None: a skipped step)."""
-    seen = []
-
-    def step(x):
-        seen.append(x)
-        value = losses[len(seen) - 1]
-        return None if value is None else (torch.tensor(float(value) * 4, dtype=torch.float64), 4)
-
-    return step, seen
+from test_inner_loop import scripted  # an encoder step following a list of losses
 
 
 def run(losses, window=2, cap=10, rule=None, evaluate=None):
