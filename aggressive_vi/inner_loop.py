@@ -70,9 +70,9 @@ class _WindowSums:
         zeros = lambda dtype: torch.zeros((), dtype=dtype, device=device)  # noqa: E731
         self.loss, self.count = zeros(torch.float64), zeros(torch.float64)
         self.skipped, self.clean, self.erred = zeros(torch.int64), zeros(torch.int64), zeros(torch.bool)
-        self.host_count = self.host_skipped = self.host_first_error = 0
+        self.host_count = self.host_skipped = 0
 
-    def add(self, update: EncoderUpdate, step_number: int) -> None:
+    def add(self, update: EncoderUpdate) -> None:
         if isinstance(update.applied, torch.Tensor):
             applied = update.applied
             self.loss += torch.where(applied, update.loss, torch.zeros_like(update.loss))
@@ -83,26 +83,15 @@ class _WindowSums:
             self.host_count += update.examples
         else:
             self.host_skipped += 1
-        error = update.error
-        if isinstance(error, torch.Tensor):
-            self.erred |= error
-            self.clean += (~self.erred).long()  # steps before the first error
-        else:
-            if error and not self.host_first_error:
-                self.host_first_error = step_number
-            self.clean += (~self.erred).long()
+        self.erred |= update.error  # a host bool or a device flag alike
+        self.clean += (~self.erred).long()  # steps before the first error
 
-    def read(self, all_reduce: bool = True) -> Tuple[float, float, int, int]:
+    def read(self) -> Tuple[float, float, int, int]:
         """``(loss, count, skipped, first_error)``: the one host sync (loss and count all-reduced)."""
-        sums = torch.stack([self.loss, self.count + self.host_count])
-        if all_reduce:
-            sums = all_reduce_sum(sums)
+        sums = all_reduce_sum(torch.stack([self.loss, self.count + self.host_count]))
         counters = torch.stack([self.skipped, self.clean, self.erred.long()]).to(sums.dtype)
         loss, count, skipped, clean, erred = torch.cat([sums, counters]).tolist()
-        first = int(clean) + 1 if erred else 0
-        if self.host_first_error and (not first or self.host_first_error < first):
-            first = self.host_first_error
-        return loss, count, int(skipped) + self.host_skipped, first
+        return loss, count, int(skipped) + self.host_skipped, int(clean) + 1 if erred else 0
 
     def next_window(self) -> None:
         self.loss.zero_()
@@ -110,7 +99,7 @@ class _WindowSums:
         self.host_count = 0
 
 
-def _as_update(result: Union[None, Tuple[torch.Tensor, int], EncoderUpdate], x: Any) -> EncoderUpdate:
+def _as_update(result: Union[None, Tuple[torch.Tensor, int], EncoderUpdate]) -> EncoderUpdate:
     if isinstance(result, EncoderUpdate):
         return result
     if result is None:  # skipped on the host: the loss is not needed
@@ -151,7 +140,7 @@ def catch_up_encoder(step: EncoderStep, x: Any, next_input: Callable[[], Any], *
     while True:
         if on_step is not None:
             on_step(steps + 1)
-        sums.add(_as_update(step(x), x), steps + 1)
+        sums.add(_as_update(step(x)))
         steps += 1
         boundary = steps % window == 0
         if boundary or steps >= max_steps:  # the only host sync of the loop
@@ -180,7 +169,7 @@ def _run_rule(step: EncoderStep, x: Any, next_input: Callable[[], Any], *, rule:
     while True:
         if on_step is not None:
             on_step(steps + 1)
-        update = _as_update(step(x), x)
+        update = _as_update(step(x))
         steps += 1
         applied = bool(update.applied)
         if not applied:

@@ -99,11 +99,11 @@ class GatedStep:
             finally:
                 del opt.found_inf  # type: ignore[attr-defined]
             return
-        params = [p for group in opt.param_groups for p in group["params"]]
-        stateful = [p for p in params if p.grad is not None]
         if self.mode == "auto" and ok.device.type == "cpu":  # a host read is free on the CPU
             self._host_step(ok, [])
             return
+        params = [p for group in opt.param_groups for p in group["params"]]
+        stateful = [p for p in params if p.grad is not None]
         if not all(self._state_on_device(p) for p in stateful):
             self._host_step(ok, params)
             return
