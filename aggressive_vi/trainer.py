@@ -409,10 +409,10 @@ class AggressiveTrainer:
         """
         if self._captured is not None:  # a graph replay; its outputs are overwritten by the next
             summed, examples, applied, error = self._captured(x)
-            summed = summed.clone()
         else:
             summed, examples, applied, error = self._encoder_body(x, kl_weight)
-        self._inner_seen.append((x, summed))
+        if self.on_nonfinite == "raise":  # kept for the error message (a copy: a replay overwrites)
+            self._inner_seen.append((x, summed.clone() if self._captured is not None else summed))
         return EncoderUpdate(summed, examples, applied, error)
 
     def _encoder_body(self, x: Any, kl_weight: Any) -> Tuple[torch.Tensor, int, torch.Tensor, torch.Tensor]:
@@ -467,15 +467,10 @@ class AggressiveTrainer:
 
         Returns the batch's terms and whether the update was applied (not skipped)."""
         if self.clip_scope == "joint":  # the paper's: both gradients, joint norm clipped, decoder stepped
+            result = self._joint_update(x, kl_weight, [self.dec_opt], "decoder")
             self.enc_opt.zero_grad(set_to_none=True)
             self.dec_opt.zero_grad(set_to_none=True)
-            with self.precision.autocast():
-                terms = self.nets.joint.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
-            applied = self._backward_and_step(terms.loss, self._enc_params + self._dec_params,
-                                              [self.dec_opt], "decoder", x, unscale=[self.enc_opt])
-            self.enc_opt.zero_grad(set_to_none=True)
-            self.dec_opt.zero_grad(set_to_none=True)
-            return _detached(terms), applied
+            return result
         with self.precision.autocast():
             with torch.no_grad():
                 mean, logvar = self.nets.decoder.encode(x)
@@ -488,12 +483,19 @@ class AggressiveTrainer:
 
     def _joint_step(self, x: Any, kl_weight: float) -> Tuple[ELBOTerms, bool]:
         """One basic-VAE update of encoder and decoder together (joint gradient norm clipped)."""
+        return self._joint_update(x, kl_weight, [self.enc_opt, self.dec_opt], "joint")
+
+    def _joint_update(self, x: Any, kl_weight: float, stepped: Sequence[torch.optim.Optimizer],
+                      phase: str) -> Tuple[ELBOTerms, bool]:
+        """Both networks' gradients, their joint norm clipped, then the ``stepped`` optimisers
+        stepped (the others' gradients are unscaled under fp16 but not applied)."""
         self.enc_opt.zero_grad(set_to_none=True)
         self.dec_opt.zero_grad(set_to_none=True)
         with self.precision.autocast():
             terms = self.nets.joint.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
+        others = [opt for opt in (self.enc_opt, self.dec_opt) if opt not in stepped]
         applied = self._backward_and_step(terms.loss, self._enc_params + self._dec_params,
-                                          [self.enc_opt, self.dec_opt], "joint", x)
+                                          stepped, phase, x, unscale=others)
         return _detached(terms), applied
 
     # ------------------------------------------------------------------ helpers
