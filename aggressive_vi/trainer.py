@@ -459,7 +459,6 @@ class AggressiveTrainer:
         self._enc_gate.mode = "window"  # gate on the device, never on the host, inside the graph
         return captured.CapturedStep(
             lambda static_x: self._encoder_body(static_x, self._kl_weight),
-            before_capture=lambda: self.enc_opt.zero_grad(set_to_none=True),
             hyperparameters=lambda: captured.hyperparameters_of(self.enc_opt), graphs=graphs)
 
     def _decoder_step(self, x: Any, kl_weight: float) -> Tuple[ELBOTerms, bool]:

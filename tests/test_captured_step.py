@@ -47,8 +47,7 @@ def test_replaying_on_static_buffers_trains_bitwise_like_the_eager_step(monkeypa
 
 def test_an_lr_change_drops_the_graphs_and_captures_again(monkeypatch):
     monkeypatch.setattr(captured, "graphs_for", lambda device: captured.EagerGraphs())
-    step = captured.CapturedStep(lambda x: x * 2, before_capture=lambda: None,
-                                 hyperparameters=lambda: lr[0], graphs=captured.EagerGraphs(), warmup=1)
+    step = captured.CapturedStep(lambda x: x * 2, hyperparameters=lambda: lr[0], graphs=captured.EagerGraphs(), warmup=1)
     lr = [0.1]
     x = torch.ones(3)
     for _ in range(3):
@@ -61,15 +60,14 @@ def test_an_lr_change_drops_the_graphs_and_captures_again(monkeypatch):
 
 def test_the_static_buffer_takes_each_new_batch():
     seen = []
-    step = captured.CapturedStep(lambda x: seen.append(x) or x.sum(), before_capture=lambda: None,
-                                 hyperparameters=lambda: 0, graphs=captured.EagerGraphs(), warmup=1)
+    step = captured.CapturedStep(lambda x: seen.append(x) or x.sum(), hyperparameters=lambda: 0, graphs=captured.EagerGraphs(), warmup=1)
     outs = [float(step(torch.full((2,), float(v)))) for v in range(4)]
     assert outs == [0.0, 2.0, 4.0, 6.0]
     assert all(s is seen[1] for s in seen[1:])  # one buffer from the first batch on, refilled
 
 
 def test_more_shapes_than_graphs_run_eagerly_with_one_warning():
-    step = captured.CapturedStep(lambda x: x + 1, before_capture=lambda: None, hyperparameters=lambda: 0,
+    step = captured.CapturedStep(lambda x: x + 1, hyperparameters=lambda: 0,
                                  graphs=captured.EagerGraphs(), warmup=0, max_graphs=2)
     step(torch.zeros(1)), step(torch.zeros(2))
     with pytest.warns(UserWarning, match="more than 2 input shapes"):
@@ -82,7 +80,7 @@ def test_a_failed_capture_says_what_the_step_must_not_do():
         def capture(self, fn):
             raise RuntimeError("operation not permitted when stream is capturing")
 
-    step = captured.CapturedStep(lambda x: x, before_capture=lambda: None, hyperparameters=lambda: 0,
+    step = captured.CapturedStep(lambda x: x, hyperparameters=lambda: 0,
                                  graphs=Refusing(), warmup=0)
     with pytest.raises(RuntimeError, match="inner_step='eager'.*not permitted"):
         step(torch.zeros(1))

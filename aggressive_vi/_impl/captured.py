@@ -151,9 +151,9 @@ class CapturedStep:
 
     Args:
         body: runs one update on its (static) input and returns its outputs (tensors that the
-            caller consumes before the next call). It must read nothing from the host.
-        before_capture: called before each capture (e.g. ``enc_opt.zero_grad(set_to_none=True)``,
-            so that the graph produces the gradients instead of accumulating into them).
+            caller consumes before the next call). It must read nothing from the host, and should
+            set the gradients to ``None`` first (``zero_grad(set_to_none=True)``): at capture this
+            makes the graph produce the gradients instead of accumulating into them.
         hyperparameters: a host value whose change invalidates the graphs (e.g. the lrs).
         graphs: :class:`CudaGraphs` (default) or :class:`EagerGraphs`.
         warmup: eager steps per shape before its capture (3: cuDNN and cuBLAS pick their
@@ -164,11 +164,10 @@ class CapturedStep:
         captures: graphs captured so far; ``replays`` and ``eager_steps`` count the steps.
     """
 
-    def __init__(self, body: Callable[[Any], Any], *, before_capture: Callable[[], None],
+    def __init__(self, body: Callable[[Any], Any], *,
                  hyperparameters: Callable[[], Hashable], graphs: Optional[Any] = None,
                  warmup: int = 3, max_graphs: int = 8) -> None:
         self.body = body
-        self.before_capture = before_capture
         self.hyperparameters = hyperparameters
         self.graphs = graphs if graphs is not None else CudaGraphs()
         self.warmup, self.max_graphs = warmup, max_graphs
@@ -205,7 +204,6 @@ class CapturedStep:
             self.eager_steps += 1
             return self.graphs.warm(lambda: self.body(entry["static"]))
         if entry["replay"] is None:
-            self.before_capture()
             try:
                 entry["replay"], entry["out"] = self.graphs.capture(lambda: self.body(entry["static"]))
             except Exception as exc:
