@@ -133,16 +133,22 @@ def summarise_trace(rows: Sequence[Dict[str, float]], keys: Sequence[str] = ("lo
 
 
 # ---------------------------------------------------------------- the reference's update, written out
-def _ref_basic_step(vae: nn.Module, enc_opt: torch.optim.Optimizer, dec_opt: torch.optim.Optimizer,
-                    x: torch.Tensor, clip: float) -> Dict[str, float]:
+def _ref_update(vae: nn.Module, enc_opt: torch.optim.Optimizer, dec_opt: torch.optim.Optimizer,
+                x: torch.Tensor, clip: float, stepped: Sequence[torch.optim.Optimizer]) -> Dict[str, float]:
+    """The paper's update on ``x``: both gradients, the joint norm clipped, ``stepped`` stepped."""
     enc_opt.zero_grad()
     dec_opt.zero_grad()
     loss, rec, kl = vae.loss(x, 1.0, nsamples=1)
     loss.mean(dim=-1).backward()
     norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), clip)
-    enc_opt.step()
-    dec_opt.step()
+    for opt in stepped:
+        opt.step()
     return {"loss": float(loss.mean()), "kl": float(kl.mean()), "grad_norm": float(norm)}
+
+
+def _ref_basic_step(vae: nn.Module, enc_opt: torch.optim.Optimizer, dec_opt: torch.optim.Optimizer,
+                    x: torch.Tensor, clip: float) -> Dict[str, float]:
+    return _ref_update(vae, enc_opt, dec_opt, x, clip, (enc_opt, dec_opt))
 
 
 def _ref_aggressive_step(vae: nn.Module, enc_opt: torch.optim.Optimizer, dec_opt: torch.optim.Optimizer,
@@ -173,13 +179,7 @@ def _ref_aggressive_step(vae: nn.Module, enc_opt: torch.optim.Optimizer, dec_opt
                 break
             pre, cur, words = cur, 0.0, 0
         sub_iter += 1
-    enc_opt.zero_grad()
-    dec_opt.zero_grad()
-    loss, rec, kl = vae.loss(x, 1.0, nsamples=1)
-    loss.mean(dim=-1).backward()
-    norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), clip)
-    dec_opt.step()
-    return {"loss": float(loss.mean()), "kl": float(kl.mean()), "grad_norm": float(norm), "inner": sub_iter,
+    return {**_ref_update(vae, enc_opt, dec_opt, x, clip, (dec_opt,)), "inner": sub_iter,
             "inner_n": len(stats), "inner_joint_clipped": sum(1 for j, _ in stats if j < 1.0),
             "inner_enc_clipped": sum(1 for _, e in stats if e < 1.0),
             "inner_step_ratio": float(np.mean([j / e for j, e in stats]))}
