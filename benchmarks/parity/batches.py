@@ -36,35 +36,36 @@ def equal_length_batches(ids: Sequence[Sequence[int]], batch_size: int) -> List[
     return batches
 
 
-class ShuffledBatches:
+class _SeededBatches:
+    """A pass over ``batches`` in an order drawn by :meth:`_order` from its own seeded generator
+    (the trainer saves and restores ``generator`` with the run's random state)."""
+
+    def __init__(self, batches: Sequence[torch.Tensor], seed: int) -> None:
+        if len(batches) == 0:
+            raise ValueError("batches is empty")
+        self.batches = list(batches)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        for i in self._order().tolist():
+            yield self.batches[i]
+
+    def _order(self) -> torch.Tensor:
+        raise NotImplementedError
+
+
+class ShuffledBatches(_SeededBatches):
     """Every pass visits all ``batches`` once, in an order drawn from its own seeded generator."""
 
-    def __init__(self, batches: Sequence[torch.Tensor], seed: int) -> None:
-        if len(batches) == 0:
-            raise ValueError("batches is empty")
-        self.batches = list(batches)
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        for i in torch.randperm(len(self.batches), generator=self.generator).tolist():
-            yield self.batches[i]
+    def _order(self) -> torch.Tensor:
+        return torch.randperm(len(self.batches), generator=self.generator)
 
 
-class RandomBatches:
+class RandomBatches(_SeededBatches):
     """Every pass yields ``len(batches)`` batches drawn uniformly with replacement (the inner loop's)."""
 
-    def __init__(self, batches: Sequence[torch.Tensor], seed: int) -> None:
-        if len(batches) == 0:
-            raise ValueError("batches is empty")
-        self.batches = list(batches)
-        self.generator = torch.Generator().manual_seed(seed)
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        for i in torch.randint(len(self.batches), (len(self.batches),), generator=self.generator).tolist():
-            yield self.batches[i]
+    def _order(self) -> torch.Tensor:
+        return torch.randint(len(self.batches), (len(self.batches),), generator=self.generator)
