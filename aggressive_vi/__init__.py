@@ -3,7 +3,7 @@
 He, Spokoyny, Neubig, Berg-Kirkpatrick, "Lagging Inference Networks and Posterior Collapse in
 Variational Autoencoders", ICLR 2019.
 """
-from . import estimators, metrics
+from . import catch_up, engines, estimators, metrics
 from .callbacks import Callback, PrintLogger, ProgressBar, StepInfo
 from .checkpoint import Checkpoint, CheckpointError, latest_checkpoint
 from .faults import NonFiniteError
@@ -14,6 +14,8 @@ from .schedules import ConstantKL, CyclicalKLAnnealing, LinearKLAnnealing
 from .lr_decay import LRDecayOnPlateau
 from .stopping import Always, AnyOf, FixedEpochs, FixedSteps, MIPlateau
 from .tensorboard_logger import TensorBoardLogger
+from .engines import Engine
+from .step import AggressiveStep, StepOutput
 from .trainer import AggressiveTrainer
 from ._impl.precision import allow_tf32
 
@@ -21,6 +23,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AggressiveTrainer",
+    "AggressiveStep",
+    "StepOutput",
+    "Engine",
     "VAE",
     "ELBOTerms",
     "Encoder",
@@ -49,6 +54,8 @@ __all__ = [
     "CheckpointError",
     "latest_checkpoint",
     "NonFiniteError",
+    "catch_up",
+    "engines",
     "estimators",
     "metrics",
 ]

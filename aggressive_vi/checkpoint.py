@@ -26,11 +26,13 @@ from .protocols import Trainer
 
 __all__ = [
     "FORMAT", "VERSION", "CheckpointError", "Checkpoint", "save_checkpoint", "load_checkpoint",
-    "latest_checkpoint", "plain_state_dict", "load_plain_state_dict",
+    "latest_checkpoint", "plain_state_dict", "load_plain_state_dict", "upgrade", "check_config",
 ]
 
 FORMAT = "aggressive-vi/trainer"
-VERSION = 2
+VERSION = 3
+#: The oldest version :func:`upgrade` reads (version 2: the algorithm's state at the top level).
+OLDEST_READABLE = 2
 PathLike = Union[str, "os.PathLike[str]"]
 
 
@@ -167,6 +169,60 @@ def load_checkpoint(path: PathLike, map_location: Any = "cpu") -> Dict[str, Any]
         )
     state["source"] = path
     return state
+
+
+def upgrade(state: Dict[str, Any], source: str = "the state dict") -> Dict[str, Any]:
+    """``state`` in the current layout: a version-2 trainer state (the phase, update count and
+    stopping/KL-schedule states at the top level, the fp16 scalers under ``"precision"``) is moved
+    under ``"algorithm"``; the current version is returned unchanged.
+
+    Raises:
+        CheckpointError: another format, or a version this library cannot read (named).
+    """
+    version = int(state.get("version", 0))
+    if state.get("format", FORMAT) != FORMAT or not OLDEST_READABLE <= version <= VERSION:
+        raise CheckpointError(
+            f"{source} has format {state.get('format')!r} version {state.get('version')!r}; this "
+            f"aggressive-vi reads format {FORMAT!r} versions {OLDEST_READABLE} to {VERSION}"
+        )
+    if version == VERSION:
+        return state
+    history = state.get("history") or []
+    left = next((row.get("left_aggressive_at") for row in history
+                 if isinstance(row, dict) and row.get("left_aggressive_at") is not None), None)
+    algorithm = {"updates": state["step"], "is_aggressive": state["is_aggressive"], "left_aggressive_at": left,
+                 "stopping": state.get("stopping"), "stopping_type": state.get("stopping_type"),
+                 "kl_schedule": state.get("kl_schedule"), "engine": state.get("precision")}
+    return dict(state, version=VERSION, algorithm=algorithm, config=None)  # v2 configs were not checked
+
+
+#: Options whose change makes a resumed run differ from the one that was saved.
+ALGORITHM_OPTIONS = ("max_inner_steps", "catch_up", "clip_grad_norm", "clip_scope", "n_samples")
+
+
+def check_config(saved: Optional[Dict[str, Any]], current: Dict[str, Any], source: str, *,
+                 strict: bool = True) -> None:
+    """Compare the options a state was saved with (``saved``; ``None``: not recorded) with ``current``.
+
+    Raises:
+        CheckpointError: with ``strict``, an algorithm option (:data:`ALGORITHM_OPTIONS`) changed; the
+            error names each one with its saved and current value. Any other change warns.
+    """
+    import warnings
+
+    if not saved:
+        return
+    changed = {k: (saved[k], current.get(k)) for k in saved if k in current and saved[k] != current[k]}
+    if not changed:
+        return
+    listed = "; ".join(f"{k}: saved {old!r}, now {new!r}" for k, (old, new) in changed.items())
+    if strict and any(k in ALGORITHM_OPTIONS for k in changed):
+        raise CheckpointError(
+            f"{source} was saved with other algorithm options ({listed}): the run would not continue as "
+            "it began. Build the trainer with the saved values, or load with "
+            "load_state_dict(state, strict=False) to continue with the new ones")
+    warnings.warn(f"{source} was saved with other options ({listed}); continuing with the new ones",
+                  stacklevel=3)
 
 
 _NAME = re.compile(r"^(?P<prefix>.+)-e(?P<epoch>\d+)-s(?P<step>\d+)(?P<tag>-interrupted)?\.pt$")

@@ -14,9 +14,9 @@ Sections (each is timed on its own and a failure in one is recorded in the JSON,
   32) the time per inner step of (a) the paper's procedure: a full backward through encoder and
   decoder, the joint norm clipped, the loss read with ``.item()``; (b) ours eager
   (``AggressiveTrainer``'s encoder step: encoder-only backward, gated on the device); (c) ours
-  captured (``inner_step="cuda_graph"``; CUDA only). Interleaved repetitions, medians, ratios to (a).
+  captured (``Engine(cuda_graph=True)``; CUDA only). Interleaved repetitions, medians, ratios to (a).
 * ``host_syncs``: synchronising calls per aggressive decoder update, counted with
-  ``torch.cuda.set_sync_debug_mode("warn")`` (CUDA only), for ``inner_sync="window"`` and ``"step"``.
+  ``torch.cuda.set_sync_debug_mode("warn")`` (CUDA only), with the default engine.
 * ``iw_nll``: sentences per second of the batched ``IWNLL`` metric against a one-sentence-at-a-time
   loop (500 samples, fp32), the estimates side by side, and the same with ``allow_tf32()``.
 * ``precision``: training curves (loss per decoder update of basic training) in fp32 and bf16 from
@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import torch
 
-from aggressive_vi import VAE, AggressiveTrainer, FixedSteps, allow_tf32
+from aggressive_vi import VAE, AggressiveTrainer, Engine, FixedSteps, allow_tf32
 from aggressive_vi.metrics import IWNLL
 from examples.text.models import LSTMDecoder, LSTMEncoder
 
@@ -117,18 +117,17 @@ def inner_step(cfg: Dict[str, int], device: torch.device, reps: int, steps: int)
         loss.item()
 
     variants["paper_procedure"] = paper_step
-    for name, kwargs in (("ours_eager", {}), ("ours_captured", {"inner_step": "cuda_graph"})):
+    for name, cuda_graph in (("ours_eager", False), ("ours_captured", True)):
         if name == "ours_captured" and device.type != "cuda":
             continue
         vae = _model(cfg, device)
         opt = torch.optim.SGD(vae.encoder.parameters(), lr=1.0)
-        trainer = _trainer(vae, opt, **kwargs)
-        trainer._kl_weight.fill_(1.0)  # what _catch_up_encoder sets before its loop
+        trainer = _trainer(vae, opt, engine=Engine(cuda_graph=cuda_graph))
         counter = iter(range(10 ** 9))
 
         def ours(trainer: AggressiveTrainer = trainer, counter: Iterator[int] = counter) -> None:
             x = batches[next(counter) % len(batches)].to(device, non_blocking=True)
-            trainer._encoder_step(x, 1.0)  # the trainer's own inner step, as the loop calls it
+            trainer.algorithm.encoder_update(x, 1.0)  # the trainer's own inner step, as the loop calls it
 
         variants[name] = ours
     for fn in variants.values():  # warm-up (the captured step captures here)
@@ -149,10 +148,10 @@ def host_syncs(cfg: Dict[str, int], device: torch.device) -> Dict[str, Any]:
     if device.type != "cuda":
         return {"skipped": "needs CUDA"}
     out: Dict[str, Any] = {}
-    for inner_sync in ("window", "step"):
+    for variant in ("default",):  # the engine chooses how inner steps are gated (SGD: on the device)
         vae = _model(cfg, device)
         opt = torch.optim.SGD(vae.encoder.parameters(), lr=1.0)
-        trainer = _trainer(vae, opt, window=5, max_inner_steps=30, inner_sync=inner_sync)
+        trainer = _trainer(vae, opt, window=5, max_inner_steps=30)
         loader = _batches(cfg, 4, device, seed=1)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -163,7 +162,7 @@ def host_syncs(cfg: Dict[str, int], device: torch.device) -> Dict[str, Any]:
                 torch.cuda.set_sync_debug_mode("default")
         syncs = sum("synchroniz" in str(w.message) for w in caught)
         inner = history[0].inner_steps_mean
-        out[inner_sync] = {"sync_warnings": syncs, "updates": len(loader), "inner_steps_mean": inner,
+        out[variant] = {"sync_warnings": syncs, "updates": len(loader), "inner_steps_mean": inner,
                            "syncs_per_update": syncs / len(loader)}
     return out
 
@@ -221,7 +220,7 @@ def precision_curves(cfg: Dict[str, int], device: torch.device, updates: int) ->
                 losses.append(info.loss)
 
         trainer = AggressiveTrainer(vae, enc_opt, torch.optim.SGD(vae.decoder.parameters(), lr=1.0),
-                                    aggressive=False, precision=precision, on_nonfinite="skip",
+                                    aggressive=False, engine=Engine(precision), on_nonfinite="skip",
                                     callbacks=[Record()])
         torch.manual_seed(0)
         start = time.perf_counter()

@@ -155,7 +155,7 @@ def bench_overhead(reps: int) -> Dict[str, float]:
 
     def library() -> None:
         for x in batches:
-            trainer._encoder_step(x, 1.0)
+            trainer.algorithm.encoder_update(x, 1.0)
 
     t = interleaved({"bare": bare, "library": library}, reps)
     per = {k: 1e6 * v / len(batches) for k, v in t.items()}
@@ -184,7 +184,7 @@ def bench_steps(size: str, reps: int) -> Dict[str, float]:
         enc_opt.step()
 
     def inputs() -> None:
-        trainer._encoder_step(x, 1.0)
+        trainer.algorithm.encoder_update(x, 1.0)
 
     def frozen() -> None:
         enc_opt.zero_grad(set_to_none=True)
@@ -199,10 +199,10 @@ def bench_steps(size: str, reps: int) -> Dict[str, float]:
         enc_opt.step()
 
     def joint() -> None:
-        trainer._joint_step(x, 1.0)
+        trainer.algorithm.joint_update(x, 1.0)
 
     def decoder() -> None:
-        trainer._decoder_step(x, 1.0)
+        trainer.algorithm.decoder_update(x, 1.0)
 
     t = interleaved({"paper": paper, "inputs": inputs, "frozen": frozen, "joint": joint,
                      "decoder": decoder}, reps)

@@ -67,6 +67,7 @@ def main(out):
         "first_inner_encoder_grad": module.first_inner_encoder_grad,
         "first_batch": first.first,
         "inner_sampler": (type(sampler).__name__, getattr(sampler, "rank", None), getattr(sampler, "epoch", None)),
+        "inner_is_train": callback.inner_loader is trainer.train_dataloader,
         "val_mi": float(trainer.callback_metrics["val_mi"]),
     }, os.path.join(out, f"rank{trainer.global_rank}.pt"))
 

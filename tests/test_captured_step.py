@@ -1,4 +1,4 @@
-"""The opt-in captured inner step (inner_step="cuda_graph"), on the CPU: everything around the
+"""The opt-in captured inner step (Engine(cuda_graph=True)), on the CPU: everything around the
 capture (static buffers per input shape, warm-up, replay, lr changes, the gating inside, the checks
 that refuse what cannot be captured). The graphs themselves are replaced by ``EagerGraphs``, which
 replay by calling the captured function again on the same static buffers: a step that depends on
@@ -7,7 +7,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from aggressive_vi import VAE, AggressiveTrainer, FixedSteps, LinearKLAnnealing
+from aggressive_vi import VAE, AggressiveTrainer, Engine, FixedSteps, LinearKLAnnealing
 from aggressive_vi._impl import captured
 from conftest import BernoulliDecoder, MLPEncoder, binary_data
 
@@ -16,14 +16,15 @@ def sgd(params, lr=0.05):
     return torch.optim.SGD(params, lr=lr, momentum=0.5)
 
 
-def train(inner_step, monkeypatch=None, *, epochs=1, data=None, **kwargs):
+def train(cuda_graph, monkeypatch=None, *, epochs=1, data=None, **kwargs):
     if monkeypatch is not None:
         monkeypatch.setattr(captured, "graphs_for", lambda device: captured.EagerGraphs())
     torch.manual_seed(0)
     model = VAE(MLPEncoder(), BernoulliDecoder())
     trainer = AggressiveTrainer(model, sgd(model.encoder.parameters()), sgd(model.decoder.parameters()),
                                 stopping=FixedSteps(10 ** 6), window=3, max_inner_steps=12,
-                                inner_step=inner_step, kl_schedule=LinearKLAnnealing(0.1, 1.0), **kwargs)
+                                engine=Engine(cuda_graph=cuda_graph), kl_schedule=LinearKLAnnealing(0.1, 1.0),
+                                **kwargs)
     loader = data or DataLoader(binary_data(44), batch_size=8, shuffle=True,
                                 generator=torch.Generator().manual_seed(1))  # 5 batches of 8, one of 4
     trainer.fit(loader, epochs=epochs)
@@ -36,10 +37,10 @@ def params(trainer):
 
 @pytest.mark.parametrize("on_nonfinite", ["raise", "skip"])
 def test_replaying_on_static_buffers_trains_bitwise_like_the_eager_step(monkeypatch, on_nonfinite):
-    eager = train("eager", on_nonfinite=on_nonfinite)
-    graph = train("cuda_graph", monkeypatch, on_nonfinite=on_nonfinite)
+    eager = train(False, on_nonfinite=on_nonfinite)
+    graph = train(True, monkeypatch, on_nonfinite=on_nonfinite)
     assert all(torch.equal(a, b) for a, b in zip(params(eager), params(graph)))
-    step = graph._captured
+    step = graph.algorithm.engine.captured
     assert step.captures == 2  # batches of 8 and the last one of 4: one graph per shape
     assert step.eager_steps == 2 * step.warmup and step.replays > step.eager_steps
     assert eager.history[0].inner_steps_mean == graph.history[0].inner_steps_mean
@@ -82,7 +83,7 @@ def test_a_failed_capture_says_what_the_step_must_not_do():
 
     step = captured.CapturedStep(lambda x: x, hyperparameters=lambda: 0,
                                  graphs=Refusing(), warmup=0)
-    with pytest.raises(RuntimeError, match="inner_step='eager'.*not permitted"):
+    with pytest.raises(RuntimeError, match="cuda_graph=False.*not permitted"):
         step(torch.zeros(1))
 
 
@@ -97,25 +98,23 @@ def model_and_opts(enc_opt=None):
     return model, (enc_opt or sgd)(model.encoder.parameters()), sgd(model.decoder.parameters())
 
 
-@pytest.mark.parametrize("kwargs,pattern", [
-    ({}, "needs the model on a CUDA device; got cpu"),
-    ({"precision": "fp16"}, "fp16"),
-    ({"inner_step": "graph"}, "inner_step must be one of"),
+@pytest.mark.parametrize("make,pattern", [
+    (lambda: AggressiveTrainer(*model_and_opts(), engine=Engine(cuda_graph=True)),
+     "needs the model on a CUDA device; got cpu"),
+    (lambda: Engine("fp16", cuda_graph=True), "cuda_graph=True does not support precision='fp16'"),
 ])
-def test_what_cannot_be_captured_is_refused_at_construction(kwargs, pattern):
-    model, enc_opt, dec_opt = model_and_opts()
-    kwargs = {"inner_step": "cuda_graph", **kwargs}
+def test_what_cannot_be_captured_is_refused_at_construction(make, pattern):
     with pytest.raises(ValueError, match=pattern):
-        AggressiveTrainer(model, enc_opt, dec_opt, **kwargs)
+        make()
 
 
 def test_an_optimiser_that_reads_the_host_is_refused(monkeypatch):
     monkeypatch.setattr(captured, "graphs_for", lambda device: captured.EagerGraphs())
     model, enc_opt, dec_opt = model_and_opts(lambda ps: torch.optim.Adam(ps, lr=1e-3))
     with pytest.raises(ValueError, match="enc_opt must have a capturable step.*capturable=True"):
-        AggressiveTrainer(model, enc_opt, dec_opt, inner_step="cuda_graph")
+        AggressiveTrainer(model, enc_opt, dec_opt, engine=Engine(cuda_graph=True))
     model, enc_opt, dec_opt = model_and_opts(lambda ps: torch.optim.Adam(ps, lr=1e-3, fused=True))
     with pytest.raises(ValueError, match="capturable"):  # PyTorch refuses to capture it
-        AggressiveTrainer(model, enc_opt, dec_opt, inner_step="cuda_graph")
+        AggressiveTrainer(model, enc_opt, dec_opt, engine=Engine(cuda_graph=True))
     model, enc_opt, dec_opt = model_and_opts(lambda ps: torch.optim.Adam(ps, lr=1e-3, capturable=True))
-    AggressiveTrainer(model, enc_opt, dec_opt, inner_step="cuda_graph")  # accepted
+    AggressiveTrainer(model, enc_opt, dec_opt, engine=Engine(cuda_graph=True))  # accepted

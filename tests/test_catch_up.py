@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 from aggressive_vi import VAE, AggressiveTrainer, Always
 from aggressive_vi.catch_up import (CatchUpRule, FixedCount, PaperWindowTest, ProbeTest, catch_up_rule,
                                     probe_evaluator)
-from aggressive_vi.inner_loop import catch_up_encoder
+from aggressive_vi.catch_up import catch_up_encoder
 from conftest import BernoulliDecoder, MLPEncoder, binary_data
 from test_inner_loop import scripted  # an encoder step following a list of losses
 
@@ -22,8 +22,8 @@ def run(losses, window=2, cap=10, rule=None, evaluate=None):
     step, seen = scripted(losses)
     fresh = iter(range(1, 100))
     numbered = []
-    result = catch_up_encoder(step, 0, lambda: next(fresh), window=window, max_steps=cap, device=None,
-                              on_step=numbered.append, rule=rule, evaluate=evaluate)
+    result = catch_up_encoder(step, 0, lambda: next(fresh), max_steps=cap, device=None, on_step=numbered.append,
+                              rule=rule if rule is not None else PaperWindowTest(window), evaluate=evaluate)
     taken = losses[:result.steps]  # a skipped (None) step is an error step: the first one is located
     assert result.first_error == (taken.index(None) + 1 if None in taken else 0)
     return tuple(result[:2]), seen, numbered
@@ -50,12 +50,28 @@ SCRIPTS = [
 ]
 
 
+def reference_window_test(losses, window, cap):
+    """The paper's loop restated in plain Python (from its text.py: the window's mean loss against
+    the previous window's, +inf first, a rise ends it, the cap binds); a ``None`` step is left out of
+    its window's mean (the library skips non-finite steps). Returns (steps taken, skipped)."""
+    previous, total, count, skipped = float("inf"), 0.0, 0, 0
+    for step, loss in enumerate(losses[:cap], start=1):
+        if loss is None:
+            skipped += 1
+        else:
+            total, count = total + loss * 4, count + 4
+        if step % window == 0:
+            current = total / count if count else float("inf")
+            if current > previous:
+                return step, skipped
+            previous, total, count = current, 0.0, 0
+    return min(cap, len(losses)), skipped
+
+
 @pytest.mark.parametrize("losses", SCRIPTS)
 @pytest.mark.parametrize("window,cap", [(1, 10), (2, 10), (3, 7), (4, 6)])
-def test_the_paper_rule_object_decides_as_the_built_in_test(losses, window, cap):
-    built_in = run(losses, window=window, cap=cap)
-    as_rule = run(losses, window=window, cap=cap, rule=PaperWindowTest(window))
-    assert as_rule == built_in
+def test_the_window_test_decides_as_the_papers_loop_restated(losses, window, cap):
+    assert run(losses, window=window, cap=cap)[0] == reference_window_test(losses, window, cap)
 
 
 def test_a_rule_object_is_reusable_across_loops():
@@ -115,7 +131,8 @@ def test_bad_arguments_name_the_argument(make, name):
 
 
 def test_rule_names_and_objects():
-    assert catch_up_rule("catch_up", None, 15) is None
+    default = catch_up_rule("catch_up", None, None)
+    assert isinstance(default, PaperWindowTest) and default.window == 15 and default.start == "inf"
     paper = catch_up_rule("catch_up", "paper", 7)
     probe = catch_up_rule("catch_up", "probe", 4)
     assert isinstance(paper, PaperWindowTest) and paper.window == 7 and paper.start == "inf"
@@ -123,7 +140,9 @@ def test_rule_names_and_objects():
     first = catch_up_rule("catch_up", "first_loss", 5)
     assert isinstance(first, PaperWindowTest) and first.window == 5 and first.start == "first_loss"
     rule = FixedCount(2)
-    assert catch_up_rule("catch_up", rule, 15) is rule
+    assert catch_up_rule("catch_up", rule, None) is rule
+    with pytest.raises(ValueError, match="window=15 has no effect"):  # a rule holds its own window
+        catch_up_rule("catch_up", rule, 15)
     assert all(isinstance(r, CatchUpRule) for r in (paper, probe, rule))
 
 
@@ -150,7 +169,8 @@ def train(catch_up, epochs=1, window=3, cap=12):
     vae = VAE(MLPEncoder(), BernoulliDecoder())
     trainer = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=0.1),
                                 torch.optim.SGD(vae.decoder.parameters(), lr=0.1), stopping=Always(),
-                                window=window, max_inner_steps=cap, catch_up=catch_up)
+                                window=None if isinstance(catch_up, CatchUpRule) else window,
+                                max_inner_steps=cap, catch_up=catch_up)
     steps = []
     trainer.callbacks.append(type("S", (), {"on_step_end": lambda self, t, info: steps.append(info.inner_steps)})())
     data = DataLoader(binary_data(48, seed=1), batch_size=8, shuffle=True,
@@ -169,7 +189,7 @@ def test_catch_up_paper_trains_bit_for_bit_as_the_default():
 def test_catch_up_probe_and_fixed_through_the_trainer():
     _, steps, trainer = train("probe", window=2, cap=11)
     assert steps and all(s == 11 or s % 2 == 0 for s in steps)  # a multiple of the window, or the cap
-    assert trainer.catch_up.evaluations == sum(min(s // 2, 5) + 1 for s in steps)
+    assert trainer.algorithm.catch_up.evaluations == sum(min(s // 2, 5) + 1 for s in steps)
     _, steps, _ = train(FixedCount(4))
     assert steps == [4] * 6
     default, _, _ = train(None)

@@ -30,12 +30,13 @@ def test_a_stopping_state_saved_by_another_class_is_refused():
     saved = build()
     saved.fit([binary_data(8)], epochs=1)
     state = saved.state_dict()
-    state["stopping"], state["stopping_type"] = {"reference": 0.0, "failures": 0}, "MIPlateau"
+    state["algorithm"]["stopping"] = {"reference": 0.0, "failures": 0}
+    state["algorithm"]["stopping_type"] = "MIPlateau"
     other = build()
-    other.stopping = Always()
+    other.algorithm.stopping = Always()
     other.load_state_dict(state)  # a stateless criterion swapped in on purpose: nothing to load
     plateau = build()
-    plateau.stopping = MIPlateau()
-    state["stopping_type"] = "SomethingElse"
+    plateau.algorithm.stopping = MIPlateau()
+    state["algorithm"]["stopping_type"] = "SomethingElse"
     with pytest.raises(CheckpointError, match="stopping=SomethingElse; this trainer has stopping=MIPlateau"):
         plateau.load_state_dict(state)

@@ -96,7 +96,8 @@ def test_only_rank_zero_writes_logs_and_checkpoints(ddp):
     torch.manual_seed(0)
     vae = VAE(MLPEncoder(), BernoulliDecoder())
     trainer = AggressiveTrainer(vae, torch.optim.Adam(vae.encoder.parameters()),
-                                torch.optim.Adam(vae.decoder.parameters()), stopping=Always())
+                                torch.optim.Adam(vae.decoder.parameters()), stopping=Always(), window=3,
+                                max_inner_steps=9)  # the run's options: the saved configuration is checked
     trainer.load_state_dict(state)
     assert torch.equal(torch.cat([p.reshape(-1) for p in vae.parameters()]), r0["params"])
 

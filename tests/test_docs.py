@@ -33,7 +33,7 @@ def test_bring_your_own_model_guide_example_trains(capsys):
     exec(compile(source, "bring-your-own-model.md", "exec"), namespace)
     trainer = namespace["trainer"]
     assert len(trainer.history) == 2 and trainer.history[0].aggressive
-    assert trainer.history[0].inner_steps_mean >= 2 * trainer.window
+    assert trainer.history[0].inner_steps_mean >= 2 * trainer.algorithm.catch_up.window
     out = capsys.readouterr().out
     assert "val_mi" in out
     assert float(out.strip().splitlines()[-1]) > 0  # the printed IW-NLL, nats per image

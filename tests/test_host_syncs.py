@@ -15,6 +15,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from aggressive_vi import AggressiveTrainer, FixedSteps, VAE
+from aggressive_vi._impl import gate
 from conftest import BernoulliDecoder, MLPEncoder, binary_data
 
 READS = ("item", "tolist", "__bool__", "__float__", "__int__", "__index__", "numpy")
@@ -66,10 +67,11 @@ OPTIMISERS = {
 
 
 @pytest.mark.parametrize("on_nonfinite", ["raise", "skip"])
-@pytest.mark.parametrize("name,inner_sync", [("sgd-momentum", "window"), ("adam-fused", "auto")])
-def test_one_host_read_per_window_plus_a_constant_per_update(name, inner_sync, on_nonfinite):
-    """``inner_sync="window"`` gates on the device as on a GPU; a fused optimiser does so in
-    ``"auto"`` too (on the CPU ``"auto"`` otherwise reads per step, which costs nothing there)."""
+@pytest.mark.parametrize("name,device_gate", [("sgd-momentum", True), ("adam-fused", False)])
+def test_one_host_read_per_window_plus_a_constant_per_update(name, device_gate, on_nonfinite, monkeypatch):
+    """With the device-side gate (what a GPU gets; on the CPU the engine reads each step's flag, which
+    costs nothing there, unless the optimiser is fused) every inner step stays on the device."""
+    monkeypatch.setattr(gate, "HOST_READS_ON_CPU", not device_gate)
     torch.manual_seed(0)
     model = VAE(MLPEncoder(), BernoulliDecoder())
     make = OPTIMISERS[name]
@@ -79,7 +81,7 @@ def test_one_host_read_per_window_plus_a_constant_per_update(name, inner_sync, o
     trainer = AggressiveTrainer(model, make(model.encoder.parameters(), 0.05),
                                 make(model.decoder.parameters(), 0.05), stopping=FixedSteps(10 ** 6),
                                 window=window, max_inner_steps=cap, on_nonfinite=on_nonfinite,
-                                inner_sync=inner_sync, callbacks=[per_update])
+                                callbacks=[per_update])
     loader = DataLoader(binary_data(96), batch_size=8, shuffle=True,
                         generator=torch.Generator().manual_seed(0))
     with reads.counting():
@@ -94,16 +96,16 @@ def test_one_host_read_per_window_plus_a_constant_per_update(name, inner_sync, o
     assert sum(c for c, _ in rows) < sum(s for _, s in rows) / 2
 
 
-def test_inner_sync_step_reads_every_step_and_gives_the_same_model():
+def test_reading_every_step_on_the_host_gives_the_same_model(monkeypatch):
     finals = {}
     for inner_sync in ("step", "window"):
+        monkeypatch.setattr(gate, "HOST_READS_ON_CPU", inner_sync == "step")
         torch.manual_seed(0)
         model = VAE(MLPEncoder(), BernoulliDecoder())
         # SGD: the CPU Adam reads its own step counters with .item() (CPU tensors on a GPU too)
         trainer = AggressiveTrainer(model, torch.optim.SGD(model.encoder.parameters(), lr=0.05, momentum=0.5),
                                     torch.optim.SGD(model.decoder.parameters(), lr=0.05, momentum=0.5),
-                                    stopping=FixedSteps(10 ** 6), window=3, max_inner_steps=9,
-                                    inner_sync=inner_sync)
+                                    stopping=FixedSteps(10 ** 6), window=3, max_inner_steps=9)
         reads = HostReads()
         with reads.counting():
             history = trainer.fit(DataLoader(binary_data(32), batch_size=8), epochs=1)
@@ -112,10 +114,3 @@ def test_inner_sync_step_reads_every_step_and_gives_the_same_model():
     (p_step, reads_step, inner), (p_window, reads_window, _) = finals["step"], finals["window"]
     assert all(torch.equal(a, b) for a, b in zip(p_step, p_window))  # bitwise the same training
     assert reads_step >= inner > reads_window
-
-
-def test_bad_inner_sync_names_the_argument():
-    model = VAE(MLPEncoder(), BernoulliDecoder())
-    with pytest.raises(ValueError, match="inner_sync"):
-        AggressiveTrainer(model, torch.optim.SGD(model.encoder.parameters(), lr=0.1),
-                          torch.optim.SGD(model.decoder.parameters(), lr=0.1), inner_sync="never")

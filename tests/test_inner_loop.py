@@ -1,8 +1,16 @@
-"""The catch-up loop's window test, on scripted losses (no model): when it stops, and what it counts."""
+"""The catch-up loop with the paper's window test, on scripted losses (no model): when it stops, and
+what it counts. The window test is written once (PaperWindowTest); these tests drive it through the
+one loop, with host and device flags."""
 import pytest
 import torch
 
-from aggressive_vi.inner_loop import CatchUpResult, EncoderUpdate, catch_up_encoder
+from aggressive_vi.catch_up import CatchUpResult, EncoderUpdate, PaperWindowTest
+from aggressive_vi.catch_up import catch_up_encoder as _loop
+
+
+def catch_up_encoder(step, x, next_input, *, window, **kwargs):
+    """The loop under the paper's test with ``window``."""
+    return _loop(step, x, next_input, rule=PaperWindowTest(window), **kwargs)
 
 
 def scripted(losses):
@@ -91,3 +99,20 @@ def test_a_host_error_is_located_too():
                               0, iter(range(1, 100)).__next__, window=2, max_steps=8, device=None,
                               stop_on_error=True)
     assert result == CatchUpResult(steps=4, skipped=1, first_error=3)
+
+
+def test_a_skipped_step_adds_neither_loss_nor_examples_to_the_window_mean():
+    """Window 2. Applied-only means: [4, -] = 4, [3, 3] = 3, [3.5, 3.5] = 3.5 > 3: out after 6 steps.
+    Had the skipped step (its loss 0) counted its 4 examples, the first mean would be 2 and the loop
+    would end after 4 steps."""
+    def step(x):
+        i = step.calls
+        step.calls += 1
+        value = [4, 0, 3, 3, 3.5, 3.5, 1, 1][i]
+        return EncoderUpdate(torch.tensor(value * 4, dtype=torch.float64), 4, torch.tensor(i != 1),
+                             torch.tensor(False))
+
+    step.calls = 0
+    fresh = iter(range(1, 100))
+    result = catch_up_encoder(step, 0, lambda: next(fresh), window=2, max_steps=10, device=None)
+    assert result == CatchUpResult(steps=6, skipped=1, first_error=0)

@@ -80,7 +80,9 @@ def test_logs_validation_mi_au_kl_with_self_log():
     assert int(t.callback_metrics["val_au"]) == estimators.active_units(module.vae, val).count
 
 
-def test_same_final_parameters_as_aggressive_trainer():
+@pytest.mark.parametrize("clip_scope,catch_up", [("network", None), ("joint", None), ("network", "first_loss"),
+                                                 ("joint", "probe")])
+def test_same_final_parameters_as_aggressive_trainer(clip_scope, catch_up):
     """Same initial weights, data, loader order, inner loader and global seed: the same sequence of
     floating-point operations, so the parameters agree to the last bit.
 
@@ -89,7 +91,7 @@ def test_same_final_parameters_as_aggressive_trainer():
     between epochs, so with DataLoader(shuffle=True, generator=g) its second epoch sees another
     order than iterating the loader twice (test_lightning_reorders_a_generator_shuffled_loader).
     """
-    options = dict(window=3, max_inner_steps=12)
+    options = dict(window=3, max_inner_steps=12, clip_scope=clip_scope, catch_up=catch_up, clip_grad_norm=0.5)
 
     def data():
         x = binary_data(64)
@@ -202,8 +204,9 @@ def test_resume_from_a_checkpoint_taken_while_aggressive_continues_phase_stoppin
 
     full, full_seen, _ = run(2, checkpoint=True)
     saved = torch.load(tmp_path / "epoch=0.ckpt", weights_only=False)
-    state = next(v for k, v in saved["callbacks"].items() if k.startswith("AggressiveVI"))
-    assert state["is_aggressive"] and state["step"] == 6 and saved["global_step"] == 6
+    callback_state = next(v for k, v in saved["callbacks"].items() if k.startswith("AggressiveVI"))
+    state = dict(callback_state["algorithm"], inner_stream=callback_state["inner_stream"])
+    assert state["is_aggressive"] and state["updates"] == 6 and saved["global_step"] == 6
     assert state["stopping"]["reference"] != 0.0  # epoch 0's validation MI became the reference
     assert state["stopping"]["failures"] == 0
     assert state["inner_stream"]["passes"] >= 1 and state["inner_stream"]["current"]["consumed"] > 0
@@ -301,3 +304,64 @@ def test_the_stopping_criterion_sees_each_epoch_end_once_and_not_trainer_validat
     assert stop.epoch_ends[-1][1] == pytest.approx(float(t.callback_metrics["val_mi"]))
     t.validate(module, val, verbose=False)
     assert len(stop.epoch_ends) == 2 and "val_mi" in t.callback_metrics
+
+
+def test_max_steps_ending_mid_epoch_under_mi_plateau_just_stops():
+    torch.manual_seed(0)
+    train, val = loaders()  # 8 batches per epoch
+    module = LitVAE(stopping=MIPlateau(), window=3, max_inner_steps=6)
+    t = trainer(max_steps=5)
+    t.fit(module, train, val)
+    assert t.global_step == 5 == module.aggressive.step and module.aggressive.is_aggressive
+
+
+def test_validation_every_second_epoch_is_refused_naming_the_trainer_option():
+    train, val = loaders()
+    module = LitVAE(stopping=MIPlateau(), window=3, max_inner_steps=6)
+    with pytest.raises(ValueError, match="check_val_every_n_epoch=2"):
+        trainer(max_epochs=2, check_val_every_n_epoch=2).fit(module, train, val)
+    trainer(max_epochs=1, check_val_every_n_epoch=2).fit(LitVAE(stopping=FixedSteps(2), window=3, max_inner_steps=6),
+                                                         train, val)  # a criterion without validation: fine
+
+
+def test_a_module_without_validation_step_is_refused_naming_it():
+    class NoValidation(LitVAE):
+        validation_step = pl.LightningModule.validation_step
+
+    train, val = loaders()
+    with pytest.raises(ValueError, match="NoValidation has no validation_step"):
+        trainer(max_epochs=1).fit(NoValidation(stopping=MIPlateau(), window=3, max_inner_steps=6), train, val)
+
+
+def test_no_validation_data_is_named_at_the_epochs_end():
+    train, _ = loaders()
+    with pytest.raises(ValueError, match="no validation ran in epoch 0"):
+        trainer(max_epochs=1).fit(LitVAE(stopping=MIPlateau(), window=3, max_inner_steps=6), train)
+
+
+def test_fitting_again_with_a_new_trainer_is_refused_unless_resumed():
+    torch.manual_seed(0)
+    train, val = loaders()
+    module = LitVAE(stopping=FixedSteps(2), window=3, max_inner_steps=6)
+    trainer(max_epochs=1).fit(module, train, val)
+    with pytest.raises(ValueError, match="taken 8 decoder updates in an earlier fit, but this Trainer starts at "
+                                         "global_step 0"):
+        trainer(max_epochs=2).fit(module, train, val)
+
+
+def test_a_skipped_update_logs_no_training_loss():
+    class NaNAfter(LitVAE):
+        def training_step(self, batch, batch_idx):
+            if batch_idx == 2:
+                batch = batch * float("nan")
+            return super().training_step(batch, batch_idx)
+
+    torch.manual_seed(0)
+    train, val = loaders()
+    module = NaNAfter(stopping=FixedSteps(0), window=3, max_inner_steps=6, on_nonfinite="skip")
+    logged = []
+    module.log_dict = lambda values, **kw: logged.append(dict(values))  # type: ignore[method-assign]
+    trainer(max_epochs=1, limit_val_batches=0).fit(module, train, val)
+    losses = [v["train_loss"] for v in logged if "train_loss" in v]
+    assert len(losses) == 7 and all(torch.isfinite(torch.as_tensor(v)) for v in losses)  # 8 batches, 1 skipped
+    assert module.aggressive.skipped_steps == 1

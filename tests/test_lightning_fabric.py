@@ -10,7 +10,7 @@ import torch  # noqa: E402
 from lightning.fabric import Fabric  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from aggressive_vi import VAE, AggressiveTrainer, FixedSteps  # noqa: E402
+from aggressive_vi import VAE, AggressiveTrainer, Engine, FixedSteps  # noqa: E402
 from aggressive_vi.lightning import fabric_autocast, fabric_trainer  # noqa: E402
 from conftest import BernoulliDecoder, MLPEncoder, binary_data  # noqa: E402
 
@@ -102,7 +102,7 @@ def test_fabric_trainer_refuses_a_gradient_scaler():
         fabric_trainer(fabric, vae, enc_opt, dec_opt, **OPTIONS)
 
 
-def test_trainer_backward_option_is_called_for_every_step():
+def test_engine_backward_is_called_for_every_step():
     vae, enc_opt, dec_opt = models()
     seen = []
 
@@ -110,11 +110,13 @@ def test_trainer_backward_option_is_called_for_every_step():
         seen.append(inputs is None)
         torch.autograd.backward(loss, inputs=inputs)
 
-    trainer = AggressiveTrainer(vae, enc_opt, dec_opt, backward=backward, **OPTIONS)
+    trainer = AggressiveTrainer(vae, enc_opt, dec_opt, engine=Engine(backward=backward), **OPTIONS)
     train, inner = data()
     history = trainer.fit(train, epochs=1, inner_loader=inner)
     inner_steps = round(history.records[0].inner_steps_mean * 3)
     assert seen.count(False) == inner_steps  # encoder-only steps pass inputs=encoder parameters
     assert seen.count(True) == 3 + 3
     with pytest.raises(TypeError, match="backward must be callable"):
-        AggressiveTrainer(vae, enc_opt, dec_opt, backward=3)
+        Engine(backward=3)
+    with pytest.raises(ValueError, match="backward= with precision='fp16'"):  # two loss scalings
+        Engine("fp16", backward=backward)

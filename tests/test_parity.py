@@ -456,7 +456,7 @@ def test_clip_scope_joint_steps_one_network_with_the_joint_factor():
                                 torch.optim.SGD(vae.decoder.parameters(), lr=lr), clip_grad_norm=max_norm,
                                 clip_scope="joint")
     torch.manual_seed(5)
-    update = trainer._encoder_step(x, 1.0)
+    update = trainer.algorithm.encoder_update(x, 1.0)
     assert update.examples == 3 and math.isfinite(float(update.loss)) and bool(update.applied)
     assert all(p.grad is None for p in vae.decoder.parameters())  # the decoder's gradient is dropped
     for p, b, g in zip(vae.encoder.parameters(), before_enc, enc):
@@ -469,7 +469,7 @@ def test_clip_scope_joint_steps_one_network_with_the_joint_factor():
                                  torch.optim.SGD(vae2.decoder.parameters(), lr=lr), clip_grad_norm=max_norm,
                                  clip_scope="joint")
     torch.manual_seed(5)
-    terms, applied = trainer2._decoder_step(x, 1.0)
+    terms, applied = trainer2.algorithm.decoder_update(x, 1.0)
     assert applied and terms.loss.shape == (3,) and not terms.loss.requires_grad
     for p, b, g in zip(vae2.decoder.parameters(), before_dec, dec2):
         torch.testing.assert_close(p.detach(), b - lr * factor2 * g, atol=1e-9, rtol=1e-5)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from aggressive_vi import VAE, AggressiveTrainer, FixedSteps
+from aggressive_vi import VAE, AggressiveTrainer, Engine, FixedSteps
 from conftest import BernoulliDecoder, MLPEncoder, binary_data
 
 
@@ -28,7 +28,7 @@ def trainer(precision, decoder=None, **kwargs):
     kwargs.setdefault("stopping", FixedSteps(4))
     return AggressiveTrainer(model, torch.optim.Adam(model.encoder.parameters(), lr=1e-2),
                              torch.optim.Adam(model.decoder.parameters(), lr=1e-2), window=3,
-                             max_inner_steps=9, precision=precision, **kwargs)
+                             max_inner_steps=9, engine=Engine(precision), **kwargs)
 
 
 def data():
@@ -64,11 +64,11 @@ def test_z_log_q_prior_and_kl_are_float32_under_autocast():
 
 def test_an_fp16_overflow_skips_steps_instead_of_raising_and_lowers_the_scale():
     t = trainer("fp16", on_nonfinite="raise")
-    t.precision.scalers["encoder"] = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)
+    t.algorithm.engine.precision.scalers["encoder"] = torch.amp.GradScaler("cpu", init_scale=2.0 ** 40)
     history = t.fit(data(), epochs=1)  # fp16 grads scaled by 2^40 overflow: skipped, not raised
     assert history[0].skipped_inner_steps > 0 and history[0].skipped_batches == 0
-    assert t.precision.scalers["encoder"].get_scale() < 2.0 ** 40
-    assert t.precision.scalers["decoder"].get_scale() == 2.0 ** 16  # its own scale, untouched
+    assert t.algorithm.engine.precision.scalers["encoder"].get_scale() < 2.0 ** 40
+    assert t.algorithm.engine.precision.scalers["decoder"].get_scale() == 2.0 ** 16  # its own scale, untouched
     assert all(torch.isfinite(p).all() for p in t.model.parameters())
 
 
@@ -88,13 +88,13 @@ def test_a_nan_loss_still_raises_in_bf16():
 
 def test_grad_scaler_state_travels_in_the_state_dict():
     t = trainer("fp16")
-    t.precision.scalers["encoder"] = torch.amp.GradScaler("cpu", init_scale=2.0 ** 30)
+    t.algorithm.engine.precision.scalers["encoder"] = torch.amp.GradScaler("cpu", init_scale=2.0 ** 30)
     t.fit(data(), epochs=1)
     saved = t.state_dict()
     fresh = trainer("fp16")
     fresh.load_state_dict(saved)
-    assert fresh.precision.scalers["encoder"].get_scale() == t.precision.scalers["encoder"].get_scale() < 2.0 ** 30
-    assert saved["config"]["precision"] == "fp16"
+    assert fresh.algorithm.engine.precision.scalers["encoder"].get_scale() == t.algorithm.engine.precision.scalers["encoder"].get_scale() < 2.0 ** 30
+    assert saved["config"]["engine"] == "Engine(precision='fp16', cuda_graph=False)"
 
 
 def test_bad_precision_names_the_argument():

@@ -1,6 +1,6 @@
 """The opt-in captured inner step: one CUDA graph per input shape replays the whole encoder update.
 
-``AggressiveTrainer(..., inner_step="cuda_graph")`` (single GPU; refused under ``torch.distributed``
+``AggressiveTrainer(..., engine=Engine(cuda_graph=True))`` (single GPU; refused under ``torch.distributed``
 and on other devices) runs each inner step as a replay of a CUDA graph holding the forward pass, the
 backward pass into the encoder's parameters, clipping, the finiteness flag and the gated optimiser
 step (:mod:`aggressive_vi._impl.gate`), so that the host only enqueues one graph launch per step and
@@ -22,7 +22,7 @@ What it needs, and how this module provides it:
   their capture otherwise, also when fused) or SGD. A change of a param group's ``lr`` (e.g. :class:`~aggressive_vi.LRDecayOnPlateau`) drops the
   graphs, which are captured again with the new value.
 * **No host reads inside.** A model whose forward reads a tensor on the host (``bool(t)``,
-  ``.item()``) cannot be captured: the error says so and names ``inner_step="eager"``.
+  ``.item()``) cannot be captured: the error says so and names ``Engine(cuda_graph=False)``.
 
 fp16 loss scaling is not supported with the captured step yet (the scaler's bookkeeping runs on the
 host); bf16 autocast is.
@@ -46,7 +46,7 @@ def check_capturable_optimizer(optimizer: torch.optim.Optimizer, name: str) -> N
     if isinstance(optimizer, torch.optim.SGD) or defaults.get("capturable"):
         return  # Adam and AdamW refuse capture without capturable=True, fused or not
     raise ValueError(
-        f"{name} must have a capturable step for inner_step='cuda_graph': build it with "
+        f"{name} must have a capturable step for Engine(cuda_graph=True): build it with "
         "capturable=True (Adam, AdamW; with fused=True too if you like), or use torch.optim.SGD; got "
         f"{type(optimizer).__name__}(fused={defaults.get('fused')}, capturable={defaults.get('capturable')})")
 
@@ -63,7 +63,7 @@ def input_key(x: Any) -> Hashable:
         return (type(x).__name__,) + tuple(input_key(v) for v in x)
     if isinstance(x, dict):
         return ("dict",) + tuple((k, input_key(v)) for k, v in sorted(x.items()))
-    raise TypeError(f"inner_step='cuda_graph' needs model inputs made of tensors (also in tuples, "
+    raise TypeError(f"Engine(cuda_graph=True) needs model inputs made of tensors (also in tuples, "
                     f"lists and dicts); got {type(x).__name__}")
 
 
@@ -133,8 +133,8 @@ def graphs_for(device: torch.device) -> Any:
         ValueError: any other device (CUDA graphs exist only there).
     """
     if device.type != "cuda":
-        raise ValueError(f"inner_step='cuda_graph' needs the model on a CUDA device; got {device}. "
-                         "Use inner_step='eager' (the default) elsewhere")
+        raise ValueError(f"Engine(cuda_graph=True) needs the model on a CUDA device; got {device}. "
+                         "Use Engine(cuda_graph=False) (the default) elsewhere")
     return CudaGraphs()
 
 
@@ -191,7 +191,7 @@ class CapturedStep:
             if len(self._shapes) >= self.max_graphs:
                 if not self._warned:
                     self._warned = True
-                    warnings.warn(f"inner_step='cuda_graph': more than {self.max_graphs} input shapes; "
+                    warnings.warn(f"Engine(cuda_graph=True): more than {self.max_graphs} input shapes; "
                                   "further shapes run eagerly (pad batches to a few widths, and use "
                                   "drop_last=True)", stacklevel=3)
                 self.eager_steps += 1
@@ -208,9 +208,9 @@ class CapturedStep:
                 entry["replay"], entry["out"] = self.graphs.capture(lambda: self.body(entry["static"]))
             except Exception as exc:
                 raise RuntimeError(
-                    "inner_step='cuda_graph' could not capture the encoder step; the model's forward and "
+                    "Engine(cuda_graph=True) could not capture the encoder step; the model's forward and "
                     "the optimiser's step must not read tensors on the host (bool(t), t.item(), "
-                    "printing) nor change shapes. Use inner_step='eager'. The capture failed with: "
+                    "printing) nor change shapes. Use Engine(cuda_graph=False). The capture failed with: "
                     f"{type(exc).__name__}: {exc}") from exc
             self.captures += 1
         entry["replay"]()

@@ -36,10 +36,29 @@ __all__ = ["GATE_MODES", "GatedStep", "finite_flag", "gradient_norm"]
 
 GATE_MODES = ("auto", "window", "step")
 
+#: ``mode="auto"`` reads the flag on the host when it is on the CPU, where a read costs nothing (tests
+#: set it to ``False`` to exercise the device-side gate on the CPU, as it runs on a GPU).
+HOST_READS_ON_CPU = True
 
-def gradient_norm(params: Sequence[torch.Tensor], max_norm: Optional[float]) -> torch.Tensor:
+
+def gradient_norm(params: Sequence[torch.Tensor], max_norm: Optional[float],
+                  scaled: Sequence[torch.Tensor] = (), inv_scale: float = 1.0) -> torch.Tensor:
     """The gradients' joint L2 norm (0-d, on their device), clipping them to ``max_norm`` first
-    when it is given (``torch.nn.utils.clip_grad_norm_``; no host sync)."""
+    when it is given (``torch.nn.utils.clip_grad_norm_``; no host sync).
+
+    ``scaled``: parameters whose gradients are still multiplied by a grad scaler's scale (unscaled
+    later, e.g. by Lightning's precision plugin at their own optimiser's step): they count in the norm
+    multiplied by ``inv_scale``, and are clipped by the same factor as the others."""
+    if scaled:
+        grads = [p.grad for p in params if p.grad is not None]
+        later = [p.grad for p in scaled if p.grad is not None]
+        norms = [torch.linalg.vector_norm(g) for g in grads] + [torch.linalg.vector_norm(g) * inv_scale for g in later]
+        total = torch.linalg.vector_norm(torch.stack(norms)) if norms else torch.zeros(())
+        if max_norm is not None:
+            factor = torch.clamp(max_norm / (total + 1e-6), max=1.0)  # clip_grad_norm_'s rule
+            for g in grads + later:
+                g.mul_(factor.to(g.device))
+        return total
     if max_norm is not None:
         return torch.nn.utils.clip_grad_norm_(params, max_norm)
     grads = [p.grad for p in params if p.grad is not None]
@@ -48,12 +67,12 @@ def gradient_norm(params: Sequence[torch.Tensor], max_norm: Optional[float]) -> 
     return torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
 
 
-def finite_flag(loss: torch.Tensor, params: Sequence[torch.Tensor],
-                max_norm: Optional[float]) -> torch.Tensor:
-    """Clip the gradients of ``params`` and return whether ``loss`` and every gradient are finite:
-    a 0-d bool tensor on the loss's device, the same on every rank (one all-reduce under
-    ``torch.distributed``, no host sync)."""
-    norm = gradient_norm(params, max_norm)
+def finite_flag(loss: torch.Tensor, params: Sequence[torch.Tensor], max_norm: Optional[float],
+                scaled: Sequence[torch.Tensor] = (), inv_scale: float = 1.0) -> torch.Tensor:
+    """Clip the gradients of ``params`` (and ``scaled``, see :func:`gradient_norm`) and return whether
+    ``loss`` and every gradient are finite: a 0-d bool tensor on the loss's device, the same on every
+    rank (one all-reduce under ``torch.distributed``, no host sync)."""
+    norm = gradient_norm(params, max_norm, scaled, inv_scale)
     value = loss.detach().sum() + norm.to(loss.device)  # NaN/inf in either makes it non-finite
     if is_distributed():
         value = all_reduce_sum(value.double().reshape(1)).reshape(())
@@ -99,7 +118,7 @@ class GatedStep:
             finally:
                 del opt.found_inf  # type: ignore[attr-defined]
             return
-        if self.mode == "auto" and ok.device.type == "cpu":  # a host read is free on the CPU
+        if self.mode == "auto" and ok.device.type == "cpu" and HOST_READS_ON_CPU:  # a host read is free there
             self._host_step(ok, [])
             return
         params = [p for group in opt.param_groups for p in group["params"]]

@@ -10,7 +10,7 @@ whenever the other network's gradient is large.
 Two ways to give our trainer the paper's rule, used when a :class:`~benchmarks.parity.spec.RunSpec`
 has ``ours_clip`` set:
 
-* ``"inner-joint"``: :func:`joint_clip_backward`, passed as the trainer's public ``backward=`` hook:
+* ``"inner-joint"``: :func:`joint_clip_backward`, passed as the public ``Engine(backward=...)`` hook:
   in inner steps it back-propagates into both networks, scales the encoder's gradient by the joint
   clipping factor and drops the decoder's (the trainer's own clip of the encoder norm is then a
   no-op). Decoder and joint steps are unchanged (the decoder step runs the encoder without gradient,
@@ -45,7 +45,7 @@ def joint_clip_factor(norms: Sequence[float], max_norm: float) -> float:
 
 
 def joint_clip_backward(model: nn.Module, max_norm: float) -> Callable[..., None]:
-    """A ``backward(loss, inputs=None)`` for ``AggressiveTrainer(backward=...)`` that clips inner
+    """A ``backward(loss, inputs=None)`` for ``Engine(backward=...)`` that clips inner
     steps as the paper does: with ``inputs`` (the encoder's parameters, an inner step) the gradient of
     every parameter of ``model`` is computed, the joint norm clipped at ``max_norm``, and all but the
     ``inputs``' gradients dropped; without ``inputs`` it is plain ``torch.autograd.backward``."""

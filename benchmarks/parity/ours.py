@@ -28,7 +28,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from aggressive_vi import AggressiveTrainer, ConstantKL, LRDecayOnPlateau, MIPlateau, estimators
+from aggressive_vi import AggressiveTrainer, Engine, ConstantKL, LRDecayOnPlateau, MIPlateau, estimators
 from examples.text.corpus import TextDataset, Vocab, count_predicted_tokens, read_corpus
 from examples.text.experiment import build_vae, json_safe
 from examples.text.presets import Preset
@@ -80,7 +80,7 @@ def run_ours(spec: RunSpec, *, threads: Optional[int] = 1) -> Dict[str, Any]:
                              compare_to="previous", restore_best=True)
     extra: Dict[str, Any] = {"clip_scope": "joint"} if spec.ours_clip == "joint" else {}
     if spec.ours_clip == "inner-joint":
-        extra["backward"] = joint_clip_backward(vae, CLIP)
+        extra["engine"] = Engine(backward=joint_clip_backward(vae, CLIP))
     trainer = AggressiveTrainer(vae, enc_opt, dec_opt, stopping=MIPlateau(), kl_schedule=ConstantKL(1.0),
                           aggressive=spec.aggressive, window=WINDOW, max_inner_steps=MAX_INNER_STEPS,
                           clip_grad_norm=CLIP, callbacks=[decay], **extra)

@@ -32,7 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from aggressive_vi import AggressiveTrainer, ConstantKL, FixedSteps
+from aggressive_vi import AggressiveTrainer, Engine, ConstantKL, FixedSteps
 from examples.text.experiment import build_vae
 from examples.text.presets import Preset
 
@@ -213,10 +213,10 @@ def _ours_step(trainer: AggressiveTrainer, x: torch.Tensor, inner: Any, aggressi
         trainer.model.train()
         steps = 0
         if aggressive:
-            steps, _ = trainer._catch_up_encoder(x, inner, 1.0)
-            terms, _ = trainer._decoder_step(x, 1.0)
+            steps = trainer.algorithm.catch_up_encoder(x, lambda: next(inner), 1.0).steps
+            terms, _ = trainer.algorithm.decoder_update(x, 1.0)
         else:
-            terms, _ = trainer._joint_step(x, 1.0)
+            terms, _ = trainer.algorithm.joint_update(x, 1.0)
     finally:
         torch.nn.utils.clip_grad_norm_ = original  # type: ignore[assignment]
     return {"loss": float(terms.loss.mean()), "kl": float(terms.kl.mean()), "grad_norm": norms[-1],
@@ -286,7 +286,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     o_dec = torch.optim.SGD(ours.decoder.parameters(), lr=1.0, momentum=0)
     extra: Dict[str, Any] = {"clip_scope": "joint"} if args.ours_clip == "joint" else {}
     if args.ours_clip == "inner-joint":
-        extra["backward"] = joint_clip_backward(ours, 5.0)
+        extra["engine"] = Engine(backward=joint_clip_backward(ours, 5.0))
     trainer = AggressiveTrainer(ours, o_enc, o_dec, stopping=FixedSteps(10 ** 9), kl_schedule=ConstantKL(1.0),
                                 aggressive=args.mode == "aggressive", window=15, max_inner_steps=99,
                                 clip_grad_norm=5.0, **extra)

@@ -176,7 +176,7 @@ def run_one(data: str, row: str, seed: int, budget: Budget, threads: Optional[in
         metrics = _evaluate_vae(setup, budget.iw_samples)
         # the decoder update at which the trainer left the aggressive phase (None: it never did)
         extra = {"curve": curve.points, "left_aggressive_at": hist.left_aggressive_at,
-                 "window": trainer.window, "max_inner_steps": trainer.max_inner_steps,
+                 "window": trainer.algorithm.catch_up.window, "max_inner_steps": trainer.algorithm.max_inner_steps,
                  "steps_per_epoch": len(setup.train_loader),
                  "evaluated_epoch": best.best_epoch if best is not None else len(history) - 1}
     return {"data": data, "row": row, "seed": seed, "metrics": metrics, "history": json_safe(history),

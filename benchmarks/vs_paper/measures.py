@@ -71,7 +71,7 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
         loop = PaperLoop(pair.reference, batches, seed)
         trainer = make_trainer(pair.ours, aggressive=True)
         t = interleave({"paper": _steps(loop.encoder_step, steps),
-                        "ours": _steps(lambda x: trainer._encoder_step(x, 1.0), steps)}, reps, warmup=size.warmup, setup=setup)
+                        "ours": _steps(lambda x: trainer.algorithm.encoder_update(x, 1.0), steps)}, reps, warmup=size.warmup, setup=setup)
         n = [len(steps)] * reps
         rows.append(make_row(size.name, "encoder_step", t["paper"]["seconds"], t["ours"]["seconds"], n, n, **_wall(t),
                              steps=len(steps)))
@@ -128,9 +128,9 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
         trainer = make_trainer(pair.ours, aggressive=True)
         n_steps = size.encoder_steps * reps
         for measure, paper_step, our_step in (
-                ("encoder_step_paired", loop.encoder_step, lambda x: trainer._encoder_step(x, 1.0)),
+                ("encoder_step_paired", loop.encoder_step, lambda x: trainer.algorithm.encoder_update(x, 1.0)),
                 ("joint_step_paired", lambda x: loop.update(x, aggressive=False),
-                 lambda x: trainer._joint_step(x, 1.0))):
+                 lambda x: trainer.algorithm.joint_update(x, 1.0))):
             pair.reset_reference()
             pair.reset_ours()
             t = paired_steps(paper_step, our_step, batches, n_steps, warmup=min(size.warmup * 2, n_steps - 1))

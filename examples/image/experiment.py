@@ -7,7 +7,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch.utils.data import DataLoader
 
-from aggressive_vi import (VAE, AggressiveTrainer, ConstantKL, LinearKLAnnealing, LRDecayOnPlateau, MIPlateau,
+from aggressive_vi import (VAE, AggressiveTrainer, Engine, ConstantKL, LinearKLAnnealing, LRDecayOnPlateau, MIPlateau,
                            PrintLogger, ProgressBar, estimators)
 from aggressive_vi import checkpoint as library_checkpoint
 
@@ -58,13 +58,13 @@ def make_trainer(vae: VAE, *, aggressive: bool = True, lr: float = 1e-3, kl_star
     ``kl_start`` to 1 over ``warm_up`` epochs (``kl_start=1``: no annealing, the paper's default), lr
     halved after ``lr_patience`` epochs without a better validation loss (best model reloaded).
     On a GPU the Adams are fused, so that inner steps are gated on the device (docs/gpu.md);
-    ``precision``: ``AggressiveTrainer(precision=...)``."""
+    ``precision``: ``Engine(precision)``."""
     schedule = ConstantKL(1.0) if kl_start >= 1.0 else LinearKLAnnealing(start=kl_start, warmup_epochs=warm_up)
     shown: List[Any] = ([ProgressBar()] if progress else []) + ([PrintLogger()] if verbose else [])
     fused = next(vae.parameters()).device.type == "cuda"
     return AggressiveTrainer(
         vae, torch.optim.Adam(vae.encoder.parameters(), lr=lr, fused=fused),
-        torch.optim.Adam(vae.decoder.parameters(), lr=lr, fused=fused), precision=precision,
+        torch.optim.Adam(vae.decoder.parameters(), lr=lr, fused=fused), engine=Engine(precision),
         stopping=MIPlateau(patience=patience, cumulative=True), kl_schedule=schedule, aggressive=aggressive,
         window=window, max_inner_steps=max_inner_steps, clip_grad_norm=5.0,
         callbacks=[LRDecayOnPlateau(patience=lr_patience, compare_to="best"), *callbacks, *shown])

@@ -71,14 +71,14 @@ def test_a_stopped_run_resumes_to_the_same_parameters(uninterrupted, tmp_path, m
         with pytest.raises(type(error)):
             main(["train", *QUICK, "--out", str(out)])
     assert not (out / "model.pt").exists()  # it did stop before the end
-    assert load_checkpoint(latest_checkpoint(out / "checkpoints"))["step"] == resumes_at
+    assert load_checkpoint(latest_checkpoint(out / "checkpoints"))["algorithm"]["updates"] == resumes_at
     assert resumes_at % STEPS_PER_EPOCH != 0  # mid-epoch: the loaders' positions are replayed
 
     main(["train", *QUICK, "--out", str(out), "--resume"])
     assert_same_weights(weights(torch.load(whole / "model.pt", weights_only=True)),
                         weights(torch.load(out / "model.pt", weights_only=True)))
     last, whole_last = (load_checkpoint(latest_checkpoint(d / "checkpoints")) for d in (out, whole))
-    assert last["step"] == whole_last["step"] == 2 * STEPS_PER_EPOCH
+    assert last["algorithm"]["updates"] == whole_last["algorithm"]["updates"] == 2 * STEPS_PER_EPOCH
     assert_same_weights(weights(whole_last), weights(last))
     drop = lambda rows: [{k: v for k, v in r.items() if k != "wall_time"} for r in rows]  # noqa: E731
     assert drop(json.loads((out / "history.json").read_text())) == drop(

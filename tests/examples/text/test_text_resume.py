@@ -76,7 +76,7 @@ def test_a_stopped_run_resumes_to_the_same_parameters(corpus, uninterrupted, tmp
             main(train_args(corpus, out))
     assert not (out / "model.pt").exists()  # it did stop before the end
     latest = latest_checkpoint(out / "checkpoints")
-    assert load_checkpoint(latest)["step"] == resumes_at
+    assert load_checkpoint(latest)["algorithm"]["updates"] == resumes_at
     assert resumes_at % STEPS_PER_EPOCH != 0  # mid-epoch: the loaders' positions are replayed
 
     main(train_args(corpus, out, "--resume"))
@@ -86,7 +86,7 @@ def test_a_stopped_run_resumes_to_the_same_parameters(corpus, uninterrupted, tmp
         assert torch.equal(whole[name], resumed[name]), name
     last = load_checkpoint(latest_checkpoint(out / "checkpoints"))
     whole_last = load_checkpoint(latest_checkpoint(uninterrupted / "checkpoints"))
-    assert last["step"] == whole_last["step"] == 2 * STEPS_PER_EPOCH
+    assert last["algorithm"]["updates"] == whole_last["algorithm"]["updates"] == 2 * STEPS_PER_EPOCH
     for name in whole_last["model"]:  # the last epoch's weights too (model.pt holds the best epoch's)
         assert torch.equal(whole_last["model"][name], last["model"][name]), name
     assert history_without_times(out) == history_without_times(uninterrupted)
