@@ -12,6 +12,7 @@ batch. All results are in nats.
 """
 from __future__ import annotations
 
+import warnings
 from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Union
 
 import torch
@@ -19,18 +20,28 @@ from torch import nn
 
 from ._impl.loaders import InputFn, extract_input, model_device, move_to_device
 from ._impl.checks import one_of
-from .metrics import (ELBO, IWNLL, KL, ActiveUnitsResult, DatasetMutualInformation, ELBOEstimate,
-                      IWNLLResult, MIEstimate, Metric, MutualInformation, PosteriorMetric,
+from .metrics import (ELBO, IWNLL, KL, MI_ESTIMATORS, VALIDATION_TERMS, ActiveUnitsResult,
+                      DatasetMutualInformation, ELBOEstimate, IWNLLResult, MIEstimate, Metric,
+                      MutualInformation, PosteriorMetric, ValidationMetrics, ValidationResult,
                       batch_mutual_information, evaluation_mode, iw_log_likelihood)
 from .metrics import ActiveUnits as _ActiveUnitsMetric
 from .model import as_vae
 
-#: The result type of :func:`active_units` (kept under its 0.1 name).
-ActiveUnits = ActiveUnitsResult
+
+def __getattr__(name: str) -> Any:
+    # 0.1 named the result of active_units() ``estimators.ActiveUnits``, the name of the metric in
+    # aggressive_vi.metrics; the result is ActiveUnitsResult now, the old name a deprecated alias
+    if name == "ActiveUnits":
+        warnings.warn("aggressive_vi.estimators.ActiveUnits is deprecated: the result of active_units() "
+                      "is ActiveUnitsResult (aggressive_vi.metrics.ActiveUnits is the metric)",
+                      DeprecationWarning, stacklevel=2)
+        return ActiveUnitsResult
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "IWNLLResult",
-    "ActiveUnits",
+    "ActiveUnitsResult",
     "ELBOEstimate",
     "MIEstimate",
     "evaluation_mode",
@@ -47,10 +58,6 @@ __all__ = [
     "MI_ESTIMATORS",
     "mi_metric",
 ]
-
-#: The two estimators of I_q(x; z): ``"minibatch"`` (the paper's) and ``"dataset"``.
-MI_ESTIMATORS = ("minibatch", "dataset")
-
 
 def mi_metric(estimator: str = "minibatch", **options: Any) -> PosteriorMetric:
     """A fresh MI metric: :class:`~aggressive_vi.metrics.MutualInformation` for ``"minibatch"``
@@ -163,7 +170,7 @@ def elbo(model: nn.Module, loader: Iterable[Any], *, n_samples: int = 1,
                        get_input=get_input)["elbo"]
 
 
-_TERMS = ("elbo", "kl", "mi", "au")
+_TERMS = VALIDATION_TERMS
 
 
 def summary(
@@ -176,43 +183,32 @@ def summary(
     mi_estimator: str = "minibatch",
     get_input: InputFn = extract_input,
 ) -> Dict[str, Any]:
-    """Several estimates in one pass over the loader (what the trainer records every epoch).
+    """Several estimates in one pass over the loader: the functional twin of
+    :class:`~aggressive_vi.metrics.ValidationMetrics` (which makes the trainer's ``val_*`` record).
 
     Args:
         terms: any of ``"elbo"`` (also gives ``reconstruction`` and ``kl``), ``"kl"``, ``"mi"``
             (also gives ``mi_stderr``), ``"au"`` (gives ``au`` and ``au_detail``, an
-            :class:`ActiveUnits`).
+            :class:`~aggressive_vi.metrics.ActiveUnitsResult`).
+        au_threshold: variance threshold of the active-unit count (paper: 0.01).
+        n_samples: z draws per example of the ELBO (the trainer's validation uses one).
         mi_estimator: ``"minibatch"`` (the paper's) or ``"dataset"`` (see :func:`mi_metric`).
 
     Returns:
         A dict of floats (nats per example; ``au`` an int) for the requested terms, plus
-        ``n_examples``.
+        ``n_examples`` (all ranks): the keys of the collection's record without ``val_``.
     """
-    wanted = set(terms)
-    unknown = wanted - set(_TERMS)
-    if unknown:
-        raise ValueError(f"terms must be among {_TERMS}; got unknown {sorted(unknown)}")
-    metrics: Dict[str, Metric] = {}
-    if "elbo" in wanted:
-        metrics["elbo"] = ELBO(model, n_samples=n_samples)
-    elif "kl" in wanted:
-        metrics["kl"] = KL()
-    if "mi" in wanted:
-        metrics["mi"] = mi_metric(mi_estimator)
-    if "au" in wanted:
-        metrics["au"] = _ActiveUnitsMetric(threshold=au_threshold)
-    if not metrics:
-        metrics["kl"] = KL()  # terms=(): still count the examples
-    results = run_metrics(model, loader, metrics, get_input=get_input)
-    counted = next(iter(metrics.values()))
-    out: Dict[str, Any] = {"n_examples": int(counted.reduced()["count"])}
-    if "elbo" in results:
-        e = results["elbo"]
-        out.update(kl=e.kl, reconstruction=e.reconstruction, elbo=e.elbo)
-    elif "kl" in wanted:
-        out["kl"] = results["kl"]
-    if "mi" in results:
-        out["mi"], out["mi_stderr"] = results["mi"].value, results["mi"].stderr
-    if "au" in results:
-        out["au"], out["au_detail"] = results["au"].count, results["au"]
+    collection = ValidationMetrics(model, terms=terms, au_threshold=au_threshold,
+                                   n_samples=n_samples, mi_estimator=mi_estimator)
+    with evaluation_mode(model):
+        for x in _inputs(as_vae(model), loader, get_input):
+            collection.update(x)
+    return _summary_dict(collection.results())
+
+
+def _summary_dict(result: ValidationResult) -> Dict[str, Any]:
+    out: Dict[str, Any] = {"n_examples": result.n_examples}
+    out.update({key[len("val_"):]: value for key, value in result.record().items()})
+    if result.au is not None:
+        out["au_detail"] = result.au
     return out

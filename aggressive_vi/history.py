@@ -24,8 +24,9 @@ class EpochRecord:
         aggressive: whether the epoch began in the aggressive phase.
         aggressive_steps: decoder updates in this epoch that were preceded by an inner loop.
         inner_steps_mean: encoder-only steps per aggressive decoder update (0 when none).
-        val_mi, val_au, val_kl, val_elbo, val_reconstruction: validation estimates
-            (MI by the minibatch-mixture estimator; AU with the trainer's threshold).
+        val_mi, val_au, val_kl, val_elbo, val_reconstruction: validation estimates, the record of
+            :class:`aggressive_vi.metrics.ValidationMetrics` (MI by the trainer's ``mi_estimator``,
+            AU with its threshold, the ELBO with one z per example).
         val_mi_stderr: the standard error of ``val_mi``, nats.
         wall_time: seconds spent in the epoch, validation included.
         skipped_batches: decoder/joint updates skipped for a non-finite loss or gradient

@@ -14,7 +14,9 @@ functional twins: each runs the metric over a whole loader.
 
 Posterior metrics (everything here but :class:`IWNLL`) also take an already computed q(z|x) with
 ``update_posterior(mean, logvar, x)`` (``mean``, ``logvar``: ``[batch, latent_dim]``), so one
-encoder pass can feed several of them (see :func:`aggressive_vi.estimators.summary`).
+encoder pass can feed several of them. :class:`ValidationMetrics` is such a collection: the
+per-epoch ``val_*`` record of every driver (functional twin:
+:func:`aggressive_vi.estimators.summary`).
 
 >>> import torch
 >>> from aggressive_vi.metrics import KL
@@ -28,21 +30,22 @@ from __future__ import annotations
 import contextlib
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, List, Optional, Union
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from ._impl.checks import non_negative_float, positive_int, positive_int_or_none
 from ._impl.loaders import InputFn, extract_input, model_device, move_to_device
-from .distributed import all_gather_object, all_reduce_sum, is_distributed
+from .distributed import all_gather_object, all_reduce_sum, collective_device, is_distributed
 from .model import VAE, as_vae, gaussian_kl_to_standard_normal
 
 __all__ = [
     "Metric", "PosteriorMetric", "evaluation_mode",
     "KL", "ELBO", "MutualInformation", "DatasetMutualInformation", "ActiveUnits", "IWNLL",
     "ELBOEstimate", "MIEstimate", "ActiveUnitsResult", "IWNLLResult",
-    "batch_mutual_information", "iw_log_likelihood",
+    "batch_mutual_information", "iw_log_likelihood", "reduce_states",
+    "ValidationMetrics", "ValidationResult", "MI_ESTIMATORS", "VALIDATION_TERMS",
 ]
 
 Number = Union[int, float]
@@ -96,6 +99,11 @@ class Metric:
     def state_names(self) -> List[str]:
         return list(self._defaults)
 
+    @property
+    def reductions(self) -> Dict[str, Optional[str]]:
+        """``{state name: its cross-rank reduction}`` in declaration order."""
+        return dict(self._reductions)
+
     def reset(self) -> None:
         """Every state back to its default."""
         for name, default in self._defaults.items():
@@ -114,36 +122,8 @@ class Metric:
     def reduced(self) -> Dict[str, Any]:
         """Every state reduced over ranks (one all-reduce for the ``"sum"`` states, one gather
         for each ``"cat"`` one); without a process group, the local states. Leaves the metric's own
-        state unchanged."""
-        out: Dict[str, Any] = {}
-        sums = [n for n, r in self._reductions.items() if r == "sum"]
-        for name, reduce in self._reductions.items():
-            value = getattr(self, name)
-            if reduce == "cat":
-                out[name] = _gather_cat(value)
-            elif reduce is None:
-                out[name] = value
-        if sums:
-            values = [getattr(self, n) for n in sums]
-            if any(v is None for v in values) and is_distributed():
-                missing = [n for n, v in zip(sums, values) if v is None]
-                raise RuntimeError(f"{type(self).__name__}: states {missing} were never updated on "
-                                   "this rank; every rank needs at least one batch")
-            device = next((v.device for v in values if isinstance(v, torch.Tensor)), None)
-            flat = [torch.as_tensor(v, dtype=torch.float64, device=device).reshape(-1)
-                    for v in values if v is not None]
-            packed = all_reduce_sum(torch.cat(flat)) if flat else None
-            offset = 0
-            for name, value in zip(sums, values):
-                if value is None:
-                    out[name] = None
-                    continue
-                size = value.numel() if isinstance(value, torch.Tensor) else 1
-                assert packed is not None
-                part = packed[offset:offset + size]
-                offset += size
-                out[name] = part.reshape(value.shape) if isinstance(value, torch.Tensor) else part[0]
-        return out
+        state unchanged. See :func:`reduce_states` for several metrics at once."""
+        return reduce_states([self])[0]
 
     def state_dict(self) -> Dict[str, Any]:
         """The states by name (tensors as CPU copies): loads with ``weights_only=True``."""
@@ -179,11 +159,69 @@ class Metric:
     def update(self, *args: Any, **kwargs: Any) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def compute(self) -> Any:  # pragma: no cover - abstract
+    def compute(self) -> Any:
+        """The estimate from the states reduced over ranks (a collective under a process group)."""
+        return self.compute_from(self.reduced())
+
+    def compute_from(self, reduced: Dict[str, Any]) -> Any:  # pragma: no cover - abstract
+        """The estimate from states already reduced over ranks (:meth:`reduced` or
+        :func:`reduce_states`): :class:`ValidationMetrics` reduces all its members once, then calls
+        this on each. A subclass implements this, or overrides :meth:`compute` itself."""
         raise NotImplementedError
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
+
+
+def reduce_states(metrics: Sequence[Metric]) -> List[Dict[str, Any]]:
+    """The states of every metric in ``metrics`` reduced over ranks, in one place.
+
+    The ``"sum"`` states of all the metrics travel in a single all-reduce (packed as float64 on the
+    device of their first tensor state, else on the process group's collective device); each
+    ``"cat"`` state is gathered (concatenated in rank order); ``None``-reduced states are returned
+    as they are. Without a process group, the local states. The metrics' own states are unchanged.
+
+    Returns:
+        One dict per metric, ``{state name: reduced value}`` (a host number reduced by ``"sum"``
+        comes back as a 0-d float64 tensor).
+
+    Raises:
+        RuntimeError: under a process group, a tensor ``"sum"`` state that this rank never updated
+            (its shape is unknown here, so the ranks could not agree on the packed size).
+    """
+    out: List[Dict[str, Any]] = [{} for _ in metrics]
+    sums = []  # (metric index, state name, value)
+    for i, metric in enumerate(metrics):
+        for name, reduce in metric.reductions.items():
+            value = getattr(metric, name)
+            if reduce == "cat":
+                out[i][name] = _gather_cat(value)
+            elif reduce is None:
+                out[i][name] = value
+            else:
+                sums.append((i, name, value))
+    missing = [f"{type(metrics[i]).__name__}.{name}" for i, name, value in sums if value is None]
+    if missing and is_distributed():
+        raise RuntimeError(f"states {missing} were never updated on this rank; every rank needs at "
+                           "least one batch")
+    present = [(i, name, value) for i, name, value in sums if value is not None]
+    for i, name, value in sums:
+        if value is None:
+            out[i][name] = None
+    if not present:
+        return out
+    device = next((v.device for _, _, v in present if isinstance(v, torch.Tensor)), None)
+    if device is None:
+        device = collective_device()
+    packed = all_reduce_sum(torch.cat([
+        torch.as_tensor(v, dtype=torch.float64, device=device).reshape(-1) for _, _, v in present]))
+    offset = 0
+    for i, name, value in present:
+        size = value.numel() if isinstance(value, torch.Tensor) else 1
+        part = packed[offset:offset + size]
+        offset += size
+        out[i][name] = part.reshape(value.shape) if isinstance(value, torch.Tensor) else part[0]
+    return out
 
 
 def _copy(value: State) -> State:
@@ -258,7 +296,9 @@ class KL(PosteriorMetric):
         self.count += mean.shape[0]
 
     def compute(self) -> float:
-        r = self.reduced()
+        return self.compute_from(self.reduced())
+
+    def compute_from(self, r: Dict[str, Any]) -> float:
         return float(r["kl_sum"]) / _count(self, r)
 
 
@@ -295,7 +335,9 @@ class ELBO(PosteriorMetric):
         self.count += mean.shape[0]
 
     def compute(self) -> ELBOEstimate:
-        r = self.reduced()
+        return self.compute_from(self.reduced())
+
+    def compute_from(self, r: Dict[str, Any]) -> ELBOEstimate:
         n = _count(self, r)
         kl, rec = float(r["kl_sum"]) / n, float(r["reconstruction_sum"]) / n
         return ELBOEstimate(-(rec + kl), rec, kl)
@@ -374,7 +416,9 @@ class MutualInformation(PosteriorMetric):
         self.batches += 1
 
     def compute(self) -> MIEstimate:
-        r = self.reduced()
+        return self.compute_from(self.reduced())
+
+    def compute_from(self, r: Dict[str, Any]) -> MIEstimate:
         n, batches = _count(self, r), float(r["batches"])
         mean = float(r["weighted_sum"]) / n
         var = max(float(r["weighted_sq_sum"]) / n - mean * mean, 0.0)
@@ -421,7 +465,9 @@ class DatasetMutualInformation(PosteriorMetric):
         self.logvars.append(logvar.detach().double())
 
     def compute(self) -> MIEstimate:
-        r = self.reduced()
+        return self.compute_from(self.reduced())
+
+    def compute_from(self, r: Dict[str, Any]) -> MIEstimate:
         mean, logvar = r["means"], r["logvars"]
         if mean is None or mean.shape[0] < 1:
             raise ValueError("DatasetMutualInformation.compute(): no example was added; call update first")
@@ -486,7 +532,9 @@ class ActiveUnits(PosteriorMetric):
         self.count += mean.shape[0]
 
     def compute(self) -> ActiveUnitsResult:
-        r = self.reduced()
+        return self.compute_from(self.reduced())
+
+    def compute_from(self, r: Dict[str, Any]) -> ActiveUnitsResult:
         count = float(r["count"])
         if count < 2 or r["mean_sum"] is None:
             raise ValueError(f"active_units needs at least 2 examples; the loader gave {int(count)}")
@@ -599,10 +647,201 @@ class IWNLL(Metric):
                              .sum().to(ll.device))
 
     def compute(self) -> IWNLLResult:
-        r = self.reduced()
+        return self.compute_from(self.reduced())
+
+    def compute_from(self, r: Dict[str, Any]) -> IWNLLResult:
         n = _count(self, r)
         return IWNLLResult(nll=float(r["nll_sum"]) / n, n_examples=int(n),
                            n_tokens=int(round(float(r["tokens"]))) if self.count_tokens is not None else None)
+
+
+# ---------------------------------------------------------------------------- the validation record
+#: The two estimators of I_q(x; z): ``"minibatch"`` (the paper's) and ``"dataset"``.
+MI_ESTIMATORS = ("minibatch", "dataset")
+
+#: What :class:`ValidationMetrics` can estimate (all of them by default).
+VALIDATION_TERMS = ("elbo", "kl", "mi", "au")
+
+
+class _ExampleCount(PosteriorMetric):
+    """Examples seen (all ranks): the collection's ``n_examples``, whatever its members."""
+
+    count: int
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.add_state("count", 0)
+
+    def update_posterior(self, mean: torch.Tensor, logvar: torch.Tensor, x: Any = None) -> None:
+        self.count += mean.shape[0]
+
+    def compute_from(self, r: Dict[str, Any]) -> int:
+        return int(r["count"])
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """What :class:`ValidationMetrics` estimated, each ``None`` when its term was not asked for.
+
+    Attributes:
+        elbo: ELBO, reconstruction and KL, nats per example (term ``"elbo"``).
+        kl: mean KL(q(z|x) || N(0, I)), nats per example (term ``"elbo"`` or ``"kl"``).
+        mi: I_q(x; z) with its standard error, nats (term ``"mi"``).
+        au: active units with the per-dimension variances (term ``"au"``).
+        n_examples: examples seen, all ranks together.
+    """
+
+    elbo: Optional[ELBOEstimate]
+    kl: Optional[float]
+    mi: Optional[MIEstimate]
+    au: Optional[ActiveUnitsResult]
+    n_examples: int
+
+    def record(self) -> Dict[str, Any]:
+        """The ``val_*`` fields of :class:`~aggressive_vi.history.EpochRecord` that were estimated:
+        ``val_elbo``, ``val_reconstruction``, ``val_kl``, ``val_mi``, ``val_mi_stderr`` (floats,
+        nats; the standard error ``nan`` when it cannot be estimated) and ``val_au`` (an int)."""
+        out: Dict[str, Any] = {}
+        if self.elbo is not None:
+            out.update(val_elbo=self.elbo.elbo, val_reconstruction=self.elbo.reconstruction)
+        if self.kl is not None:
+            out["val_kl"] = self.kl
+        if self.mi is not None:
+            out.update(val_mi=self.mi.value, val_mi_stderr=self.mi.stderr)
+        if self.au is not None:
+            out["val_au"] = self.au.count
+        return out
+
+
+class ValidationMetrics:
+    """The per-epoch validation record, several metrics updated and computed as one.
+
+    Every driver (the trainer, the Lightning callback, a user's loop) builds its ``val_*`` record
+    with this one object, so the numbers mean the same everywhere: one encoder pass per batch feeds
+    every member, and :meth:`compute` reduces all of their states over ranks together (one
+    all-reduce, through :func:`reduce_states`).
+
+    Members, by ``terms``:
+
+    * ``"elbo"``: :class:`ELBO` with ``n_samples`` reparameterised draws per example (default one,
+      the trainer's validation ELBO); gives ``val_elbo``, ``val_reconstruction`` and ``val_kl``.
+    * ``"kl"``: :class:`KL`, the closed form (only when ``"elbo"``, which includes it, is not asked).
+    * ``"mi"``: :class:`MutualInformation` (``mi_estimator="minibatch"``, the paper's) or
+      :class:`DatasetMutualInformation` (``"dataset"``); gives ``val_mi`` and ``val_mi_stderr``.
+    * ``"au"``: :class:`ActiveUnits` with ``au_threshold``; gives ``val_au``.
+
+    The sampling members draw from torch's global generator in this order for each batch: the
+    ELBO's draws, then the minibatch MI's.
+
+    Args:
+        model: the VAE (or a module with ``.encoder``/``.decoder``); ``None`` only when no member
+            runs the decoder (no ``"elbo"``) and only :meth:`update_posterior` is used.
+        au_threshold: variance threshold of the active-unit count (paper: 0.01).
+        mi_estimator: ``"minibatch"`` or ``"dataset"`` (see :data:`MI_ESTIMATORS`).
+        n_samples: z draws per example of the validation ELBO.
+        terms: which of :data:`VALIDATION_TERMS` to estimate.
+
+    >>> import torch
+    >>> from aggressive_vi.metrics import ValidationMetrics
+    >>> val = ValidationMetrics(terms=("kl", "mi", "au"))
+    >>> val.update_posterior(torch.tensor([[1.0, 0.0], [-1.0, 0.0]]), torch.zeros(2, 2))
+    >>> record = val.compute()
+    >>> sorted(record)
+    ['val_au', 'val_kl', 'val_mi', 'val_mi_stderr']
+    >>> record["val_kl"], record["val_au"]   # KL(N(+-1, 1) || N(0, 1)) = 1/2 nat; one mean varies
+    (0.5, 1)
+    """
+
+    def __init__(self, model: Optional[nn.Module] = None, *, au_threshold: float = 0.01,
+                 mi_estimator: str = "minibatch", n_samples: int = 1,
+                 terms: Iterable[str] = VALIDATION_TERMS) -> None:
+        wanted = set(terms)
+        unknown = wanted - set(VALIDATION_TERMS)
+        if unknown:
+            raise ValueError(f"terms must be among {VALIDATION_TERMS}; got unknown {sorted(unknown)}")
+        if mi_estimator not in MI_ESTIMATORS:
+            raise ValueError(f"mi_estimator must be one of {MI_ESTIMATORS}; got {mi_estimator!r}")
+        if "elbo" in wanted and model is None:
+            raise ValueError("ValidationMetrics(terms with 'elbo') needs the model (the decoder scores "
+                             "x); got model=None")
+        self.model = model
+        self.terms = tuple(t for t in VALIDATION_TERMS if t in wanted)
+        self.members: Dict[str, PosteriorMetric] = {}  # in the order their draws are made
+        if "elbo" in wanted:
+            self.members["elbo"] = ELBO(model, n_samples=n_samples)
+        elif "kl" in wanted:
+            self.members["kl"] = KL()
+        if "mi" in wanted:
+            self.members["mi"] = (MutualInformation() if mi_estimator == "minibatch"
+                                  else DatasetMutualInformation())
+        if "au" in wanted:
+            self.members["au"] = ActiveUnits(threshold=au_threshold)
+        self.members["examples"] = _ExampleCount()
+
+    def update(self, x: Any) -> None:
+        """Add one batch of model input ``x`` (e.g. ``[batch, data_dim]``; moved to the model's
+        device): one encoder pass in eval mode without gradient (the modes are restored), its
+        ``q(z|x)`` given to every member."""
+        if self.model is None:
+            raise ValueError("ValidationMetrics.update(x) needs the model: pass ValidationMetrics(model), "
+                             "or call update_posterior(mean, logvar, x)")
+        vae = as_vae(self.model)
+        x = move_to_device(x, model_device(vae))
+        with evaluation_mode(vae):
+            mean, logvar = vae.encode(x)
+            self.update_posterior(mean, logvar, x)
+
+    def update_posterior(self, mean: torch.Tensor, logvar: torch.Tensor, x: Any = None) -> None:
+        """Add one batch's q(z|x): ``mean, logvar: [batch, latent_dim]``; ``x``, the batch's input,
+        is needed with ``"elbo"`` (the decoder scores it). Call under ``torch.no_grad`` (as
+        :meth:`update` does) unless gradients are wanted."""
+        for member in self.members.values():
+            member.update_posterior(mean, logvar, x)
+
+    def results(self) -> ValidationResult:
+        """Every member's estimate, from one reduction of all their states over ranks (a collective
+        under a process group: call it on every rank)."""
+        names = list(self.members)
+        reduced = dict(zip(names, reduce_states([self.members[n] for n in names])))
+        n_examples = self.members["examples"].compute_from(reduced["examples"])
+        if n_examples <= 0:
+            raise ValueError("ValidationMetrics.compute(): no example was added; call update first "
+                             "(an empty loader?)")
+        out = {n: self.members[n].compute_from(reduced[n]) for n in names if n != "examples"}
+        elbo = out.get("elbo")
+        return ValidationResult(elbo=elbo, kl=elbo.kl if elbo is not None else out.get("kl"),
+                                mi=out.get("mi"), au=out.get("au"), n_examples=n_examples)
+
+    def compute(self) -> Dict[str, Any]:
+        """The record: ``{"val_elbo", "val_reconstruction", "val_kl", "val_mi", "val_mi_stderr",
+        "val_au"}`` for the default terms (see :meth:`ValidationResult.record`), the same on every
+        rank, ready for :class:`~aggressive_vi.history.EpochRecord` or a logger."""
+        return self.results().record()
+
+    def reset(self) -> None:
+        """Every member back to its defaults (call at the start of each validation run)."""
+        for member in self.members.values():
+            member.reset()
+
+    def state_dict(self) -> Dict[str, Dict[str, Any]]:
+        """``{member name: its state_dict()}`` (names: the terms' members and ``"examples"``)."""
+        return {name: member.state_dict() for name, member in self.members.items()}
+
+    def load_state_dict(self, state: Dict[str, Dict[str, Any]],
+                        device: Optional[torch.device] = None) -> None:
+        """Restore :meth:`state_dict`.
+
+        Raises:
+            KeyError: a member is missing or unknown (the collection was built with other terms).
+        """
+        if set(state) != set(self.members):
+            raise KeyError(f"ValidationMetrics.load_state_dict: expected members {sorted(self.members)}; "
+                           f"got {sorted(state)}")
+        for name, member in self.members.items():
+            member.load_state_dict(state[name], device=device)
+
+    def __repr__(self) -> str:
+        return f"ValidationMetrics(terms={self.terms})"
 
 
 def _count(metric: Metric, reduced: Dict[str, Any]) -> float:

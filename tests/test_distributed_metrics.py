@@ -12,7 +12,7 @@ import torch
 
 from aggressive_vi import metrics
 from conftest import binary_data
-from ddp_metrics_run import BATCH, N, model
+from ddp_metrics_run import BATCH, N, SEEDS, model, shard_batches
 from process_group import free_port, run_group
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -68,3 +68,55 @@ def test_uneven_shards_fail_before_training_naming_each_ranks_length(ranks):
         assert message is not None and "rank 0: 5" in message and "rank 1: 4" in message
         assert "DistributedSampler" in message and "drop_last" in message
         assert r["step_after_uneven"] == 0
+
+
+def in_one_process(make, key):
+    """The ranks' draws made in one process: shard 0's batches from rank 0's seed, then shard 1's
+    from rank 1's, into one metric; its compute() is what the all-reduced one must equal."""
+    vae = model()
+    data = binary_data(N)
+    metric = make(vae)
+    for r in range(2):
+        torch.manual_seed(SEEDS[key] + r)
+        for batch in shard_batches(data, r):
+            metric.update(batch)
+    return metric.compute()
+
+
+@pytest.mark.parametrize("key,estimator", [("validation", "minibatch"), ("validation_dataset", "dataset")])
+def test_the_validation_collection_reduces_to_the_single_process_record(ranks, key, estimator):
+    expected = in_one_process(lambda vae: metrics.ValidationMetrics(vae, mi_estimator=estimator), key)
+    for r in ranks:  # float64 sums in another order: equal to rounding
+        assert r[key + "_examples"] == N and set(r[key]) == set(expected)
+        assert r[key]["val_au"] == expected["val_au"]
+        for name, value in expected.items():
+            assert r[key][name] == pytest.approx(value, rel=1e-9, abs=1e-12), name
+    assert ranks[0][key] == ranks[1][key]  # every rank holds the same record
+
+
+def test_the_minibatch_mi_counts_and_averages_every_ranks_examples(ranks):
+    expected = in_one_process(metrics.MutualInformation, "minibatch_mi")
+    for r in ranks:
+        mi = r["minibatch_mi"]
+        assert mi["n_examples"] == N == expected.n_examples  # not this rank's N / 2
+        assert mi["value"] == pytest.approx(expected.value, rel=1e-9)
+        # 5 batches: the standard error's n - 1 = 4 counts the batches of both ranks
+        assert mi["stderr"] == pytest.approx(expected.stderr, rel=1e-9)
+
+
+def test_the_epochs_training_means_are_over_both_ranks_examples(ranks):
+    # every update sees one batch of BATCH examples on each rank: the epoch's mean per example is
+    # the mean of the per-batch means the two ranks saw (loss = reconstruction + kl_weight * kl)
+    seen = [s for r in ranks for s in r["train_seen"]]
+    expected = {"loss": sum(s["loss"] for s in seen) / len(seen),
+                "kl": sum(s["kl"] for s in seen) / len(seen),
+                "reconstruction": sum(s["loss"] - s["kl_weight"] * s["kl"] for s in seen) / len(seen)}
+    for r in ranks:
+        record = r["train_record"]
+        for name, value in expected.items():  # float32 batch means against float64 sums
+            assert record[name] == pytest.approx(value, rel=1e-5), name
+        assert record["steps"] == len(r["train_seen"]) == 3
+    assert ranks[0]["train_record"] == ranks[1]["train_record"]
+    # the ranks saw different data, so a rank's own mean is not the reduced one
+    own = sum(s["loss"] for s in ranks[0]["train_seen"]) / 3
+    assert abs(own - expected["loss"]) > 1e-3 * abs(expected["loss"])

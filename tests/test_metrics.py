@@ -236,3 +236,52 @@ def test_iw_max_rows_bounds_the_rows_of_each_decoder_call_and_keeps_the_exact_es
     assert rows == [8] * 5
     with pytest.raises(ValueError, match="max_rows must be a positive int or None; got 0"):
         estimators.iw_nll(model, [x], max_rows=0)
+
+
+def test_minibatch_mi_standard_error_is_the_sample_standard_deviation_over_batches_over_root_n():
+    # three batches of equal size: the estimate is the mean of the three batch estimates and its
+    # standard error std(estimates, n - 1 degrees of freedom) / sqrt(3); the batch estimates are
+    # recomputed with the same seeded draws
+    g = torch.Generator().manual_seed(0)
+    posteriors = [(torch.randn(6, 2, generator=g), torch.randn(6, 2, generator=g) * 0.5 - 1) for _ in range(3)]
+    torch.manual_seed(1)
+    each = torch.stack([metrics.batch_mutual_information(m, lv).double() for m, lv in posteriors])
+    mi = metrics.MutualInformation()
+    torch.manual_seed(1)
+    for m, lv in posteriors:
+        mi.update_posterior(m, lv)
+    result = mi.compute()
+    assert result.value == pytest.approx(each.mean().item(), rel=1e-12)
+    assert result.stderr == pytest.approx(each.std(unbiased=True).item() / math.sqrt(3), rel=1e-9)
+    assert each.std(unbiased=True).item() > 1e-3  # the batches differ: n and n - 1 give other errors
+
+
+def test_dataset_mi_standard_error_is_the_sample_standard_deviation_over_examples_over_root_n():
+    # four examples, per-example terms recomputed from the definition with the metric's seeded draws
+    g = torch.Generator().manual_seed(0)
+    mean, logvar = torch.randn(4, 2, generator=g, dtype=torch.float64), torch.full((4, 2), -1.0, dtype=torch.float64)
+    metric = metrics.DatasetMutualInformation(n_draws=3, seed=5)
+    metric.update_posterior(mean, logvar)
+    eps = torch.randn((4, 3, 2), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    z = (mean.unsqueeze(1) + (0.5 * logvar).exp().unsqueeze(1) * eps).reshape(-1, 2)
+    log_qz = torch.logsumexp(VAE.log_q_given(z.unsqueeze(0).expand(4, -1, -1), mean, logvar), dim=0) - math.log(4)
+    neg_entropy = -math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(-1)
+    terms = neg_entropy - log_qz.reshape(4, 3).mean(1)
+    result = metric.compute()
+    assert result.value == pytest.approx(terms.mean().item(), rel=1e-10)
+    assert result.stderr == pytest.approx(terms.std(unbiased=True).item() / 2, rel=1e-9)
+
+
+def test_a_unit_whose_variance_equals_the_threshold_is_not_active():
+    # posterior means per dimension: [0, 0.5, 1] (unbiased variance exactly 0.25), [0, 1, 2] (1.0)
+    # and [0.5, 0.5, 0.5] (0.0): exact in binary floating point
+    mean = torch.tensor([[0.0, 0.0, 0.5], [0.5, 1.0, 0.5], [1.0, 2.0, 0.5]])
+    for threshold, active in ((0.25, 1), (0.0, 2), (0.2499, 2), (1.0, 0)):
+        au = metrics.ActiveUnits(threshold=threshold)
+        au.update_posterior(mean, torch.zeros(3, 3))
+        result = au.compute()
+        assert result.variances.tolist() == [0.25, 1.0, 0.0]
+        assert result.count == active, threshold  # Var > threshold, strictly (the paper's test)
+        val = metrics.ValidationMetrics(terms=("au",), au_threshold=threshold)
+        val.update_posterior(mean, torch.zeros(3, 3))
+        assert val.compute() == {"val_au": active}

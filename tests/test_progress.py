@@ -44,3 +44,15 @@ def test_epoch_in_progress_records_and_replays_its_position():
     assert record.wall_time >= state["elapsed"]
     with pytest.raises(KeyError, match="missing states"):
         EpochInProgress.replay(loader, state, {"stream": local["stream"], "sums": {}}, device=None)
+
+
+def test_the_record_takes_the_collections_val_keys_or_summarys_plain_ones():
+    run = EpochInProgress([torch.zeros(1)], epoch=0, began_aggressive=False)
+    run.add(torch.ones(2), torch.ones(2), torch.zeros(2), inner_steps=0, aggressive=False,
+            kl_weight=1.0, skipped_inner=0)
+    val = {"val_mi": 0.3, "val_mi_stderr": 0.01, "val_au": 2, "val_kl": 1.5, "val_elbo": -4.0,
+           "val_reconstruction": 2.5}
+    for given in (val, {k[len("val_"):]: v for k, v in val.items()}):
+        record = run.record(given)
+        assert {k: getattr(record, k) for k in val} == val
+    assert run.record({}).val_mi is None

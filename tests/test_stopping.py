@@ -137,3 +137,25 @@ def test_min_epochs_alone_and_a_missing_stderr():
     assert [crit.should_stop(epoch(e, v)) for e, v in enumerate([-0.1, -0.2, 0.3, 0.2])] == [False] * 3 + [True]
     with pytest.raises(ValueError, match="needs the standard error 'val_mi_stderr'"):
         MIPlateau(k_stderr=1.0).should_stop(epoch(0, 0.3))
+
+
+def test_k_stderr_counts_the_reference_epochs_standard_error_too():
+    # a rise of 0.5 with se 0.3 now and 0.6 at the reference: 0.5 < 1 * hypot(0.3, 0.6) = 0.67, no
+    # significant rise; with the current epoch's error alone (0.3) it would have been one
+    crit = MIPlateau(k_stderr=1.0)
+    assert not crit.should_stop(epoch(0, 2.0, 0.6))  # 2.0 > hypot(0.6, 0): the initial 0 has none
+    assert crit.state_dict() == {"reference": 2.0, "reference_stderr": 0.6, "failures": 0}
+    assert crit.should_stop(epoch(1, 2.5, 0.3))
+    # the same rise against a precise reference is significant: 0.5 > hypot(0.3, 0.01)
+    precise = MIPlateau(k_stderr=1.0)
+    assert not precise.should_stop(epoch(0, 2.0, 0.01)) and not precise.should_stop(epoch(1, 2.5, 0.3))
+
+
+def test_k_stderr_cumulative_keeps_the_best_epochs_standard_error_as_the_reference():
+    # the reference is the best epoch (2.0 +- 0.6), not the last failed one (1.0 +- 0.01)
+    crit = MIPlateau(k_stderr=1.0, cumulative=True, patience=2)
+    assert not crit.should_stop(epoch(0, 2.0, 0.6))
+    assert not crit.should_stop(epoch(1, 1.0, 0.01)) and crit.failures == 1
+    assert crit.state_dict()["reference_stderr"] == 0.6
+    # +0.5 against 2.0 +- 0.6: 0.5 < hypot(0.01, 0.6); a second failure ends the phase
+    assert crit.should_stop(epoch(2, 2.5, 0.01))

@@ -16,7 +16,16 @@ from ..history import EpochRecord
 from ..metrics import Metric
 from .streams import EpochStream
 
-__all__ = ["TrainingSums", "EpochInProgress"]
+__all__ = ["TrainingSums", "EpochInProgress", "validation_fields"]
+
+VALIDATION_FIELDS = ("val_mi", "val_mi_stderr", "val_au", "val_kl", "val_elbo", "val_reconstruction")
+
+
+def validation_fields(val: Dict[str, Any]) -> Dict[str, Any]:
+    """The ``val_*`` fields of :class:`~aggressive_vi.history.EpochRecord` from a validation record
+    with ``val_*`` keys or a :func:`~aggressive_vi.estimators.summary` dict (keys without the prefix);
+    a field neither holds is ``None``."""
+    return {name: val.get(name, val.get(name[len("val_"):])) for name in VALIDATION_FIELDS}
 
 
 class TrainingSums(Metric):
@@ -111,7 +120,10 @@ class EpochInProgress:
                          skipped_inner=skipped_inner)
 
     def record(self, val: Dict[str, Any]) -> EpochRecord:
-        """The epoch's record (training means reduced over ranks) with validation metrics ``val``."""
+        """The epoch's record (training means reduced over ranks) with validation metrics ``val``:
+        :meth:`aggressive_vi.metrics.ValidationMetrics.compute`'s record (``val_mi``, ...) or
+        :func:`aggressive_vi.estimators.summary`'s dict (the same names without ``val_``); ``{}``
+        without validation."""
         means = self.sums.compute()
         s = self.sums
         return EpochRecord(
@@ -119,9 +131,7 @@ class EpochInProgress:
             reconstruction=means["reconstruction"], kl=means["kl"], kl_weight=self.kl_weight,
             aggressive=self.began_aggressive, aggressive_steps=s.aggressive_steps,
             inner_steps_mean=s.inner_total / s.aggressive_steps if s.aggressive_steps else 0.0,
-            val_mi=val.get("mi"), val_mi_stderr=val.get("mi_stderr"), val_au=val.get("au"),
-            val_kl=val.get("kl"), val_elbo=val.get("elbo"),
-            val_reconstruction=val.get("reconstruction"),
+            **validation_fields(val),
             skipped_batches=s.skipped_batches, skipped_inner_steps=s.skipped_inner_steps,
             left_aggressive_at=self.left_aggressive_at, wall_time=self.elapsed,
         )
