@@ -255,7 +255,8 @@ class Checkpoint:
 
     Args:
         directory: where to write ``{prefix}-e{epochs done}-s{decoder updates}.pt`` files.
-        every_n_steps: also save every this many decoder updates (``None``: epoch ends only).
+        every_n_steps: also save every this many decoder updates (``None``: epoch ends only); at an
+            epoch's last update the epoch-end save stands for it (one file per step).
         at_epoch_end: save after every epoch (after validation and the stopping decision).
         keep_last: keep this many most recent files of this prefix (``None``: keep all).
         prefix: file-name prefix.
@@ -319,8 +320,11 @@ class Checkpoint:
             trainer.last_checkpoint = self.last_path
 
     def on_step_end(self, trainer: Trainer, info: Any) -> None:
-        if self.every_n_steps is not None and trainer.step % self.every_n_steps == 0:
-            self.save(trainer)
+        if self.every_n_steps is None or trainer.step % self.every_n_steps:
+            return
+        if self.at_epoch_end and info.batch_index + 1 == trainer.steps_per_epoch:
+            return  # the epoch's last update: the epoch-end save (after validation) writes this step
+        self.save(trainer)
 
     def on_epoch_end(self, trainer: Trainer, record: Any) -> None:
         if self.at_epoch_end:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Dict, Iterable, Iterator, Optional, Union
 import torch
 from torch import nn
 
-from ._impl.loaders import InputFn, extract_input, model_device, move_to_device
+from ._impl.loaders import InputFn, model_device, move_to_device
 from ._impl.checks import one_of
 from .metrics import (ELBO, IWNLL, KL, MI_ESTIMATORS, VALIDATION_TERMS, ActiveUnitsResult,
                       DatasetMutualInformation, ELBOEstimate, IWNLLResult, MIEstimate, Metric,
@@ -71,18 +71,19 @@ def mi_metric(estimator: str = "minibatch", **options: Any) -> PosteriorMetric:
     return DatasetMutualInformation(**options)
 
 
-def _inputs(model: nn.Module, loader: Iterable[Any], get_input: InputFn) -> Iterator[Any]:
+def _inputs(model: nn.Module, loader: Iterable[Any], get_input: Optional[InputFn]) -> Iterator[Any]:
     device = model_device(model)
+    fn = get_input if get_input is not None else as_vae(model).get_input  # the model's, set once
     seen = False
     for batch in loader:
         seen = True
-        yield move_to_device(get_input(batch), device)
+        yield move_to_device(fn(batch), device)
     if not seen:
         raise ValueError("loader yielded no batch; expected a non-empty loader")
 
 
 def run_metrics(model: nn.Module, loader: Iterable[Any], metrics: Dict[str, Metric], *,
-                get_input: InputFn = extract_input) -> Dict[str, Any]:
+                get_input: Optional[InputFn] = None) -> Dict[str, Any]:
     """Feed every batch of ``loader`` to ``metrics`` in one pass and return ``{name: compute()}``.
 
     Posterior metrics share one encoder pass per batch; :class:`~aggressive_vi.metrics.IWNLL` runs
@@ -110,7 +111,7 @@ def iw_nll(
     chunk_size: int = 100,
     max_rows: Optional[int] = None,
     count_tokens: Optional[Callable[[Any], Union[int, torch.Tensor]]] = None,
-    get_input: InputFn = extract_input,
+    get_input: Optional[InputFn] = None,
 ) -> IWNLLResult:
     """Importance-weighted NLL over a loader (the paper's reported likelihood), nats per example.
 
@@ -127,7 +128,7 @@ def iw_nll(
 
 
 def mutual_information_estimate(model: nn.Module, loader: Iterable[Any], *,
-                                estimator: str = "minibatch", get_input: InputFn = extract_input,
+                                estimator: str = "minibatch", get_input: Optional[InputFn] = None,
                                 **options: Any) -> MIEstimate:
     """I_q(x; z) with its standard error (nats), by ``estimator``:
 
@@ -141,7 +142,7 @@ def mutual_information_estimate(model: nn.Module, loader: Iterable[Any], *,
 
 
 def mutual_information(model: nn.Module, loader: Iterable[Any], *, estimator: str = "minibatch",
-                       get_input: InputFn = extract_input, **options: Any) -> float:
+                       get_input: Optional[InputFn] = None, **options: Any) -> float:
     """I_q(x; z) in nats (:func:`mutual_information_estimate` without its standard error).
 
     The default is the paper's estimator (aggregate posterior = each minibatch's mixture), bounded
@@ -152,19 +153,19 @@ def mutual_information(model: nn.Module, loader: Iterable[Any], *, estimator: st
 
 
 def active_units(model: nn.Module, loader: Iterable[Any], *, threshold: float = 0.01,
-                 get_input: InputFn = extract_input) -> ActiveUnitsResult:
+                 get_input: Optional[InputFn] = None) -> ActiveUnitsResult:
     """Count the latent dimensions with ``Var_x(E_q(z|x)[z_d]) > threshold`` (paper: 0.01)."""
     metric = _ActiveUnitsMetric(threshold=threshold)
     return run_metrics(model, loader, {"au": metric}, get_input=get_input)["au"]
 
 
-def kl(model: nn.Module, loader: Iterable[Any], *, get_input: InputFn = extract_input) -> float:
+def kl(model: nn.Module, loader: Iterable[Any], *, get_input: Optional[InputFn] = None) -> float:
     """Mean KL(q(z|x) || N(0, I)) over the data, nats per example (closed form)."""
     return run_metrics(model, loader, {"kl": KL()}, get_input=get_input)["kl"]
 
 
 def elbo(model: nn.Module, loader: Iterable[Any], *, n_samples: int = 1,
-         get_input: InputFn = extract_input) -> ELBOEstimate:
+         get_input: Optional[InputFn] = None) -> ELBOEstimate:
     """Mean ELBO over the data with ``n_samples`` reparameterised draws per example."""
     return run_metrics(model, loader, {"elbo": ELBO(model, n_samples=n_samples)},
                        get_input=get_input)["elbo"]
@@ -181,7 +182,7 @@ def summary(
     au_threshold: float = 0.01,
     n_samples: int = 1,
     mi_estimator: str = "minibatch",
-    get_input: InputFn = extract_input,
+    get_input: Optional[InputFn] = None,
 ) -> Dict[str, Any]:
     """Several estimates in one pass over the loader: the functional twin of
     :class:`~aggressive_vi.metrics.ValidationMetrics` (which makes the trainer's ``val_*`` record).

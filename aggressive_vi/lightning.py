@@ -69,15 +69,13 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
     raise ImportError("aggressive_vi.lightning needs Lightning: pip install 'aggressive-vi[lightning]' "
                       f"(import failed: {exc})") from exc
 
-from ._impl.checks import is_callable, one_of
 from ._impl.gate import finite_flag
-from ._impl.loaders import InputFn, check_inner_source, extract_input, model_device, move_to_device
+from ._impl.loaders import check_inner_source, model_device, move_to_device
 from ._impl.rng import rng_state, set_rng_state
 from ._impl.streams import InnerStream
 from .distributed import TrainingNetworks, all_gather_object, is_distributed, rank, world_size
 from .engines import Engine
-from .estimators import MI_ESTIMATORS, mi_metric
-from .metrics import ELBO, ActiveUnits, Metric, PosteriorMetric
+from .metrics import ValidationMetrics, validation_or_default
 from .protocols import KLSchedule, StoppingCriterion
 from .step import AggressiveStep
 
@@ -174,7 +172,7 @@ class AggressiveVI(Callback):
         model: the :class:`~aggressive_vi.VAE` (or module with ``.encoder``/``.decoder``) inside the
             ``LightningModule``, e.g. ``self.vae``.
         stopping, kl_schedule, aggressive, window, max_inner_steps, catch_up, clip_grad_norm,
-        clip_scope, n_samples, on_nonfinite, au_threshold, mi_estimator, get_input: as in
+        clip_scope, n_samples, on_nonfinite, validation: as in
             :class:`~aggressive_vi.AggressiveTrainer` (same defaults: the paper's). Precision and
             backward are Lightning's (``Trainer(precision=...)``).
         inner_loader: where the inner loop draws its fresh batches: a loader, or
@@ -207,9 +205,7 @@ class AggressiveVI(Callback):
         clip_scope: str = "network",
         n_samples: int = 1,
         on_nonfinite: str = "raise",
-        au_threshold: float = 0.01,
-        mi_estimator: str = "minibatch",
-        get_input: InputFn = extract_input,
+        validation: Optional[ValidationMetrics] = None,
         inner_loader: LoaderSource = None,
         ddp: Optional[bool] = None,
     ) -> None:
@@ -220,9 +216,7 @@ class AggressiveVI(Callback):
                              max_inner_steps=max_inner_steps, catch_up=catch_up, clip_grad_norm=clip_grad_norm,
                              clip_scope=clip_scope, n_samples=n_samples, on_nonfinite=on_nonfinite)
         self.algorithm = AggressiveStep(model, **self._options)  # checks the options; bound at on_train_start
-        self.au_threshold = au_threshold
-        self.mi_estimator = one_of("mi_estimator", mi_estimator, MI_ESTIMATORS)
-        self.get_input = is_callable("get_input", get_input, "get_input(batch) -> model input")
+        self.validation = validation_or_default(model, validation)
         self.inner_source = inner_loader
         self.ddp = ddp
         self.epochs_decided = 0  # epochs whose end the stopping criterion has seen
@@ -233,7 +227,6 @@ class AggressiveVI(Callback):
         self.skipped_steps = 0
         self._engine: Optional[_LightningEngine] = None
         self._restore: Optional[Dict[str, Any]] = None
-        self._val: Dict[str, Metric] = {}
         self._val_seen = False
         self._val_metrics: Dict[str, Any] = {}
 
@@ -347,9 +340,10 @@ class AggressiveVI(Callback):
                                "Trainer (or return it from configure_callbacks)")
         self._silence_outer_ddp(trainer)
         device = model_device(self.algorithm.vae)
+        get_input = self.algorithm.vae.get_input  # the model's: VAE(..., get_input=...)
         steps_per_epoch = trainer.num_training_batches
         out = self.algorithm(
-            move_to_device(self.get_input(batch), device), lambda: move_to_device(self.get_input(next(inner)), device),
+            move_to_device(get_input(batch), device), lambda: move_to_device(get_input(next(inner)), device),
             epoch=trainer.current_epoch, steps_per_epoch=int(steps_per_epoch) if math.isfinite(steps_per_epoch) else 1,
             batch_index=trainer.fit_loop.epoch_loop.batch_idx)
         self.last_inner_steps = out.inner_steps
@@ -369,33 +363,21 @@ class AggressiveVI(Callback):
             self._engine.before_optimizer_step(optimizer)
 
     # ------------------------------------------------------------------ validation and the switch
-    def _fresh_metrics(self) -> Dict[str, Metric]:
-        return {"elbo": ELBO(self.model, n_samples=1), "mi": mi_metric(self.mi_estimator),
-                "au": ActiveUnits(threshold=self.au_threshold)}
-
     def on_validation_epoch_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
-        self._val = self._fresh_metrics()
+        self.validation.reset()
         self._val_seen = False
 
     def on_validation_batch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule", outputs: Any,
                                 batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         if trainer.sanity_checking or dataloader_idx != 0:
             return
-        vae = self.algorithm.vae
-        x = move_to_device(self.get_input(batch), model_device(vae))
-        with torch.no_grad():  # Lightning has set eval mode
-            mean, logvar = vae.encode(x)
-            for metric in self._val.values():
-                assert isinstance(metric, PosteriorMetric)
-                metric.update_posterior(mean, logvar, x)
+        self.validation.update(self.algorithm.vae.get_input(batch))  # eval mode, no gradient
         self._val_seen = True
 
     def on_validation_epoch_end(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
         if trainer.sanity_checking or not self._val_seen:
             return
-        elbo, mi, au = (self._val[k].compute() for k in ("elbo", "mi", "au"))  # reduced over ranks
-        self._val_metrics = {"val_mi": mi.value, "val_mi_stderr": mi.stderr, "val_au": au.count,
-                             "val_kl": elbo.kl, "val_elbo": elbo.elbo, "val_reconstruction": elbo.reconstruction}
+        self._val_metrics = self.validation.compute()  # reduced over ranks
         logged = {k: float(v) for k, v in self._val_metrics.items() if v is not None and math.isfinite(float(v))}
         # already reduced and the same on every rank; sync_dist averages equal values (exact) and spares
         # the user Lightning's warning about epoch-level logging without it

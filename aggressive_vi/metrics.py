@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ._impl.checks import non_negative_float, positive_int, positive_int_or_none
-from ._impl.loaders import InputFn, extract_input, model_device, move_to_device
+from ._impl.loaders import InputFn, model_device, move_to_device
 from .distributed import all_gather_object, all_reduce_sum, collective_device, is_distributed
 from .model import VAE, as_vae, gaussian_kl_to_standard_normal
 
@@ -251,10 +251,10 @@ class PosteriorMetric(Metric):
         model: a :class:`~aggressive_vi.VAE` or a module with ``.encoder``/``.decoder``; ``None``
             when only :meth:`update_posterior` will be used.
         get_input: ``batch -> x``, how the model's input is taken from a loader batch (default: the
-            tensor itself, the first element of a tuple/list, or ``batch["x"]``).
+            model's own, ``VAE(..., get_input=...)``).
     """
 
-    def __init__(self, model: Optional[nn.Module] = None, *, get_input: InputFn = extract_input) -> None:
+    def __init__(self, model: Optional[nn.Module] = None, *, get_input: Optional[InputFn] = None) -> None:
         super().__init__()
         self.model = model
         self.get_input = get_input
@@ -268,7 +268,8 @@ class PosteriorMetric(Metric):
     def update(self, batch: Any) -> None:
         """Encode one loader batch (eval mode, no gradient; the model's modes are restored)."""
         vae = self._vae()
-        x = move_to_device(self.get_input(batch), model_device(vae))
+        fn = self.get_input if self.get_input is not None else vae.get_input
+        x = move_to_device(fn(batch), model_device(vae))
         with evaluation_mode(vae):
             mean, logvar = vae.encode(x)
             self.update_posterior(mean, logvar, x)
@@ -286,7 +287,7 @@ class KL(PosteriorMetric):
     kl_sum: torch.Tensor
     count: int
 
-    def __init__(self, model: Optional[nn.Module] = None, *, get_input: InputFn = extract_input) -> None:
+    def __init__(self, model: Optional[nn.Module] = None, *, get_input: Optional[InputFn] = None) -> None:
         super().__init__(model, get_input=get_input)
         self.add_state("kl_sum", torch.zeros((), dtype=torch.float64))
         self.add_state("count", 0)
@@ -319,7 +320,7 @@ class ELBO(PosteriorMetric):
     count: int
 
     def __init__(self, model: Optional[nn.Module] = None, *, n_samples: int = 1,
-                 get_input: InputFn = extract_input) -> None:
+                 get_input: Optional[InputFn] = None) -> None:
         super().__init__(model, get_input=get_input)
         self.n_samples = positive_int("n_samples", n_samples)
         self.add_state("kl_sum", torch.zeros((), dtype=torch.float64))
@@ -400,7 +401,7 @@ class MutualInformation(PosteriorMetric):
     count: int
     batches: int
 
-    def __init__(self, model: Optional[nn.Module] = None, *, get_input: InputFn = extract_input) -> None:
+    def __init__(self, model: Optional[nn.Module] = None, *, get_input: Optional[InputFn] = None) -> None:
         super().__init__(model, get_input=get_input)
         self.add_state("weighted_sum", torch.zeros((), dtype=torch.float64))  # sum_b B_b * I_b
         self.add_state("weighted_sq_sum", torch.zeros((), dtype=torch.float64))  # sum_b B_b * I_b^2
@@ -452,7 +453,7 @@ class DatasetMutualInformation(PosteriorMetric):
     logvars: List[torch.Tensor]
 
     def __init__(self, model: Optional[nn.Module] = None, *, n_draws: int = 10, seed: int = 0,
-                 chunk_elements: int = 1 << 24, get_input: InputFn = extract_input) -> None:
+                 chunk_elements: int = 1 << 24, get_input: Optional[InputFn] = None) -> None:
         super().__init__(model, get_input=get_input)
         self.n_draws = positive_int("n_draws", n_draws)
         self.seed = int(seed)
@@ -518,7 +519,7 @@ class ActiveUnits(PosteriorMetric):
     count: int
 
     def __init__(self, model: Optional[nn.Module] = None, *, threshold: float = 0.01,
-                 get_input: InputFn = extract_input) -> None:
+                 get_input: Optional[InputFn] = None) -> None:
         super().__init__(model, get_input=get_input)
         self.threshold = non_negative_float("threshold", threshold)
         self.add_state("mean_sum", None)  # [latent_dim], shaped by the first update
@@ -618,7 +619,7 @@ class IWNLL(Metric):
     def __init__(self, model: nn.Module, *, n_samples: int = 500, chunk_size: int = 100,
                  max_rows: Optional[int] = None,
                  count_tokens: Optional[Callable[[Any], Union[int, torch.Tensor]]] = None,
-                 get_input: InputFn = extract_input) -> None:
+                 get_input: Optional[InputFn] = None) -> None:
         super().__init__()
         self.model = model
         self.n_samples = positive_int("n_samples", n_samples)
@@ -632,7 +633,8 @@ class IWNLL(Metric):
 
     def update(self, batch: Any) -> None:
         vae = as_vae(self.model)
-        x = move_to_device(self.get_input(batch), model_device(vae))
+        fn = self.get_input if self.get_input is not None else vae.get_input
+        x = move_to_device(fn(batch), model_device(vae))
         with evaluation_mode(vae):
             self.update_input(x)
 
@@ -765,6 +767,7 @@ class ValidationMetrics:
             raise ValueError("ValidationMetrics(terms with 'elbo') needs the model (the decoder scores "
                              "x); got model=None")
         self.model = model
+        self.au_threshold, self.mi_estimator, self.n_samples = au_threshold, mi_estimator, n_samples
         self.terms = tuple(t for t in VALIDATION_TERMS if t in wanted)
         self.members: Dict[str, PosteriorMetric] = {}  # in the order their draws are made
         if "elbo" in wanted:
@@ -841,7 +844,28 @@ class ValidationMetrics:
             member.load_state_dict(state[name], device=device)
 
     def __repr__(self) -> str:
-        return f"ValidationMetrics(terms={self.terms})"
+        return (f"ValidationMetrics(au_threshold={self.au_threshold:g}, mi_estimator={self.mi_estimator!r}, "
+                f"n_samples={self.n_samples}, terms={self.terms})")
+
+
+def validation_or_default(model: nn.Module, validation: Optional["ValidationMetrics"]) -> "ValidationMetrics":
+    """``validation``, checked to be over ``model``, or ``ValidationMetrics(model)``.
+
+    Raises:
+        TypeError: not a :class:`ValidationMetrics`.
+        ValueError: built over another model (or none).
+    """
+    if validation is None:
+        return ValidationMetrics(model)
+    if not isinstance(validation, ValidationMetrics):
+        raise TypeError(f"validation must be an aggressive_vi.metrics.ValidationMetrics; got "
+                        f"{type(validation).__name__}")
+    own = as_vae(model)
+    theirs = as_vae(validation.model) if validation.model is not None else None
+    if theirs is None or theirs.encoder is not own.encoder or theirs.decoder is not own.decoder:
+        raise ValueError("validation must be built over the model being trained: ValidationMetrics(model, ...); "
+                         f"got one over {type(validation.model).__name__}")
+    return validation
 
 
 def _count(metric: Metric, reduced: Dict[str, Any]) -> float:

@@ -13,6 +13,8 @@ from typing import Any, ContextManager, NamedTuple, Optional, Tuple
 import torch
 from torch import nn
 
+from ._impl.loaders import InputFn, extract_input
+
 __all__ = ["VAE", "ELBOTerms", "as_vae", "gaussian_kl_to_standard_normal"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -68,13 +70,22 @@ class VAE(nn.Module):
         encoder: module with ``encoder(x) -> (mean, logvar)``, each ``[batch, latent_dim]``.
         decoder: module with ``decoder.log_prob(x, z) -> [batch, n_samples]`` for ``z`` of shape
             ``[batch, n_samples, latent_dim]`` (log p(x|z) in nats, summed over one example).
+        get_input: ``batch -> x``, how the model's input is taken from a loader batch, for every
+            consumer (trainer, Lightning callback, estimators, metrics). Default: the batch itself when
+            it is a tensor, its first element when it is a tuple/list, ``batch["x"]`` when it is a
+            dict; e.g. ``get_input=lambda b: (b["input_ids"], b["attention_mask"])`` for a Hugging
+            Face batch. A module that is not a ``VAE`` may define a ``get_input`` method instead.
 
     The prior is N(0, I). Every call checks the shapes the user's modules return, so a mistake in a
     custom module fails with a message that names it instead of broadcasting silently.
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module) -> None:
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, *, get_input: Optional[InputFn] = None) -> None:
         super().__init__()
+        if get_input is not None and not callable(get_input):
+            raise TypeError(f"get_input must be callable, get_input(batch) -> model input; got "
+                            f"{type(get_input).__name__}")
+        self.get_input: InputFn = get_input if get_input is not None else extract_input
         if not isinstance(encoder, nn.Module):
             raise TypeError(f"encoder must be a torch.nn.Module; got {type(encoder).__name__}")
         if not isinstance(decoder, nn.Module):
@@ -222,7 +233,8 @@ class VAE(nn.Module):
 
 
 def as_vae(model: nn.Module) -> VAE:
-    """``model`` itself when it is a :class:`VAE`, else a VAE sharing its ``.encoder``/``.decoder``.
+    """``model`` itself when it is a :class:`VAE`, else a VAE sharing its ``.encoder``/``.decoder``
+    (and its ``get_input`` method, when it has one).
 
     Unwraps ``DistributedDataParallel``/``DataParallel`` (``.module``) first.
 
@@ -240,4 +252,5 @@ def as_vae(model: nn.Module) -> VAE:
             f"{type(model).__name__} (encoder: {type(encoder).__name__}, decoder: "
             f"{type(decoder).__name__})"
         )
-    return VAE(encoder, decoder)
+    get_input = getattr(inner, "get_input", None)
+    return VAE(encoder, decoder, get_input=get_input if callable(get_input) else None)

@@ -14,10 +14,10 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 import torch
 from torch import nn
 
-from ._impl.checks import is_callable, non_negative_int, one_of, positive_int
+from ._impl.checks import non_negative_int, positive_int
 from ._impl.components import load_callbacks, optimizer_flags, restore_optimizer_flags
-from ._impl.loaders import (InputFn, check_inner_source, extract_input, loader_generators,
-                            loader_length, model_device, move_to_device)
+from ._impl.loaders import (check_inner_source, loader_generators, loader_length, model_device,
+                            move_to_device)
 from ._impl.progress import EpochInProgress
 from ._impl.rng import rng_state, set_rng_state
 from ._impl.streams import InnerStream
@@ -26,7 +26,7 @@ from .checkpoint import (FORMAT, VERSION, CheckpointError, check_config, check_m
                          load_plain_state_dict, plain_state_dict, upgrade)
 from .distributed import TrainingNetworks, all_gather_object, any_rank, is_distributed, rank, world_size
 from .engines import UpdateEngine
-from .estimators import MI_ESTIMATORS, summary
+from .metrics import ValidationMetrics, validation_or_default
 from .faults import DeferredInterrupt, batch_context, describe_input
 from .history import History
 from .protocols import KLSchedule, StoppingCriterion, optional_state
@@ -47,15 +47,10 @@ class AggressiveTrainer:
         clip_scope, n_samples, on_nonfinite, engine: the algorithm's options, as in
             :class:`~aggressive_vi.AggressiveStep` (defaults: the paper's; ``stopping`` defaults to
             :class:`~aggressive_vi.MIPlateau`, which needs ``val_loader``).
-        au_threshold: variance threshold of the validation active-unit count (paper: 0.01).
-        mi_estimator: how the validation MI (``EpochRecord.val_mi``, with ``val_mi_stderr``) is
-            estimated: ``"minibatch"`` (the paper's: each minibatch's mixture as the aggregate
-            posterior) or ``"dataset"`` (the whole validation set's mixture, 10 draws per example:
-            quieter, and independent of the batch size). See :mod:`aggressive_vi.estimators`.
-        get_input: ``batch -> x``, how the model's input is taken from a loader batch (training,
-            inner-loop and validation batches alike). Default: the batch itself when it is a
-            tensor, its first element when it is a tuple/list, ``batch["x"]`` when it is a dict;
-            e.g. ``get_input=lambda b: (b["tokens"], b["lengths"])`` passes more.
+        validation: the per-epoch validation record (``EpochRecord.val_*``), a
+            :class:`~aggressive_vi.metrics.ValidationMetrics` over ``model`` (default
+            ``ValidationMetrics(model)``: the paper's minibatch MI, active units at variance 0.01, the
+            ELBO with one sample); e.g. ``ValidationMetrics(model, mi_estimator="dataset")``.
         callbacks: objects with any of the hooks in :mod:`aggressive_vi.callbacks`.
         verbose: print one line per epoch (adds a :class:`~aggressive_vi.PrintLogger`).
         progress: show a progress bar (adds a :class:`~aggressive_vi.ProgressBar`).
@@ -86,9 +81,7 @@ class AggressiveTrainer:
         n_samples: int = 1,
         on_nonfinite: str = "raise",
         engine: Optional[UpdateEngine] = None,
-        au_threshold: float = 0.01,
-        mi_estimator: str = "minibatch",
-        get_input: InputFn = extract_input,
+        validation: Optional[ValidationMetrics] = None,
         callbacks: Sequence[Any] = (),
         verbose: bool = False,
         progress: bool = False,
@@ -99,9 +92,7 @@ class AggressiveTrainer:
             clip_scope=clip_scope, n_samples=n_samples, on_nonfinite=on_nonfinite, engine=engine)
         self.model = model
         self.vae = self.algorithm.vae
-        self.get_input = is_callable("get_input", get_input, "get_input(batch) -> model input")
-        self.au_threshold = au_threshold
-        self.mi_estimator = one_of("mi_estimator", mi_estimator, MI_ESTIMATORS)
+        self.validation = validation_or_default(model, validation)
         self.callbacks: List[Any] = list(callbacks)
         if progress:  # before the logger, so the bar's line is closed when an epoch line prints
             self.callbacks.append(ProgressBar())
@@ -178,7 +169,7 @@ class AggressiveTrainer:
 
         Args:
             train_loader: yields minibatches (a tensor, ``(x, ...)`` or ``{"x": x, ...}``; see
-                ``get_input``).
+                ``VAE(..., get_input=...)``).
             val_loader: data for the per-epoch validation MI, AU, KL and ELBO (needed by
                 :class:`~aggressive_vi.MIPlateau`).
             epochs: total number of epochs to have trained when ``fit`` returns.
@@ -238,12 +229,14 @@ class AggressiveTrainer:
             self._batch_index = batch_index = run.stream.consumed - 1
             self.at_step_boundary = False
             before = self.step
-            with batch_context(self._where, batch, self._first_batch):  # errors name the batch
+            with batch_context(self._where, batch, None):  # get_input's errors: the loader's batch
+                x = self._input(batch, device)
+            with batch_context(self._where, x, self._first_batch):  # errors name what the modules got
                 self.model.train()
-                out = self.algorithm(self._input(batch, device), fresh, epoch=epoch,
-                                     steps_per_epoch=self.steps_per_epoch or 1, batch_index=batch_index)
+                out = self.algorithm(x, fresh, epoch=epoch, steps_per_epoch=self.steps_per_epoch or 1,
+                                     batch_index=batch_index)
             if self._first_batch is None:
-                self._first_batch = describe_input(batch)
+                self._first_batch = describe_input(x)
             if out.left_aggressive:
                 run.left_aggressive_at = before
                 self._call("on_phase_change", before)
@@ -261,8 +254,10 @@ class AggressiveTrainer:
             raise ValueError("train_loader yielded no batch; expected a non-empty loader")
         val: Dict[str, Any] = {}
         if val_loader is not None:
-            val = summary(self.model, val_loader, au_threshold=self.au_threshold,
-                          mi_estimator=self.mi_estimator, get_input=self.get_input)
+            self.validation.reset()
+            for batch in val_loader:
+                self.validation.update(self.vae.get_input(batch))  # eval mode, no gradient
+            val = self.validation.compute()  # reduced over ranks
         record = run.record(val)  # training sums reduced over ranks
         before = self.step
         if self.algorithm.end_epoch(epoch, record.to_dict()):
@@ -301,7 +296,7 @@ class AggressiveTrainer:
                 fn(self, *args)
 
     def _input(self, batch: Any, device: Optional[torch.device]) -> Any:
-        return move_to_device(self.get_input(batch), device)
+        return move_to_device(self.vae.get_input(batch), device)
 
     def _check_fit_args(self, train_loader: Iterable[Any], val_loader: Optional[Iterable[Any]],
                         epochs: int, steps_per_epoch: Optional[int],
@@ -389,8 +384,7 @@ class AggressiveTrainer:
     def config(self) -> Dict[str, Any]:
         """The options a checkpoint records and checks on load: the algorithm's
         (:meth:`AggressiveStep.config`) and the validation's."""
-        return dict(self.algorithm.config(), engine=repr(self.algorithm.engine), au_threshold=self.au_threshold,
-                    mi_estimator=self.mi_estimator)
+        return dict(self.algorithm.config(), engine=repr(self.algorithm.engine), validation=repr(self.validation))
 
     def state_dict(self) -> Dict[str, Any]:
         """Everything needed to continue training exactly: model, optimisers, the algorithm's state

@@ -37,9 +37,10 @@ def main(out):
         first.setdefault("batch", batch.clone())
         return batch
 
+    vae.get_input = get_input  # every consumer takes the input the model's way
     trainer = fabric_trainer(fabric, vae, torch.optim.Adam(vae.encoder.parameters(), lr=1e-2),
                              torch.optim.Adam(vae.decoder.parameters(), lr=1e-2), stopping=FixedSteps(4),
-                             window=3, max_inner_steps=9, get_input=get_input)
+                             window=3, max_inner_steps=9)
     with fabric_autocast(fabric):
         history = trainer.fit(train, epochs=2, inner_loader=inner)
     torch.save({

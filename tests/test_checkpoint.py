@@ -147,8 +147,9 @@ def small_trainer(tmp_path=None, encoder_params=None, **kwargs):
 def test_checkpoint_callback_schedule_atomicity_and_pruning(tmp_path):
     _, trainer = small_trainer(tmp_path)
     trainer.fit(DataLoader(binary_data(40), batch_size=8), epochs=2)  # 5 steps per epoch
-    # saves at steps 2, 4, (epoch end 5), 6, 8, 10, (epoch end 10); the last 3 are kept, no temp files
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint-e0001-s000000008.pt", "checkpoint-e0001-s000000010.pt",
+    # saves at steps 2, 4, (epoch end 5), 6, 8, (epoch end 10: step 10 is the epoch's last update, saved
+    # once, after validation); the last 3 are kept, no temp files
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-e0001-s000000006.pt", "checkpoint-e0001-s000000008.pt",
                                             "checkpoint-e0002-s000000010.pt"]
     assert trainer.last_checkpoint == str(tmp_path / "checkpoint-e0002-s000000010.pt")
     state = torch.load(trainer.last_checkpoint, weights_only=True)  # only safe types inside

@@ -157,6 +157,22 @@ def test_a_batch_the_model_cannot_take_is_named_by_index(bad, pattern):
         trainer.fit(batches, epochs=1, inner_loader=batches[:3])
 
 
+def test_the_error_names_what_the_modules_received_not_the_raw_batch():
+    """Dict batches (a Hugging Face loader) through the model's get_input: the prefix shows the input
+    the modules got, and get_input's own failure shows the loader's batch."""
+    torch.manual_seed(0)
+    vae = VAE(MLPEncoder(), BernoulliDecoder(), get_input=lambda b: b["input_ids"])
+    trainer = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=0.1),
+                                torch.optim.SGD(vae.decoder.parameters(), lr=0.1), stopping=Always(), window=2)
+    batches = [{"input_ids": binary_data(8, seed=i), "mask": torch.ones(8)} for i in range(2)]
+    batches.append({"input_ids": torch.zeros(8, 5), "mask": torch.ones(8)})
+    with pytest.raises(RuntimeError, match=r"^epoch 0, batch 2 \(decoder update 3\), input Tensor\(float32, "
+                                           r"shape \[8, 5\]\) \(the first batch was Tensor\(float32, shape \[8, 6\]\)\)"):
+        trainer.fit(batches, epochs=1, inner_loader=batches[:2])
+    with pytest.raises(KeyError, match=r"epoch 0, batch 0 .*input dict\{'ids'"):
+        trainer.fit([{"ids": binary_data(8)}], epochs=2, inner_loader=batches[:2])
+
+
 def test_bad_option():
     with pytest.raises(ValueError, match=r"on_nonfinite must be one of \('raise', 'skip'\); got 'ignore'"):
         make(on_nonfinite="ignore")

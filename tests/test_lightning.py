@@ -185,7 +185,7 @@ class _RecordingLitVAE(LitVAE):
         self.inner_at_start = self.aggressive.inner.state_dict()
 
     def training_step(self, batch, batch_idx):
-        self.aggressive.get_input.new_step(self.current_epoch)
+        self.vae.get_input.new_step(self.current_epoch)
         return super().training_step(batch, batch_idx)
 
 

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from aggressive_vi import VAE, AggressiveTrainer, Always, FixedSteps, estimators
+from aggressive_vi import VAE, AggressiveTrainer, Always, FixedSteps, estimators, metrics
 from aggressive_vi._impl.loaders import (extract_input, loader_generators, sampler_owners,
                                          set_sampler_epoch)
 from conftest import BernoulliDecoder, MLPEncoder, binary_data
@@ -39,17 +39,22 @@ def test_get_input_passes_more_than_x_to_the_modules_in_training_and_estimators(
             return super().log_prob(inputs[0], z)
 
     torch.manual_seed(0)
-    vae = VAE(LengthAwareEncoder(), LengthAwareDecoder())
-    batches = [{"x": binary_data(4, seed=i), "lengths": torch.full((4,), i)} for i in range(3)]
     get = lambda b: (b["x"], b["lengths"])  # noqa: E731
-    trainer = AggressiveTrainer(vae, *opts(vae), stopping=FixedSteps(1), window=2, get_input=get)
+    vae = VAE(LengthAwareEncoder(), LengthAwareDecoder(), get_input=get)  # set once, for every consumer
+    batches = [{"x": binary_data(4, seed=i), "lengths": torch.full((4,), i)} for i in range(3)]
+    trainer = AggressiveTrainer(vae, *opts(vae), stopping=FixedSteps(1), window=2)
     trainer.fit(batches, val_loader=batches[:1], epochs=1)
     assert [0, 0, 0, 0] in seen and [2, 2, 2, 2] in seen
     seen.clear()
-    estimators.kl(vae, batches, get_input=get)
+    estimators.kl(vae, batches)  # the model's get_input, without repeating it
+    assert seen == [[0] * 4, [1] * 4, [2] * 4]
+    seen.clear()
+    metric = metrics.KL(vae)
+    for b in batches:
+        metric.update(b)
     assert seen == [[0] * 4, [1] * 4, [2] * 4]
     with pytest.raises(TypeError, match="get_input must be callable"):
-        AggressiveTrainer(vae, *opts(vae), get_input="x")
+        VAE(LengthAwareEncoder(), LengthAwareDecoder(), get_input="x")
 
 
 def test_a_persistent_worker_train_loader_needs_an_inner_loader_of_its_own():

@@ -202,12 +202,12 @@ def test_the_trainer_records_the_chosen_estimator_with_its_standard_error():
     for estimator in ("minibatch", "dataset"):
         trainer = AggressiveTrainer(model, torch.optim.SGD(model.encoder.parameters(), lr=0.1),
                                     torch.optim.SGD(model.decoder.parameters(), lr=0.1),
-                                    stopping=Always(), window=2, max_inner_steps=2, mi_estimator=estimator)
+                                    stopping=Always(), window=2, max_inner_steps=2,
+                                    validation=metrics.ValidationMetrics(model, mi_estimator=estimator))
         record = trainer.fit(data, val_loader=data, epochs=1)[-1]
         assert record.val_mi is not None and record.val_mi_stderr is not None and record.val_mi_stderr > 0
     with pytest.raises(ValueError, match="mi_estimator must be one of \\('minibatch', 'dataset'\\); got 'mixture'"):
-        AggressiveTrainer(model, torch.optim.SGD(model.encoder.parameters(), lr=0.1),
-                          torch.optim.SGD(model.decoder.parameters(), lr=0.1), mi_estimator="mixture")
+        metrics.ValidationMetrics(model, mi_estimator="mixture")
 
 
 def test_iw_max_rows_bounds_the_rows_of_each_decoder_call_and_keeps_the_exact_estimate():

@@ -159,7 +159,8 @@ def test_the_trainer_records_the_collections_values():
 
     trainer = AggressiveTrainer(model, torch.optim.SGD(model.encoder.parameters(), lr=0.1),
                                 torch.optim.SGD(model.decoder.parameters(), lr=0.1), stopping=Always(),
-                                window=2, max_inner_steps=4, au_threshold=0.001,
+                                window=2, max_inner_steps=4,
+                                validation=metrics.ValidationMetrics(model, au_threshold=0.001),
                                 callbacks=[KeepRandomState()])
     record = trainer.fit(train, val_loader=val, epochs=1)[-1]
     collection = metrics.ValidationMetrics(model, au_threshold=0.001)

@@ -27,7 +27,7 @@ def extract_input(batch: Any) -> Any:
 
     A batch may be a tensor (the input itself), a tuple/list whose first element is the input
     (``(x, y)`` from a ``TensorDataset``), or a mapping with an ``"x"`` key (only ``batch["x"]`` is
-    passed on: give the trainer and estimators ``get_input=`` to pass more, e.g.
+    passed on: build the model with ``VAE(..., get_input=...)`` to pass more, e.g.
     ``get_input=lambda b: (b["x"], b["lengths"])``).
 
     Raises:
@@ -44,19 +44,19 @@ def extract_input(batch: Any) -> Any:
             raise TypeError(
                 f"a loader batch is a {type(batch).__name__} of {len(batch)} elements whose first is a "
                 f"{type(batch[0]).__name__}; expected tensors: give the DataLoader a collate_fn that "
-                "turns the text into token ids, or pass get_input= to say how to build the input"
+                "turns the text into token ids, or build the model with VAE(..., get_input=batch -> input) to say how"
             )
         return batch[0]
     if isinstance(batch, Mapping):
         if "x" not in batch:
             raise ValueError(
                 f"a loader batch is a mapping with keys {sorted(map(str, batch))}; "
-                "expected a key 'x' holding the model input (or pass get_input=)"
+                "expected a key 'x' holding the model input (or build the model with VAE(..., get_input=batch -> input))"
             )
         return batch["x"]
     raise TypeError(
         f"a loader batch is a {type(batch).__name__}; expected a tensor, a tuple/list whose first "
-        "element is the input, or a dict with key 'x' (or pass get_input=)"
+        "element is the input, or a dict with key 'x' (or build the model with VAE(..., get_input=batch -> input))"
     )
 
 

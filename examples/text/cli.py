@@ -23,8 +23,9 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from aggressive_vi import (AggressiveTrainer, Engine, AnyOf, Checkpoint, ConstantKL, FixedEpochs, LinearKLAnnealing,
+from aggressive_vi import (AggressiveTrainer, AnyOf, Checkpoint, ConstantKL, Engine, FixedEpochs, LinearKLAnnealing,
                            LRDecayOnPlateau, MIPlateau)
+from aggressive_vi.metrics import ValidationMetrics
 
 from ..devices import DEVICE_HELP, device_option, make_generator, module_device, pin_memory
 from ..run_spec import RunSpec, check_resume, resume_point
@@ -109,7 +110,7 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     trainer = AggressiveTrainer(
         vae, enc_opt, dec_opt, stopping=stopping, kl_schedule=kl_schedule, aggressive=aggressive,
         window=preset.window, max_inner_steps=preset.max_inner_steps, clip_grad_norm=preset.clip_grad_norm,
-        mi_estimator=preset.mi_estimator,
+        validation=ValidationMetrics(vae, mi_estimator=preset.mi_estimator),
         engine=Engine(args.precision, cuda_graph=args.inner_step == "cuda_graph"),
         callbacks=[lr_decay, spec, HistoryFile(out / "history.json"),
                    Checkpoint(checkpoints, every_n_steps=args.save_every, keep_last=2)],  # last: saves all above
