@@ -57,7 +57,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import TYPE_CHECKING, Any, Callable, ContextManager, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -74,15 +74,12 @@ from ._impl.loaders import check_inner_source, model_device, move_to_device
 from ._impl.rng import rng_state, set_rng_state
 from ._impl.streams import InnerStream
 from .distributed import TrainingNetworks, all_gather_object, is_distributed, rank, world_size
-from .engines import Engine
 from .metrics import ValidationMetrics, validation_or_default
 from .protocols import KLSchedule, StoppingCriterion
-from .step import AggressiveStep
+from .fabric import fabric_autocast, fabric_trainer  # re-exported: Fabric users import them from here
+from .step import AggressiveStep, StepDriver
 
 __all__ = ["AggressiveVI", "fabric_trainer", "fabric_autocast"]
-
-if TYPE_CHECKING:
-    from .trainer import AggressiveTrainer
 
 LoaderSource = Union[Iterable[Any], Callable[["pl.Trainer"], Iterable[Any]], None]
 
@@ -165,7 +162,7 @@ class _LightningEngine:
         pass
 
 
-class AggressiveVI(Callback):
+class AggressiveVI(StepDriver, Callback):
     """Aggressive inference-network training (He et al., ICLR 2019) as a Lightning callback.
 
     Args:
@@ -229,28 +226,6 @@ class AggressiveVI(Callback):
         self._restore: Optional[Dict[str, Any]] = None
         self._val_seen = False
         self._val_metrics: Dict[str, Any] = {}
-
-    # ------------------------------------------------------------------ what users read
-    @property
-    def step(self) -> int:
-        """Decoder updates taken (``trainer.global_step`` counts the same)."""
-        return self.algorithm.updates
-
-    @property
-    def is_aggressive(self) -> bool:
-        return self.algorithm.is_aggressive
-
-    @property
-    def left_aggressive_at(self) -> Optional[int]:
-        return self.algorithm.left_aggressive_at
-
-    @property
-    def stopping(self) -> StoppingCriterion:
-        return self.algorithm.stopping
-
-    @property
-    def kl_schedule(self) -> KLSchedule:
-        return self.algorithm.kl_schedule
 
     # ------------------------------------------------------------------ setup
     def on_train_start(self, trainer: "pl.Trainer", pl_module: "pl.LightningModule") -> None:
@@ -441,63 +416,3 @@ class AggressiveVI(Callback):
         self.algorithm.load_state_dict(algorithm, "the Lightning checkpoint")
         self.epochs_decided = int(state.get("epochs_decided", 0))
         self._restore = {"inner_stream": state.get("inner_stream"), "inner_local": state.get("inner_local")}
-
-
-# ---------------------------------------------------------------------------- Lightning Fabric
-def fabric_trainer(fabric: Any, model: nn.Module, enc_opt: torch.optim.Optimizer,
-                   dec_opt: torch.optim.Optimizer, **options: Any) -> "AggressiveTrainer":
-    """An :class:`~aggressive_vi.AggressiveTrainer` whose steps go through a ``lightning.fabric.Fabric``.
-
-    The model is moved to ``fabric.device``; the optimisers are set up with
-    ``fabric.setup_optimizers`` (every step goes through Fabric's strategy and precision plugin);
-    ``backward=fabric.backward`` (loss scaling); the model itself is not wrapped by Fabric: under a
-    multi-process strategy the trainer builds its own encoder and decoder DDP wrappers over Fabric's
-    process group (call ``fabric.launch()`` first). Run ``fit`` inside :func:`fabric_autocast` so that
-    the precision's autocast covers every forward pass, the inner loop's included::
-
-        fabric = Fabric(accelerator="cpu", devices=2, strategy="ddp", precision="bf16-mixed")
-        fabric.launch()
-        trainer = fabric_trainer(fabric, vae, enc_opt, dec_opt, stopping=MIPlateau())
-        with fabric_autocast(fabric):
-            trainer.fit(train_loader, val_loader=val_loader, epochs=10)
-
-    Args:
-        options: keyword arguments of ``AggressiveTrainer`` (not ``engine``).
-
-    Raises:
-        ValueError: a precision with a gradient scaler (``"16-mixed"``): the trainer clips and checks
-            gradients before the optimiser step, where a scaler's are still scaled (use
-            ``"bf16-mixed"``, or ``AggressiveVI`` under the Lightning ``Trainer``, which clips after
-            unscaling); or ``engine`` among ``options``.
-    """
-    from .trainer import AggressiveTrainer
-
-    if "engine" in options:
-        raise ValueError("fabric_trainer sets engine=Engine(backward=fabric.backward) itself; got engine= in options")
-    precision: Any = getattr(getattr(fabric, "strategy", None), "precision", None)
-    if getattr(precision, "scaler", None) is not None:
-        raise ValueError(
-            f"fabric_trainer does not support a precision with a gradient scaler (got "
-            f"{type(precision).__name__} with {type(precision.scaler).__name__}): AggressiveTrainer clips and "
-            "checks gradients before the step, while they are still scaled; use precision='bf16-mixed' or "
-            "'32-true'")
-    model.to(fabric.device)
-    enc_opt, dec_opt = fabric.setup_optimizers(enc_opt, dec_opt)
-    return AggressiveTrainer(model, enc_opt, dec_opt, engine=Engine(backward=fabric.backward), **options)
-
-
-def fabric_autocast(fabric: Any) -> Any:
-    """The context to run ``AggressiveTrainer.fit`` in under ``fabric``'s precision.
-
-    For a mixed precision this is ``torch.autocast`` with Fabric's device and dtype but
-    ``cache_enabled=False``: ``fabric.autocast()`` caches the low-precision copies of the weights until
-    the context exits, which is right around one forward pass but wrong around a whole ``fit`` (every
-    forward would reuse the weights of the first while the optimisers update the fp32 ones; measured:
-    the model stops changing and its fp32 weights diverge). Lightning's ``Trainer`` disables the cache
-    the same way. Any other precision: ``fabric.autocast()`` itself.
-    """
-    precision = fabric.strategy.precision
-    if type(precision).__name__ == "MixedPrecision":
-        dtype = torch.bfloat16 if precision.precision == "bf16-mixed" else torch.float16
-        return torch.autocast(fabric.device.type, dtype=dtype, cache_enabled=False)
-    return fabric.autocast()

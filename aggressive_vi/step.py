@@ -48,7 +48,7 @@ from .faults import ON_NONFINITE, NonFiniteError, nonfinite_message
 from .model import ELBOTerms, as_vae
 from .protocols import KLSchedule, StoppingCriterion, TrainingEvent, optional_state
 
-__all__ = ["AggressiveStep", "StepOutput", "CLIP_SCOPES"]
+__all__ = ["AggressiveStep", "StepOutput", "StepDriver", "CLIP_SCOPES"]
 
 #: ``clip_scope=``: the updated network's norm, or the paper's joint norm.
 CLIP_SCOPES = ("network", "joint")
@@ -467,6 +467,36 @@ class AggressiveStep:
             self.engine.load_state_dict(state.get("engine"))
         else:
             self._engine_state = state.get("engine")
+
+
+class StepDriver:
+    """What a driver of an :class:`AggressiveStep` (the trainer, the Lightning callback) shows of it:
+    read-only views of the step's state, so that nothing is kept twice."""
+
+    algorithm: AggressiveStep
+
+    @property
+    def step(self) -> int:
+        """Decoder (or joint) updates taken, skipped ones included."""
+        return self.algorithm.updates
+
+    @property
+    def is_aggressive(self) -> bool:
+        """Whether the next minibatch gets the catch-up loop."""
+        return self.algorithm.is_aggressive
+
+    @property
+    def left_aggressive_at(self) -> Optional[int]:
+        """Decoder updates taken when the aggressive phase ended (``None`` while it lasts)."""
+        return self.algorithm.left_aggressive_at
+
+    @property
+    def stopping(self) -> StoppingCriterion:
+        return self.algorithm.stopping
+
+    @property
+    def kl_schedule(self) -> KLSchedule:
+        return self.algorithm.kl_schedule
 
 
 def _checked_engine(engine: Optional[UpdateEngine]) -> Optional[UpdateEngine]:

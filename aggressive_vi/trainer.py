@@ -30,12 +30,12 @@ from .metrics import ValidationMetrics, validation_or_default
 from .faults import DeferredInterrupt, batch_context, describe_input
 from .history import History
 from .protocols import KLSchedule, StoppingCriterion, optional_state
-from .step import AggressiveStep
+from .step import AggressiveStep, StepDriver
 
 __all__ = ["AggressiveTrainer"]
 
 
-class AggressiveTrainer:
+class AggressiveTrainer(StepDriver):
     """Trains a VAE with aggressive inference-network updates until the stopping criterion fires.
 
     Args:
@@ -114,30 +114,12 @@ class AggressiveTrainer:
 
     # ------------------------------------------------------------------ what callbacks see
     @property
-    def step(self) -> int:
-        """Decoder (or joint) updates taken, skipped ones included."""
-        return self.algorithm.updates
-
-    @property
-    def is_aggressive(self) -> bool:
-        """Whether the next minibatch gets the catch-up loop."""
-        return self.algorithm.is_aggressive
-
-    @property
     def enc_opt(self) -> torch.optim.Optimizer:
         return self.algorithm.enc_opt
 
     @property
     def dec_opt(self) -> torch.optim.Optimizer:
         return self.algorithm.dec_opt
-
-    @property
-    def stopping(self) -> StoppingCriterion:
-        return self.algorithm.stopping
-
-    @property
-    def kl_schedule(self) -> KLSchedule:
-        return self.algorithm.kl_schedule
 
     @property
     def nets(self) -> TrainingNetworks:

@@ -1,5 +1,6 @@
 """Checkpoints: exact resume after a real SIGKILL, the Checkpoint callback, safe loading, clear errors."""
 import os
+import pathlib
 import signal
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from aggressive_vi import (VAE, AggressiveTrainer, Always, Checkpoint, CheckpointError, Engine, FixedSteps,
+from aggressive_vi import (VAE, AggressiveTrainer, Always, Checkpoint, CheckpointError, Engine, FixedSteps, MIPlateau,
                            latest_checkpoint)
 from aggressive_vi.checkpoint import load_checkpoint, plain_state_dict, save_checkpoint
 from conftest import BernoulliDecoder, MLPEncoder, binary_data
@@ -234,3 +235,50 @@ def test_weights_are_saved_without_data_parallel_prefixes():
     with pytest.warns(UserWarning, match="saved with other options .*max_inner_steps"):
         fresh.load_state_dict(state, strict=False)  # a wrapped run's checkpoint loads into an unwrapped model
     assert_bitwise_equal(params(fresh.vae), params(plain))
+
+
+def v2_trainer(**options):
+    torch.manual_seed(0)
+    vae = VAE(MLPEncoder(), BernoulliDecoder())
+    options = {"window": 2, "max_inner_steps": 4, **options}
+    trainer = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=0.1, momentum=0.5),
+                                torch.optim.Adam(vae.decoder.parameters(), lr=1e-2),
+                                stopping=MIPlateau(patience=3), **options)
+    return vae, trainer
+
+
+def test_a_checkpoint_of_version_2_loads_and_training_goes_on():
+    """tests/data/checkpoint-v2.pt was written by the 0.1 trainer (see tests/data/README.md)."""
+    path = pathlib.Path(__file__).parent / "data" / "checkpoint-v2.pt"
+    raw = torch.load(path, weights_only=True)
+    assert raw["version"] == 2 and "algorithm" not in raw
+    vae, trainer = v2_trainer()
+    trainer.load_state_dict(load_checkpoint(path))
+    assert (trainer.epoch, trainer.step, trainer.is_aggressive) == (raw["epoch"], raw["step"], raw["is_aggressive"])
+    assert trainer.stopping.state_dict() == raw["stopping"]
+    for name, value in vae.state_dict().items():
+        assert torch.equal(value, raw["model"][name]), name
+    history = trainer.fit(DataLoader(binary_data(32), batch_size=8),
+                          val_loader=DataLoader(binary_data(16, seed=1), batch_size=8), epochs=3)
+    assert len(history) == 3 and trainer.step == raw["step"] + 4
+    assert trainer.state_dict()["version"] == 3
+
+
+def test_a_checkpoint_of_version_1_is_refused_naming_the_version(tmp_path):
+    _, trainer = v2_trainer()
+    state = dict(trainer.state_dict(), version=1)
+    with pytest.raises(CheckpointError, match="version 1; this aggressive-vi reads format .* versions 2 to 3"):
+        trainer.load_state_dict(state)
+
+
+def test_changed_algorithm_options_are_named_and_other_changes_warn():
+    _, saved = v2_trainer()
+    state = saved.state_dict()
+    _, other = v2_trainer(clip_scope="joint")
+    with pytest.raises(CheckpointError, match="clip_scope: saved 'network', now 'joint'"):
+        other.load_state_dict(state)
+    with pytest.warns(UserWarning, match="clip_scope: saved 'network', now 'joint'"):
+        other.load_state_dict(state, strict=False)
+    _, skipping = v2_trainer(on_nonfinite="skip")  # how, not what: a warning, and the state loads
+    with pytest.warns(UserWarning, match="on_nonfinite: saved 'raise', now 'skip'"):
+        skipping.load_state_dict(state)

@@ -5,7 +5,6 @@ import itertools
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
 
 from aggressive_vi import (VAE, AggressiveStep, AggressiveTrainer, Always, ConstantKL, Engine, FixedSteps,
                            LinearKLAnnealing, MIPlateau, NonFiniteError, estimators)
