@@ -120,3 +120,22 @@ def test_auto_reads_on_the_host_on_the_cpu_unless_the_optimiser_is_fused(name, s
 def test_bad_mode():
     with pytest.raises(ValueError, match="mode must be one of"):
         GatedStep(torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1), mode="sometimes")
+
+
+@pytest.mark.parametrize("make", [
+    lambda ps: torch.optim.SGD(ps, lr=0.1, momentum=0.9, fused=True),
+    lambda ps: torch.optim.Adam(ps, lr=0.1, fused=True),
+])
+def test_a_refused_first_step_of_a_fused_optimiser_leaves_no_state_behind(make):
+    """A fused SGD creates its momentum buffers with empty_like even when found_inf refuses the step;
+    the next applied step then wrote that garbage (3e37, NaN) into the weights."""
+    p = torch.nn.Parameter(torch.ones(4))
+    twin = torch.nn.Parameter(torch.ones(4))
+    gate, plain = GatedStep(make([p]), "opt", "window"), make([twin])
+    p.grad = torch.full((4,), float("nan"))
+    gate(torch.tensor(False))
+    assert torch.equal(p.detach(), torch.ones(4)) and not gate.optimizer.state.get(p)
+    p.grad, twin.grad = torch.ones(4), torch.ones(4)
+    gate(torch.tensor(True))
+    plain.step()
+    assert torch.equal(p.detach(), twin.detach())  # as if the refused step had never been taken

@@ -102,16 +102,41 @@ def test_bad_precision_names_the_argument():
         trainer("fp8")
 
 
-def test_allow_tf32_sets_and_restores_the_flags_even_after_an_error():
+PER_OPERATOR = [(torch.backends.cuda.matmul, "fp32_precision"), (torch.backends.cudnn.conv, "fp32_precision"),
+                (torch.backends.cudnn.rnn, "fp32_precision")]
+
+
+def settings():
+    return [getattr(obj, name) for obj, name in PER_OPERATOR]
+
+
+def test_allow_tf32_sets_and_restores_each_operators_setting_even_after_an_error():
     from aggressive_vi import allow_tf32
 
-    before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    before = settings()
     with allow_tf32():
-        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+        assert settings() == ["tf32"] * 3
         with allow_tf32(False):
-            assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
-        assert torch.backends.cuda.matmul.allow_tf32
+            assert settings() == ["ieee"] * 3  # full fp32 everywhere, cuDNN RNNs included
+        assert settings() == ["tf32"] * 3
     with pytest.raises(KeyError):
         with allow_tf32():
             raise KeyError("inside")
-    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32) == before
+    assert settings() == before
+
+
+def test_allow_tf32_keeps_settings_made_with_the_per_operator_api():
+    """Once a user has set one operator with torch's per-operator API, the legacy flags raise
+    RuntimeError on read (mixed APIs), and restoring through them overwrote the others."""
+    from aggressive_vi import allow_tf32
+
+    before = settings()
+    try:
+        torch.backends.cudnn.rnn.fp32_precision = "ieee"
+        mine = settings()
+        with allow_tf32():
+            assert settings() == ["tf32"] * 3
+        assert settings() == mine
+    finally:
+        for (obj, name), value in zip(PER_OPERATOR, before):
+            setattr(obj, name, value)

@@ -112,11 +112,16 @@ class GatedStep:
             return
         if getattr(opt, "_step_supports_amp_scaling", False):
             self.strategy = "found_inf"
+            stateful = [p for group in opt.param_groups for p in group["params"] if p.grad is not None]
+            before: Set[int] = {id(p) for p in stateful if opt.state.get(p)}
             opt.found_inf = (~ok).float()  # type: ignore[attr-defined]  # read by the fused step
             try:
                 opt.step()
             finally:
                 del opt.found_inf  # type: ignore[attr-defined]
+            # a refused first step still creates the state (a fused SGD's momentum buffers with
+            # empty_like: garbage that the next applied step would write into the weights)
+            self._drop_state_created_if_refused(stateful, before, ok)
             return
         if self.mode == "auto" and ok.device.type == "cpu" and HOST_READS_ON_CPU:  # a host read is free there
             self._host_step(ok, [])
@@ -127,7 +132,7 @@ class GatedStep:
             self._host_step(ok, params)
             return
         self.strategy = "select"
-        before: Set[int] = {id(p) for p in stateful if opt.state.get(p)}
+        before = {id(p) for p in stateful if opt.state.get(p)}
         tensors: List[torch.Tensor] = list(params)
         for p in stateful:
             tensors += [v for v in opt.state.get(p, {}).values() if isinstance(v, torch.Tensor)]
@@ -136,12 +141,18 @@ class GatedStep:
         with torch.no_grad():
             for t, old in zip(tensors, saved):
                 t.copy_(torch.where(ok, t, old))
-        created = [p for p in stateful if id(p) not in before and opt.state.get(p)]
-        if created:  # state made by this step was not snapshotted: only the host can undo it
+        self._drop_state_created_if_refused(stateful, before, ok)
+
+    def _drop_state_created_if_refused(self, stateful: List[torch.Tensor], before: Set[int],
+                                       ok: torch.Tensor) -> None:
+        """State this step created was not there to keep: only the host can undo it (one read, at an
+        optimiser's first steps only)."""
+        created = [p for p in stateful if id(p) not in before and self.optimizer.state.get(p)]
+        if created:
             self.host_reads += 1
             if not bool(ok):
                 for p in created:
-                    del opt.state[p]
+                    del self.optimizer.state[p]
 
     def _state_on_device(self, p: torch.Tensor) -> bool:
         state: Dict[str, object] = self.optimizer.state.get(p, {})

@@ -16,7 +16,7 @@ by 0.7 nats in a check reported with issue 15: not fit for a reported likelihood
 from __future__ import annotations
 
 import contextlib
-from typing import Any, ContextManager, Dict, Iterator, Optional
+from typing import Any, ContextManager, Dict, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -68,18 +68,38 @@ class Precision:
                 self.scalers[phase].load_state_dict(saved)
 
 
+def _tf32_settings() -> List[Tuple[Any, str]]:
+    """The per-operator precision settings (torch >= 2.9): ``(backend object, attribute)`` pairs."""
+    backends: Any = torch.backends
+    return [(backends.cuda.matmul, "fp32_precision"), (backends.cudnn.conv, "fp32_precision"),
+            (backends.cudnn.rnn, "fp32_precision")]
+
+
 @contextlib.contextmanager
 def allow_tf32(enabled: bool = True) -> Iterator[None]:
-    """Inside, CUDA matmuls and cuDNN convolutions may use TF32 (``enabled=False``: may not); the
-    previous settings are restored on exit, also after an error. No effect on the CPU.
+    """Inside, CUDA matmuls and cuDNN convolutions and RNNs may use TF32 (``enabled=False``: may not:
+    full fp32); every previous setting is restored on exit, also after an error. No effect on the CPU.
 
     For the estimators on an Ampere-or-newer GPU, e.g.
     ``with aggressive_vi.allow_tf32(): iw_nll(model, loader, n_samples=500)``: TF32 keeps float32's
-    range with a 10-bit mantissa in matmul inputs; accumulation stays float32.
+    range with a 10-bit mantissa in matmul inputs; accumulation stays float32. With torch's
+    per-operator API (``torch.backends.cuda.matmul.fp32_precision`` and the cuDNN ``conv`` / ``rnn``
+    ones) each of the three is set and restored on its own, so settings made that way survive; with an
+    older torch the legacy ``allow_tf32`` flags are used.
     """
-    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(enabled)
-    try:
+    if all(hasattr(obj, name) for obj, name in _tf32_settings()):
+        saved = [(obj, name, getattr(obj, name)) for obj, name in _tf32_settings()]
+        try:
+            for obj, name, _ in saved:
+                setattr(obj, name, "tf32" if enabled else "ieee")
+            yield
+        finally:
+            for obj, name, value in saved:
+                setattr(obj, name, value)
+        return
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32  # pragma: no cover
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = bool(enabled)  # pragma: no cover
+    try:  # pragma: no cover - torch < 2.9
         yield
-    finally:
+    finally:  # pragma: no cover
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
