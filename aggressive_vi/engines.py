@@ -148,14 +148,16 @@ class Engine:
     def capture(self, body: Callable[[Any], Any], enc_opt: torch.optim.Optimizer,
                 graphs: Optional[Any] = None) -> Callable[[Any], Any]:
         """The inner step's runner: ``body`` itself, or with ``cuda_graph=True`` a graph-replayed
-        :class:`~aggressive_vi._impl.captured.CapturedStep` of it (``graphs``: a stand-in for tests)."""
+        :class:`~aggressive_vi._impl.captured.CapturedStep` of it (``graphs``: a stand-in for tests).
+        ``body`` returns ``(summed loss, examples, applied, error)``; warm-up steps count only when
+        applied."""
         if not self.captures_inner:
             return body
         if graphs is None:
             device = model_device(self._bound) if self._bound is not None else None
             graphs = captured.graphs_for(device if device is not None else torch.device("cpu"))
         self.captured = captured.CapturedStep(body, hyperparameters=lambda: captured.hyperparameters_of(enc_opt),
-                                              graphs=graphs)
+                                              graphs=graphs, applied=lambda out: bool(out[2]))
         return self.captured
 
     @property

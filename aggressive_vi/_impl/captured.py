@@ -106,23 +106,31 @@ class EagerGraphs:
 
 
 class CudaGraphs:
-    """Warm-up on a side stream and capture into graphs that share one memory pool."""
+    """Warm-up on a side stream and capture into graphs that share one memory pool, on ``device``
+    (the model's, which need not be the current one: ``cuda:1`` without ``torch.cuda.set_device``).
 
-    def __init__(self) -> None:
-        self.pool = torch.cuda.graph_pool_handle()
+    The capture is thread-local (``capture_error_mode="thread_local"``): another thread's CUDA calls
+    during it, e.g. a ``DataLoader``'s pin-memory thread, do not invalidate it."""
+
+    def __init__(self, device: Optional[torch.device] = None) -> None:
+        self.device = device
+        with torch.cuda.device(device):
+            self.pool = torch.cuda.graph_pool_handle()
 
     def warm(self, fn: Callable[[], Any]) -> Any:
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            out = fn()
-        torch.cuda.current_stream().wait_stream(side)
+        with torch.cuda.device(self.device):
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                out = fn()
+            torch.cuda.current_stream().wait_stream(side)
         return out
 
     def capture(self, fn: Callable[[], Any]) -> Tuple[Callable[[], None], Any]:
-        graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool):
-            out = fn()
+        with torch.cuda.device(self.device):
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+                out = fn()
         return graph.replay, [out]
 
 
@@ -135,15 +143,20 @@ def graphs_for(device: torch.device) -> Any:
     if device.type != "cuda":
         raise ValueError(f"Engine(cuda_graph=True) needs the model on a CUDA device; got {device}. "
                          "Use Engine(cuda_graph=False) (the default) elsewhere")
-    return CudaGraphs()
+    return CudaGraphs(device)
 
 
 def hyperparameters_of(optimizer: torch.optim.Optimizer) -> Hashable:
-    """The host values of every param group (lr, betas, ...) that a captured step bakes in."""
+    """What a captured step bakes in of ``optimizer``: the host values of every param group (lr,
+    betas, ...) and the identity of every state tensor (``optimizer.load_state_dict``, e.g. a second
+    ``fit(resume_from=...)`` in one process, replaces them: a graph holding the old ones would update
+    orphans)."""
     plain = (int, float, bool, str, type(None))
-    return tuple(tuple(sorted((k, v if isinstance(v, plain) else tuple(v) if isinstance(v, tuple) else "tensor")
-                              for k, v in group.items() if k != "params"))
-                 for group in optimizer.param_groups)
+    groups = tuple(tuple(sorted((k, v if isinstance(v, plain) else tuple(v) if isinstance(v, tuple) else "tensor")
+                                for k, v in group.items() if k != "params"))
+                   for group in optimizer.param_groups)
+    state = tuple(id(v) for entry in optimizer.state.values() for v in entry.values() if isinstance(v, torch.Tensor))
+    return groups, state
 
 
 class CapturedStep:
@@ -156,25 +169,33 @@ class CapturedStep:
             makes the graph produce the gradients instead of accumulating into them.
         hyperparameters: a host value whose change invalidates the graphs (e.g. the lrs).
         graphs: :class:`CudaGraphs` (default) or :class:`EagerGraphs`.
-        warmup: eager steps per shape before its capture (3: cuDNN and cuBLAS pick their
+        warmup: applied eager steps per shape before its capture (3: cuDNN and cuBLAS pick their
             algorithms, the optimiser creates its state).
         max_graphs: shapes with a graph of their own; further ones run eagerly.
+        applied: ``applied(outputs) -> bool``, whether a warm-up step was applied (read on the host,
+            during warm-up only): a refused one (a NaN at the first inner steps) does not count, so
+            the optimiser's state is never created inside a capture. Default: every step counts.
 
     Attributes:
         captures: graphs captured so far; ``replays`` and ``eager_steps`` count the steps.
     """
 
+    #: recaptures for changed hyperparameters after which a warning says what they cost
+    FREQUENT_RECAPTURES = 4
+
     def __init__(self, body: Callable[[Any], Any], *,
                  hyperparameters: Callable[[], Hashable], graphs: Optional[Any] = None,
-                 warmup: int = 3, max_graphs: int = 8) -> None:
+                 warmup: int = 3, max_graphs: int = 8,
+                 applied: Optional[Callable[[Any], bool]] = None) -> None:
         self.body = body
         self.hyperparameters = hyperparameters
         self.graphs = graphs if graphs is not None else CudaGraphs()
         self.warmup, self.max_graphs = warmup, max_graphs
+        self.applied = applied
         self._shapes: Dict[Hashable, Dict[str, Any]] = {}
         self._hyper: Optional[Hashable] = None
-        self.captures = self.replays = self.eager_steps = 0
-        self._warned = False
+        self.captures = self.replays = self.eager_steps = self.recaptures = 0
+        self._warned = self._warned_recaptures = False
 
     def reset(self) -> None:
         """Drop every graph (the next steps warm up and capture again)."""
@@ -183,6 +204,15 @@ class CapturedStep:
     def __call__(self, x: Any) -> Any:
         hyper = self.hyperparameters()
         if hyper != self._hyper:
+            if self._shapes and any(e["replay"] is not None for e in self._shapes.values()):
+                self.recaptures += 1
+                if self.recaptures >= self.FREQUENT_RECAPTURES and not self._warned_recaptures:
+                    self._warned_recaptures = True
+                    warnings.warn(f"Engine(cuda_graph=True): the encoder optimiser's hyperparameters or state "
+                                  f"changed {self.recaptures} times, and every change drops the graphs and "
+                                  "captures them again (warm-up steps included); a learning rate changed at "
+                                  "every update makes the captured step slower than the eager one: keep it "
+                                  "constant within an epoch, or use Engine(cuda_graph=False)", stacklevel=3)
             self.reset()
             self._hyper = hyper
         key = input_key(x)
@@ -200,9 +230,11 @@ class CapturedStep:
         else:
             fill_static(entry["static"], x)
         if entry["replay"] is None and entry["warm"] < self.warmup:
-            entry["warm"] += 1
             self.eager_steps += 1
-            return self.graphs.warm(lambda: self.body(entry["static"]))
+            out = self.graphs.warm(lambda: self.body(entry["static"]))
+            if self.applied is None or self.applied(out):  # a refused step creates no optimiser state
+                entry["warm"] += 1
+            return out
         if entry["replay"] is None:
             try:
                 entry["replay"], entry["out"] = self.graphs.capture(lambda: self.body(entry["static"]))
