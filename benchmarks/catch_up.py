@@ -47,6 +47,7 @@ import torch
 from aggressive_vi import AggressiveTrainer
 from aggressive_vi.catch_up import FixedCount, PaperWindowTest, ProbeTest
 
+from .core.tables import write_json
 from .reproduce.datasets import SETUPS, Budget
 from .reproduce.rows import kl_schedule_for, stopping_for
 from .reproduce.runner import _evaluate_vae
@@ -263,8 +264,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
                        "budget": {d: vars(budget_for(d, args)) for d in args.data},
                        "window": args.window, "max_inner_steps": args.max_inner_steps,
                        "runs": runs, "summary": aggregate(runs)}
-                args.out.parent.mkdir(parents=True, exist_ok=True)
-                args.out.write_text(json.dumps(json_safe(doc), indent=1))
+                write_json(args.out, json_safe(doc))
     print(format_table(runs, aggregate(runs)))
 
 

@@ -43,6 +43,10 @@ from aggressive_vi import VAE, AggressiveTrainer, Engine, FixedSteps, allow_tf32
 from aggressive_vi.metrics import IWNLL
 from examples.text.models import LSTMDecoder, LSTMEncoder
 
+from .core.paper_update import elbo_loss, paper_update
+from .core.tables import write_json
+from .core.timing import interleave, median, per_unit, ratios_to, synced_clock
+
 __all__ = ["main", "build_parser"]
 
 PAPER = dict(vocab=20000, embed=512, hidden=1024, latent=32, batch=32, length=40)
@@ -86,15 +90,6 @@ def _trainer(vae: VAE, enc_opt: torch.optim.Optimizer, **kwargs: Any) -> Aggress
     return AggressiveTrainer(vae, enc_opt, dec_opt, stopping=FixedSteps(10 ** 9), **kwargs)
 
 
-def _time_loop(fn: Callable[[], Any], steps: int, device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn()
-    _sync(device)
-    return (time.perf_counter() - start) / steps
-
-
 def inner_step(cfg: Dict[str, int], device: torch.device, reps: int, steps: int) -> Dict[str, Any]:
     """Seconds per inner step: the paper's procedure, ours eager, ours captured (CUDA)."""
     batches = _batches(cfg, 8, device)
@@ -102,19 +97,12 @@ def inner_step(cfg: Dict[str, int], device: torch.device, reps: int, steps: int)
 
     paper = _model(cfg, device)
     paper_enc = torch.optim.SGD(paper.encoder.parameters(), lr=1.0)
-    everything = list(paper.parameters())
+    paper_dec = torch.optim.SGD(paper.decoder.parameters(), lr=1.0)  # zeroed each step, never stepped
     it_paper = iter(range(10 ** 9))
 
     def paper_step() -> None:  # the paper's loop: full backward, joint clip, a host read per step
         x = batches[next(it_paper) % len(batches)].to(device, non_blocking=True)
-        paper_enc.zero_grad()
-        for p in paper.decoder.parameters():
-            p.grad = None
-        loss = paper.elbo(x).loss.mean()
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(everything, 5.0)
-        paper_enc.step()
-        loss.item()
+        paper_update(paper, paper_enc, paper_dec, x, phase="encoder", forward=elbo_loss)
 
     variants["paper_procedure"] = paper_step
     for name, cuda_graph in (("ours_eager", False), ("ours_captured", True)):
@@ -133,14 +121,19 @@ def inner_step(cfg: Dict[str, int], device: torch.device, reps: int, steps: int)
     for fn in variants.values():  # warm-up (the captured step captures here)
         for _ in range(4):
             fn()
-    times: Dict[str, List[float]] = {k: [] for k in variants}
-    for _ in range(reps):
-        for name, fn in variants.items():
-            times[name].append(_time_loop(fn, steps, device))
-    medians = {k: statistics.median(v) for k, v in times.items()}
-    base = medians["paper_procedure"]
+    t = interleave({name: _repeat(fn, steps) for name, fn in variants.items()}, reps, warmup=0,
+                   clock=synced_clock(device))
+    times = {k: per_unit(v["seconds"], [steps] * reps) for k, v in t.items()}
+    medians = {k: median(v) for k, v in times.items()}
     return {"config": cfg, "steps_per_rep": steps, "reps": reps, "seconds": times, "median_s": medians,
-            "ratio_to_paper": {k: v / base for k, v in medians.items()}}
+            "ratio_to_paper": ratios_to(medians, "paper_procedure")}
+
+
+def _repeat(fn: Callable[[], Any], steps: int) -> Callable[[], None]:
+    def run() -> None:
+        for _ in range(steps):
+            fn()
+    return run
 
 
 def host_syncs(cfg: Dict[str, int], device: torch.device) -> Dict[str, Any]:
@@ -269,7 +262,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             result["sections"][name] = {"error": f"{type(exc).__name__}: {exc}",
                                         "traceback": traceback.format_exc()}
         result["sections"][name]["wall_s"] = time.perf_counter() - start
-        out.write_text(json.dumps(result, indent=1))
+        write_json(out, result, nonfinite_as_null=False)
         print(f"{name}: {json.dumps(result['sections'][name], default=str)[:600]}", flush=True)
     return result
 

@@ -19,7 +19,6 @@ and the mean of the estimator's own standard error, and writes ``mi_noise.json``
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import time
@@ -31,6 +30,8 @@ import torch
 from aggressive_vi import estimators
 from examples.text.experiment import build_vae, load_data, load_model
 from examples.text.presets import get_preset
+
+from .core.tables import write_json
 
 
 def measure(vae: Any, loader: Any, repeats: int) -> Dict[str, Dict[str, float]]:
@@ -82,9 +83,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     doc = {"command": "python -m benchmarks.mi_noise " + " ".join(argv or []),
            "machine": platform.platform(), "threads": args.threads, "repeats": args.repeats,
            "results": results}
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "mi_noise.json").write_text(json.dumps(doc, indent=1))
+    write_json(Path(args.out) / "mi_noise.json", doc, nonfinite_as_null=False)
     return doc
 
 

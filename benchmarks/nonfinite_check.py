@@ -17,16 +17,15 @@ latent 4, batch 50, window 10, Adam) or ``text`` (the ``cpu`` text preset's LSTM
 from __future__ import annotations
 
 import argparse
-import json
-import statistics
-import time
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch.utils.data import DataLoader
 
 from aggressive_vi import VAE, AggressiveTrainer, Always, Engine
+
+from .core.tables import plain_table, write_json
+from .core.timing import interleave, median, ratios_to, synced_clock
 
 VARIANTS = ("off", "default")
 
@@ -65,19 +64,37 @@ def _setup(model_name: str, device: str) -> Tuple[VAE, DataLoader, int]:
     return model.to(device), DataLoader(tokens, batch_size=32, shuffle=True, generator=g), 15
 
 
-def run_epochs(variant: str, model_name: str, epochs: int, device: str) -> Tuple[float, float]:
+def build_trainer(variant: str, model_name: str, device: str) -> Tuple[AggressiveTrainer, DataLoader]:
+    """A fresh model and trainer for ``variant`` (``off``: :class:`Unchecked`), and its loader."""
     model, train, window = _setup(model_name, device)
     trainer = AggressiveTrainer(model, torch.optim.Adam(model.encoder.parameters(), lr=1e-3),
                                 torch.optim.Adam(model.decoder.parameters(), lr=1e-3),
                                 stopping=Always(), window=window, max_inner_steps=2 * window,
                                 engine=Unchecked() if variant == "off" else Engine())
-    start = time.perf_counter()
-    trainer.fit(train, epochs=epochs)
-    if device != "cpu":
-        torch.cuda.synchronize()
-    elapsed = time.perf_counter() - start
-    record = trainer.history[0]
-    return elapsed / epochs, record.inner_steps_mean * record.aggressive_steps + record.steps
+    return trainer, train
+
+
+def time_variants(model_name: str, epochs: int, device: str, reps: int) -> Tuple[Dict[str, List[float]], Dict[str, float]]:
+    """Seconds per epoch of every variant per round (rounds alternating the variants, each from a fresh
+    model built outside the timing), and each variant's optimiser steps per epoch."""
+    built: Dict[str, Tuple[AggressiveTrainer, DataLoader]] = {}
+
+    def setup(name: str) -> Callable[[], None]:
+        return lambda: built.__setitem__(name, build_trainer(name, model_name, device))
+
+    def fit(name: str) -> Callable[[], float]:
+        def run() -> float:
+            trainer, train = built[name]
+            trainer.fit(train, epochs=epochs)
+            record = trainer.history[0]
+            return record.inner_steps_mean * record.aggressive_steps + record.steps
+        return run
+
+    clock = synced_clock(torch.device(device))
+    t = interleave({v: fit(v) for v in VARIANTS}, reps, warmup=0, setup={v: setup(v) for v in VARIANTS},
+                   clock=clock, wall_clock=clock)
+    return ({v: [s / epochs for s in t[v]["seconds"]] for v in VARIANTS},
+            {v: t[v]["info"][-1] for v in VARIANTS})
 
 
 def main() -> Dict[str, Any]:
@@ -90,27 +107,21 @@ def main() -> Dict[str, Any]:
     parser.add_argument("--out", default=None, help="write the table's numbers here as JSON")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    times: Dict[str, List[float]] = {v: [] for v in VARIANTS}
-    steps: Dict[str, float] = {}
-    for _ in range(args.reps):
-        for name in VARIANTS:
-            seconds, steps[name] = run_epochs(name, args.model, args.epochs, args.device)
-            times[name].append(seconds)
-    medians = {k: statistics.median(v) for k, v in times.items()}
+    times, steps = time_variants(args.model, args.epochs, args.device, args.reps)
+    medians = {k: median(v) for k, v in times.items()}
     off = medians["off"]
     print(f"model {args.model}, device {args.device}, threads {args.threads}, {args.reps} reps, "
           f"~{steps['off']:.0f} optimiser steps per epoch")
-    print(f"{'variant':8} {'s/epoch':>9} {'ratio to off':>13} {'us/step vs off':>15}")
-    for name in VARIANTS:
-        extra = (medians[name] - off) / steps["off"] * 1e6
-        print(f"{name:8} {medians[name]:9.3f} {medians[name] / off:13.3f} {extra:15.1f}")
+    print(plain_table(["variant", "s/epoch", "ratio to off", "us/step vs off"],
+                      [[name, f"{medians[name]:.3f}", f"{medians[name] / off:.3f}",
+                        f"{(medians[name] - off) / steps['off'] * 1e6:.1f}"] for name in VARIANTS],
+                      right_from=1, sep=" "))
     result = {"command": "python -m benchmarks.nonfinite_check " + " ".join(
                   f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
               "median_s_per_epoch": medians, "seconds": times, "optimiser_steps_per_epoch": steps,
-              "ratio_to_off": {k: v / off for k, v in medians.items()}}
+              "ratio_to_off": ratios_to(medians, "off")}
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=1))
+        write_json(args.out, result, nonfinite_as_null=False)
     return result
 
 

@@ -12,8 +12,8 @@ Sections (each prints a table; all numbers go to ``speed_<size>.json``):
    MLP VAE (where Python overhead, not arithmetic, dominates).
 
 1. ``step``: one inner encoder step, three ways, against a joint (basic VAE) step:
-   ``paper`` (full backward, the decoder's gradients discarded, joint norm clipped, as the paper's
-   code does), ``inputs`` (the library: ``backward(inputs=encoder params)``), ``frozen``
+   ``paper`` (the paper's inner step, :mod:`benchmarks.core.paper_update`: full backward, the
+   decoder's gradients discarded, joint norm clipped, the loss read to the host), ``inputs`` (the library: ``backward(inputs=encoder params)``), ``frozen``
    (``requires_grad_(False)`` on the decoder around the step).
 2. ``iw_nll``: examples per second of ``estimators.iw_nll`` (500 samples, batched) against the usual
    one-example-at-a-time loop over the same model.
@@ -27,10 +27,8 @@ the words). Variants are interleaved round by round and the median is reported.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
-import statistics
 import time
 from typing import Callable, Dict, List
 
@@ -38,6 +36,10 @@ import torch
 
 from aggressive_vi import VAE, AggressiveTrainer, Always, estimators
 from examples.text.models import LSTMDecoder, LSTMEncoder, init_paper_
+
+from .core.paper_update import elbo_loss, paper_update
+from .core.tables import markdown_table, write_json
+from .core.timing import interleave, medians
 
 SIZES = {"cpu": dict(embed_dim=64, hidden_dim=128, vocab=5000),
          "paper": dict(embed_dim=512, hidden_dim=1024, vocab=20000)}
@@ -68,16 +70,9 @@ def build(size: str, seed: int = 0) -> VAE:
 
 
 def interleaved(fns: Dict[str, Callable[[], None]], reps: int) -> Dict[str, float]:
-    """Median seconds per call of each function, calls interleaved round by round."""
-    for fn in fns.values():  # warm-up
-        fn()
-    times: Dict[str, List[float]] = {k: [] for k in fns}
-    for _ in range(reps):
-        for name, fn in fns.items():
-            t = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - t)
-    return {k: statistics.median(v) for k, v in times.items()}
+    """Median wall seconds per call of each function, calls interleaved round by round after one
+    untimed round."""
+    return medians(interleave(fns, reps, warmup=1, clock=time.perf_counter))
 
 
 def _epoch_pair(vae_factory: Callable[[], VAE], batches: List[torch.Tensor], opt: str, lr: float,
@@ -127,10 +122,9 @@ def bench_epochs(n_batches: int) -> Dict[str, Dict[str, float]]:
     image_batches = [b for _, b in zip(range(n_batches), train_loader(splits.train, 50, generator=g))]
     results["image"] = _epoch_pair(lambda: build_image_vae("cpu"), image_batches, "adam", 1e-3, 10, 100)
     print(f"\n## epoch: one aggressive vs one basic epoch, {n_batches} batches, cpu presets, bundled data")
-    print("| data | basic s | aggressive s | inner steps / update | ratio |\n|---|---|---|---|---|")
-    for name, r in results.items():
-        print(f"| {name} | {r['basic_epoch_s']:.1f} | {r['aggressive_epoch_s']:.1f} | "
-              f"{r['inner_steps_mean']:.1f} | {r['ratio']:.2f} |")
+    print(markdown_table(["data", "basic s", "aggressive s", "inner steps / update", "ratio"],
+                         [[name, f"{r['basic_epoch_s']:.1f}", f"{r['aggressive_epoch_s']:.1f}",
+                           f"{r['inner_steps_mean']:.1f}", f"{r['ratio']:.2f}"] for name, r in results.items()]))
     return results
 
 
@@ -161,8 +155,8 @@ def bench_overhead(reps: int) -> Dict[str, float]:
     per = {k: 1e6 * v / len(batches) for k, v in t.items()}
     ratio = t["library"] / t["bare"]
     print("\n## overhead: library encoder step vs a bare loop (MLP 16-32-4, batch 32)")
-    print(f"| bare us/step | library us/step | ratio |\n|---|---|---|\n"
-          f"| {per['bare']:.0f} | {per['library']:.0f} | {ratio:.3f} |")
+    print(markdown_table(["bare us/step", "library us/step", "ratio"],
+                         [[f"{per['bare']:.0f}", f"{per['library']:.0f}", f"{ratio:.3f}"]]))
     return {"bare_us_per_step": per["bare"], "library_us_per_step": per["library"], "ratio": ratio}
 
 
@@ -177,11 +171,7 @@ def bench_steps(size: str, reps: int) -> Dict[str, float]:
     x = token_batches(1, 32, SIZES[size]["vocab"], seed=1)[0]
 
     def paper() -> None:
-        enc_opt.zero_grad()
-        dec_opt.zero_grad()
-        vae.elbo(x).loss.mean().backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 5.0)
-        enc_opt.step()
+        paper_update(vae, enc_opt, dec_opt, x, phase="encoder", forward=elbo_loss)
 
     def inputs() -> None:
         trainer.algorithm.encoder_update(x, 1.0)
@@ -207,9 +197,9 @@ def bench_steps(size: str, reps: int) -> Dict[str, float]:
     t = interleaved({"paper": paper, "inputs": inputs, "frozen": frozen, "joint": joint,
                      "decoder": decoder}, reps)
     print(f"\n## step (LSTM {size}, batch 32, 20-40 tokens): median ms per step, ratio to paper inner step")
-    print("| step | ms | / paper inner | / joint |\n|---|---|---|---|")
-    for k, v in t.items():
-        print(f"| {k} | {1e3 * v:.1f} | {v / t['paper']:.2f} | {v / t['joint']:.2f} |")
+    print(markdown_table(["step", "ms", "/ paper inner", "/ joint"],
+                         [[k, f"{1e3 * v:.1f}", f"{v / t['paper']:.2f}", f"{v / t['joint']:.2f}"]
+                          for k, v in t.items()]))
     return {f"{k}_ms": 1e3 * v for k, v in t.items()}
 
 
@@ -228,9 +218,9 @@ def bench_iw_nll(size: str, n_examples: int, n_samples: int) -> Dict[str, float]
         out[f"{name}_nll"] = res.nll
     out["speedup"] = out["batched_examples_per_s"] / out["one_at_a_time_examples_per_s"]
     print(f"\n## iw_nll ({n_samples} samples, {n_examples} sentences, LSTM {size})")
-    print("| variant | examples/s | NLL |\n|---|---|---|")
-    for name in ("batched", "one_at_a_time"):
-        print(f"| {name} | {out[name + '_examples_per_s']:.2f} | {out[name + '_nll']:.3f} |")
+    print(markdown_table(["variant", "examples/s", "NLL"],
+                         [[name, f"{out[name + '_examples_per_s']:.2f}", f"{out[name + '_nll']:.3f}"]
+                          for name in ("batched", "one_at_a_time")]))
     print(f"speed-up: {out['speedup']:.1f}x")
     return out
 
@@ -248,8 +238,8 @@ def bench_estimates(size: str, n_train: int, n_val: int) -> Dict[str, float]:
     estimators.summary(vae, val)
     est = time.perf_counter() - t
     print(f"\n## estimates ({n_val} validation batches vs a basic epoch of {n_train} batches)")
-    print(f"| basic epoch s | MI+AU+KL+ELBO pass s | ratio |\n|---|---|---|\n"
-          f"| {epoch:.2f} | {est:.2f} | {est / epoch:.3f} |")
+    print(markdown_table(["basic epoch s", "MI+AU+KL+ELBO pass s", "ratio"],
+                         [[f"{epoch:.2f}", f"{est:.2f}", f"{est / epoch:.3f}"]]))
     return {"basic_epoch_s": epoch, "estimates_s": est, "ratio": est / epoch}
 
 
@@ -274,10 +264,7 @@ def main() -> None:
         "iw_nll": bench_iw_nll(args.size, args.iw_examples, args.iw_samples),
         "estimates": bench_estimates(args.size, n_train=20, n_val=10),
     }
-    os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"speed_{args.size}.json")
-    with open(path, "w") as fh:
-        json.dump(results, fh, indent=1)
+    path = write_json(os.path.join(args.out, f"speed_{args.size}.json"), results, nonfinite_as_null=False)
     print(f"\nwrote {path}")
 
 

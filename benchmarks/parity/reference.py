@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -31,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
+from ..core.reference import TEXT_NEEDED, copy_reference
 from .spec import RunSpec, reference_seeds
 
 __all__ = ["kill_children", "run_command", "prepare_reference", "write_config", "reference_command", "run_reference",
@@ -39,7 +39,7 @@ __all__ = ["kill_children", "run_command", "prepare_reference", "write_config", 
 PathLike = Union[str, Path]
 CONFIG_NAME = "parity"  # --dataset value; the config module is config/config_parity.py
 Line = Tuple[Optional[float], str]  # (seconds since the process started, or None; the text)
-_NEEDED = ("text.py", "logger.py", "data", "modules", "config")
+_NEEDED = (*TEXT_NEEDED, "config")
 
 _FLOAT = r"(-?[0-9.]+(?:e[-+]?\d+)?|nan|inf|-inf)"
 _TEST = re.compile(rf"^TEST --- avg_loss: {_FLOAT}, kl: {_FLOAT}, mi: {_FLOAT}, recon: {_FLOAT}, "
@@ -72,28 +72,16 @@ class ReferenceOutputError(RuntimeError):
     """The reference's output lacks a line the harness needs (it crashed, or its format changed)."""
 
 
-def prepare_reference(reference_dir: PathLike, work_dir: PathLike) -> Path:
-    """Copy what ``text.py`` needs from ``reference_dir`` into ``work_dir/reference`` (replaced if
-    present) and return that copy. Only Python sources travel (no data sets, images or git history).
+def prepare_reference(reference_dir: PathLike, work_dir: PathLike, needed: Sequence[str] = _NEEDED) -> Path:
+    """Copy what ``text.py`` needs (or the files and packages named in ``needed``) from
+    ``reference_dir`` into ``work_dir/reference`` (replaced if present) and return that copy. Only
+    Python sources travel (no data sets, images or git history); see
+    :func:`benchmarks.core.reference.copy_reference`.
 
     Raises:
         FileNotFoundError: ``reference_dir`` lacks ``text.py`` or one of its packages.
     """
-    src = Path(reference_dir)
-    for name in _NEEDED:
-        if not (src / name).exists():
-            raise FileNotFoundError(f"--reference-dir {src}: expected the paper's code with {name} in it "
-                                    f"(a checkout of vae-lagging-encoder), not found")
-    dst = Path(work_dir) / "reference"
-    if dst.exists():
-        shutil.rmtree(dst)
-    dst.mkdir(parents=True)
-    for name in _NEEDED:
-        if (src / name).is_dir():
-            shutil.copytree(src / name, dst / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-        else:
-            shutil.copy2(src / name, dst / name)
-    return dst
+    return copy_reference(reference_dir, work_dir, needed)
 
 
 def write_config(copy_dir: PathLike, spec: RunSpec) -> Path:

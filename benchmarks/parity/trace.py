@@ -10,8 +10,9 @@ and pre-clipping gradient norm and the largest absolute weight difference after 
 
 Our side is :class:`aggressive_vi.AggressiveTrainer` itself (its joint step in basic mode; its
 catch-up loop and decoder step in aggressive mode, the inner loop's batches drawn from the same
-index sequence as the reference's); the reference side is the paper's update written out from its
-``text.py`` loop (its modules, its optimiser settings, its clipping of the joint norm).
+index sequence as the reference's; the clipped norm read through a public ``Engine`` subclass,
+:class:`NormRecorder`); the reference side is the paper's update as its ``text.py`` loop makes it
+(:mod:`benchmarks.core.paper_update`: its modules, its optimiser settings, its clipping of the joint norm).
 
     OMP_NUM_THREADS=1 python -m benchmarks.parity.trace --reference-dir PATH/TO/vae-lagging-encoder \
         --data DIR --latent-dim 2 --steps 126 [--mode aggressive] [--out trace.json]
@@ -19,11 +20,7 @@ index sequence as the reference's); the reference side is the paper's update wri
 from __future__ import annotations
 
 import argparse
-import argparse as _argparse
-import importlib
 import json
-import math
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -36,6 +33,8 @@ from aggressive_vi import AggressiveTrainer, Engine, ConstantKL, FixedSteps
 from examples.text.experiment import build_vae
 from examples.text.presets import Preset
 
+from ..core.paper_update import PaperStep, paper_catch_up, paper_update
+from ..core.reference import import_reference, paper_vae
 from .clipping import CLIP_MODES, joint_clip_backward
 from .reference import prepare_reference
 
@@ -46,32 +45,14 @@ __all__ = ["load_reference", "build_reference_vae", "copy_weights", "max_weight_
 def load_reference(reference_dir: str, scratch: str) -> Dict[str, Any]:
     """Copy the checkout's sources to ``scratch`` and import its ``modules`` and ``data`` packages."""
     copy = prepare_reference(reference_dir, scratch)
-    sys.path.insert(0, str(copy))
-    sys.dont_write_bytecode = True
-    try:
-        modules = importlib.import_module("modules")
-        data = importlib.import_module("data")
-    finally:
-        sys.path.remove(str(copy))
-    return {"modules": modules, "data": data, "dir": copy}
+    return {**import_reference(copy, ("modules", "data")), "dir": copy}
 
 
 def build_reference_vae(ref: Dict[str, Any], vocab: Any, *, embed_dim: int, hidden_dim: int, latent_dim: int,
                         dropout: float) -> nn.Module:
     """The reference's ``VAE(LSTMEncoder, LSTMDecoder)`` with its own initialisers."""
-    args = _argparse.Namespace(ni=embed_dim, enc_nh=hidden_dim, dec_nh=hidden_dim, nz=latent_dim,
-                               dec_dropout_in=dropout, dec_dropout_out=dropout, device=torch.device("cpu"))
-
-    def model_init(t: torch.Tensor) -> None:
-        nn.init.uniform_(t, -0.01, 0.01)
-
-    def emb_init(t: torch.Tensor) -> None:
-        nn.init.uniform_(t, -0.1, 0.1)
-
-    m = ref["modules"]
-    encoder = m.LSTMEncoder(args, len(vocab), model_init, emb_init)
-    decoder = m.LSTMDecoder(args, vocab, model_init, emb_init)
-    return m.VAE(encoder, decoder, args)
+    return paper_vae(ref["modules"], vocab, embed_dim=embed_dim, hidden_dim=hidden_dim, latent_dim=latent_dim,
+                     dropout=dropout)
 
 
 def copy_weights(src: nn.Module, dst: nn.Module) -> List[str]:
@@ -132,57 +113,61 @@ def summarise_trace(rows: Sequence[Dict[str, float]], keys: Sequence[str] = ("lo
     return out
 
 
-# ---------------------------------------------------------------- the reference's update, written out
-def _ref_update(vae: nn.Module, enc_opt: torch.optim.Optimizer, dec_opt: torch.optim.Optimizer,
-                x: torch.Tensor, clip: float, stepped: Sequence[torch.optim.Optimizer]) -> Dict[str, float]:
-    """The paper's update on ``x``: both gradients, the joint norm clipped, ``stepped`` stepped."""
-    enc_opt.zero_grad()
-    dec_opt.zero_grad()
-    loss, rec, kl = vae.loss(x, 1.0, nsamples=1)
-    loss.mean(dim=-1).backward()
-    norm = torch.nn.utils.clip_grad_norm_(vae.parameters(), clip)
-    for opt in stepped:
-        opt.step()
-    return {"loss": float(loss.mean()), "kl": float(kl.mean()), "grad_norm": float(norm)}
+# ---------------------------------------------------------------- the reference's update (benchmarks.core)
+def _row(step: PaperStep) -> Dict[str, float]:
+    return {"loss": float(step.loss.mean()), "kl": float(step.kl.mean()), "grad_norm": float(step.grad_norm)}
 
 
 def _ref_basic_step(vae: nn.Module, enc_opt: torch.optim.Optimizer, dec_opt: torch.optim.Optimizer,
                     x: torch.Tensor, clip: float) -> Dict[str, float]:
-    return _ref_update(vae, enc_opt, dec_opt, x, clip, (enc_opt, dec_opt))
+    return _row(paper_update(vae, enc_opt, dec_opt, x, phase="joint", clip=clip))
 
 
 def _ref_aggressive_step(vae: nn.Module, enc_opt: torch.optim.Optimizer, dec_opt: torch.optim.Optimizer,
                          x: torch.Tensor, batches: Sequence[torch.Tensor], draw: Callable[[], int],
                          clip: float) -> Dict[str, float]:
     """The paper's inner loop (sub_iter 1..99, windows of 15 compared per word) then its decoder step."""
-    sub_iter, x_enc, words, pre, cur = 1, x, 0, 1e4, 0.0
     stats: List[Tuple[float, float]] = []
-    while sub_iter < 100:
-        enc_opt.zero_grad()
-        dec_opt.zero_grad()
-        b, t = x_enc.size()
-        words += (t - 1) * b
-        loss, _, _ = vae.loss(x_enc, 1.0, nsamples=1)
-        cur += loss.sum().item()
-        loss.mean(dim=-1).backward()
-        enc_norm = float(torch.linalg.vector_norm(torch.stack(
-            [p.grad.norm() for p in vae.encoder.parameters() if p.grad is not None])))
-        joint = float(torch.nn.utils.clip_grad_norm_(vae.parameters(), clip))
+
+    def record(step: PaperStep) -> None:
         # the factor the paper's clip applies to the encoder's step, and the one clipping the
         # encoder's norm alone would apply (our library's rule)
-        stats.append((min(1.0, clip / (joint + 1e-6)), min(1.0, clip / (enc_norm + 1e-6))))
-        enc_opt.step()
-        x_enc = batches[draw()]
-        if sub_iter % 15 == 0:
-            cur = cur / words
-            if pre - cur < 0:
-                break
-            pre, cur, words = cur, 0.0, 0
-        sub_iter += 1
-    return {**_ref_update(vae, enc_opt, dec_opt, x, clip, (dec_opt,)), "inner": sub_iter,
+        joint, enc = float(step.grad_norm), float(step.encoder_norm)  # type: ignore[arg-type]
+        stats.append((min(1.0, clip / (joint + 1e-6)), min(1.0, clip / (enc + 1e-6))))
+
+    inner = paper_catch_up(vae, enc_opt, dec_opt, x, lambda: batches[draw()], clip=clip, encoder_norm=True,
+                           on_step=record)
+    return {**_row(paper_update(vae, enc_opt, dec_opt, x, phase="decoder", clip=clip)), "inner": inner.sub_iter,
             "inner_n": len(stats), "inner_joint_clipped": sum(1 for j, _ in stats if j < 1.0),
             "inner_enc_clipped": sum(1 for _, e in stats if e < 1.0),
             "inner_step_ratio": float(np.mean([j / e for j, e in stats]))}
+
+
+class NormRecorder(Engine):
+    """The library's :class:`~aggressive_vi.engines.Engine` that also records, per update, the norm of
+    the gradients it is about to clip (what ``torch.nn.utils.clip_grad_norm_`` returns there).
+
+    Args:
+        backward: as ``Engine(backward=...)`` (default :func:`torch.autograd.backward`).
+    """
+
+    def __init__(self, backward: Optional[Callable[..., Any]] = None) -> None:
+        super().__init__(backward=self._recording_backward)
+        self._inner_backward = backward if backward is not None else torch.autograd.backward
+        self._params: List[torch.Tensor] = []
+        self.norms: List[float] = []
+
+    def _recording_backward(self, loss: torch.Tensor, inputs: Optional[Sequence[torch.Tensor]] = None) -> None:
+        if inputs is None:
+            self._inner_backward(loss)
+        else:
+            self._inner_backward(loss, inputs=inputs)
+        grads = [p.grad for p in self._params if p.grad is not None]
+        self.norms.append(float(torch.nn.utils.get_total_norm(grads)))
+
+    def apply(self, loss: torch.Tensor, *, params: Sequence[torch.Tensor], **kwargs: Any) -> Any:
+        self._params = list(params)
+        return super().apply(loss, params=params, **kwargs)
 
 
 class _Replay:
@@ -199,27 +184,16 @@ class _Replay:
             yield self.batches[self.draw()]
 
 
-def _ours_step(trainer: AggressiveTrainer, x: torch.Tensor, inner: Any, aggressive: bool) -> Dict[str, float]:
-    norms: List[float] = []
-    original = torch.nn.utils.clip_grad_norm_
-
-    def recording(params: Any, max_norm: float, *a: Any, **k: Any) -> torch.Tensor:
-        n = original(params, max_norm, *a, **k)
-        norms.append(float(n))
-        return n
-
-    torch.nn.utils.clip_grad_norm_ = recording  # type: ignore[assignment]
-    try:
-        trainer.model.train()
-        steps = 0
-        if aggressive:
-            steps = trainer.algorithm.catch_up_encoder(x, lambda: next(inner), 1.0).steps
-            terms, _ = trainer.algorithm.decoder_update(x, 1.0)
-        else:
-            terms, _ = trainer.algorithm.joint_update(x, 1.0)
-    finally:
-        torch.nn.utils.clip_grad_norm_ = original  # type: ignore[assignment]
-    return {"loss": float(terms.loss.mean()), "kl": float(terms.kl.mean()), "grad_norm": norms[-1],
+def _ours_step(trainer: AggressiveTrainer, engine: NormRecorder, x: torch.Tensor, inner: Any,
+               aggressive: bool) -> Dict[str, float]:
+    trainer.model.train()
+    steps = 0
+    if aggressive:
+        steps = trainer.algorithm.catch_up_encoder(x, lambda: next(inner), 1.0).steps
+        terms, _ = trainer.algorithm.decoder_update(x, 1.0)
+    else:
+        terms, _ = trainer.algorithm.joint_update(x, 1.0)
+    return {"loss": float(terms.loss.mean()), "kl": float(terms.kl.mean()), "grad_norm": engine.norms[-1],
             "inner": steps}
 
 
@@ -285,11 +259,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     o_enc = torch.optim.SGD(ours.encoder.parameters(), lr=1.0, momentum=0)
     o_dec = torch.optim.SGD(ours.decoder.parameters(), lr=1.0, momentum=0)
     extra: Dict[str, Any] = {"clip_scope": "joint"} if args.ours_clip == "joint" else {}
-    if args.ours_clip == "inner-joint":
-        extra["engine"] = Engine(backward=joint_clip_backward(ours, 5.0))
+    engine = NormRecorder(backward=joint_clip_backward(ours, 5.0) if args.ours_clip == "inner-joint" else None)
     trainer = AggressiveTrainer(ours, o_enc, o_dec, stopping=FixedSteps(10 ** 9), kl_schedule=ConstantKL(1.0),
                                 aggressive=args.mode == "aggressive", window=15, max_inner_steps=99,
-                                clip_grad_norm=5.0, **extra)
+                                clip_grad_norm=5.0, engine=engine, **extra)
 
     order_rng = np.random.RandomState(args.seed)
     rows: List[Dict[str, float]] = []
@@ -316,7 +289,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                 torch.manual_seed(args.seed * 1000 + step)
             rng_o = np.random.RandomState(inner_seed)
             inner = iter(_Replay(batches, lambda: int(rng_o.randint(0, len(batches)))))
-            o = _ours_step(trainer, x, inner, args.mode == "aggressive")
+            o = _ours_step(trainer, engine, x, inner, args.mode == "aggressive")
             row = {"step": step, "epoch": epoch, **{f"ref_{k}": v for k, v in r.items()},
                    **{f"ours_{k}": v for k, v in o.items()}, }
             row["max_weight_diff"], row["max_weight_diff_in"] = max_weight_diff(ref_vae, ours)

@@ -11,7 +11,8 @@ from .ours import build_ours, copy_weights, make_trainer, our_epoch, our_iw_nll
 from .reference import PaperLoop, Reference, build_reference_vae, reference_iw_nll
 from .sizes import Size, token_batches
 from .table import make_row
-from .timing import interleave, paired_steps
+from ..core.timing import interleave, median
+from .timing import paired_steps
 
 __all__ = ["measure_size", "MEASURE_GROUPS"]
 
@@ -98,7 +99,7 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
                        reps, warmup=size.warmup, setup=setup)
         ref_steps = [i["inner_steps"] for i in t["paper"]["info"]]
         our_steps = [i["inner_steps"] for i in t["ours"]["info"]]
-        notes = f"inner steps paper {_med(ref_steps)}, ours {_med(our_steps)}"
+        notes = f"inner steps paper {median(ref_steps)}, ours {median(our_steps)}"
         rows.append(make_row(size.name, "aggressive_epoch", t["paper"]["seconds"], t["ours"]["seconds"], **_wall(t),
                              batches=len(agg), paper_inner_steps=ref_steps, ours_inner_steps=our_steps,
                              notes=notes))
@@ -159,7 +160,7 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
                              sentences=size.iw_sentences, samples=size.iw_samples, our_batch=batch,
                              max_rows=max_rows, paper_estimates=t["paper"]["info"],
                              ours_estimates=t["ours"]["info"],
-                             notes=f"nll paper {_med(t['paper']['info']):.2f}, ours {_med(t['ours']['info']):.2f}"))
+                             notes=f"nll paper {median(t['paper']['info']):.2f}, ours {median(t['ours']['info']):.2f}"))
         log(_line(rows[-1]))
     return rows
 
@@ -182,11 +183,6 @@ def _fixed_paper_epoch(pair: _Pair, batches: Sequence[torch.Tensor], sub: Sequen
 
 def _wall(t: Dict[str, Dict[str, List[Any]]]) -> Dict[str, List[float]]:
     return {"reference_wall": t["paper"]["wall"], "our_wall": t["ours"]["wall"]}
-
-
-def _med(values: Sequence[float]) -> float:
-    from .timing import median
-    return median(values)
 
 
 def _line(row: Dict[str, Any]) -> str:

@@ -10,14 +10,13 @@ check against clipping alone, ``model.train()``, and a fresh batch from the exam
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
-from typing import Any, Callable, Dict, List, Sequence, Tuple
+from typing import Any, Callable, Dict, Sequence, Tuple
 
 import torch
 
 from aggressive_vi.faults import clip_and_check
 
+from ..core.timing import alternating, medians
 from .ours import build_ours, make_trainer
 from .sizes import SIZES, token_batches
 
@@ -27,16 +26,8 @@ __all__ = ["alternate", "main"]
 def alternate(fa: Callable[[Any], Any], fb: Callable[[Any], Any], inputs: Sequence[Any], n: int,
               warmup: int = 10) -> Tuple[float, float]:
     """Median CPU seconds of ``fa(x)`` and ``fb(x)``, called alternately (order swapped every call)."""
-    ta: List[float] = []
-    tb: List[float] = []
-    for i in range(n + warmup):
-        x = inputs[i % len(inputs)]
-        for f, acc in ((fa, ta), (fb, tb)) if i % 2 == 0 else ((fb, tb), (fa, ta)):
-            start = time.process_time()
-            f(x)
-            if i >= warmup:
-                acc.append(time.process_time() - start)
-    return statistics.median(ta), statistics.median(tb)
+    t = medians(alternating({"a": fa, "b": fb}, inputs, n + warmup, warmup=warmup))
+    return t["a"], t["b"]
 
 
 def main(argv: Any = None) -> Dict[str, float]:

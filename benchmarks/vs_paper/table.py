@@ -2,12 +2,12 @@
 table and a JSON file beside it."""
 from __future__ import annotations
 
-import json
-import math
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
-from .timing import median, per_unit, ratio
+from ..core import tables
+from ..core.tables import markdown_table, plain_table
+from ..core.timing import median, per_unit, ratio
 
 __all__ = ["MEASURES", "target_for", "make_row", "format_table", "format_markdown", "write_json", "read_json",
            "FORMAT"]
@@ -88,34 +88,16 @@ _HEADER = ["size", "measure", "unit", "paper", "ours", "paper/ours", "wall", "ta
 def format_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Plain-text table; ``paper/ours`` (CPU time) above 1 means ours is faster; ``wall``: the same
     ratio in wall time."""
-    table = [_HEADER] + [_cells(r) for r in rows]
-    widths = [max(len(line[i]) for line in table) for i in range(len(_HEADER))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in table)
+    return plain_table(_HEADER, [_cells(r) for r in rows])
 
 
 def format_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
-    lines = ["| " + " | ".join(_HEADER) + " |", "|" + "|".join("---" for _ in _HEADER) + "|"]
-    lines += ["| " + " | ".join(_cells(r)) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
+    return markdown_table(_HEADER, [_cells(r) for r in rows])
 
 
 def write_json(path: PathLike, rows: Sequence[Mapping[str, Any]], settings: Mapping[str, Any]) -> None:
     """``{"format", "settings", "rows"}``, written atomically (non-finite numbers as ``null``)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(_finite({"format": FORMAT, "settings": dict(settings), "rows": list(rows)}), indent=1))
-    tmp.replace(path)
+    tables.write_json(path, {"format": FORMAT, "settings": dict(settings), "rows": list(rows)})
 
 
 def read_json(path: PathLike) -> Dict[str, Any]:
@@ -124,7 +106,4 @@ def read_json(path: PathLike) -> Dict[str, Any]:
     Raises:
         ValueError: it is not of this format.
     """
-    payload = json.loads(Path(path).read_text())
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {payload.get('format')!r}, expected {FORMAT!r}")
-    return payload
+    return tables.read_json(path, FORMAT)

@@ -1,0 +1,12 @@
+"""What every benchmark shares, written once; the scripts under ``benchmarks/`` are thin users of it.
+
+* :mod:`.reference`: the paper's code (He et al., 2019: a checkout of vae-lagging-encoder) found at run
+  time in the directory the user passes (``--reference-dir``): checked, copied to scratch, imported,
+  its LSTM VAE built. Nothing of that code is part of this project, and no test imports it.
+* :mod:`.paper_update`: the paper's update as its ``text.py`` loop does it (both gradients, the joint
+  norm clipped at 5, one or both networks stepped, its host reads) and its catch-up loop.
+* :mod:`.timing`: interleaved timing: rounds alternating the variants, medians, ratios.
+* :mod:`.tables`: a plain-text or Markdown table from rows of cells, and JSON written atomically.
+
+Only the library's public API is used (``aggressive_vi.*`` names without a leading underscore).
+"""
