@@ -354,7 +354,8 @@ class AggressiveTrainer(StepDriver):
     def _epoch_in_progress(self, train_loader: Iterable[Any]) -> EpochInProgress:
         """The epoch under way, or a new one (``set_epoch`` called on the loader's sampler)."""
         if self._epoch_run is None:
-            self._epoch_run = EpochInProgress(train_loader, self.epoch, self.is_aggressive)
+            self._epoch_run = EpochInProgress(train_loader, self.epoch, self.is_aggressive,
+                                              device=model_device(self.vae))
         return self._epoch_run
 
     @property

@@ -56,3 +56,16 @@ def test_the_record_takes_the_collections_val_keys_or_summarys_plain_ones():
         record = run.record(given)
         assert {k: getattr(record, k) for k in val} == val
     assert run.record({}).val_mi is None
+
+
+def test_the_running_sums_live_on_the_models_device_from_the_start():
+    """On a GPU, sums made on the CPU were copied to the device at the first update and the example
+    count at the epoch's end (host-to-device copies the CPU sync count cannot see). The meta device
+    stands in for the GPU: every sum state is made there and stays there."""
+    meta = torch.device("meta")
+    run = EpochInProgress([torch.zeros(1)], epoch=0, began_aggressive=False, device=meta)
+    sums = run.sums
+    assert all(getattr(sums, k).device == meta for k in ("loss_sum", "reconstruction_sum", "kl_sum", "examples"))
+    loss = torch.zeros(8, device=meta)
+    sums.update(loss, loss, loss, inner_steps=0, aggressive=False, skipped_inner=0)
+    assert all(getattr(sums, k).device == meta for k in ("loss_sum", "reconstruction_sum", "kl_sum", "examples"))

@@ -31,26 +31,26 @@ def validation_fields(val: Dict[str, Any]) -> Dict[str, Any]:
 class TrainingSums(Metric):
     """Running totals of one epoch's decoder (or joint) updates.
 
-    ``loss_sum``, ``reconstruction_sum``, ``kl_sum`` (nats, float64, on the model's device: adding a
-    batch does not sync with the host) and ``examples`` are summed over ranks when the epoch ends;
-    the counters are the same on every rank.
+    ``loss_sum``, ``reconstruction_sum``, ``kl_sum`` (nats, float64) and ``examples`` live on
+    ``device`` (the model's) from the start, so neither adding a batch nor reducing at the epoch's end
+    copies anything from the host (on a GPU such a copy waits for the device); they are summed over
+    ranks when the epoch ends. The counters are host numbers, the same on every rank.
     """
 
     loss_sum: torch.Tensor
     reconstruction_sum: torch.Tensor
     kl_sum: torch.Tensor
-    examples: int
+    examples: torch.Tensor
     batches: int
     aggressive_steps: int
     inner_total: int
     skipped_batches: int
     skipped_inner_steps: int
 
-    def __init__(self) -> None:
+    def __init__(self, device: Optional[torch.device] = None) -> None:
         super().__init__()
-        for name in ("loss_sum", "reconstruction_sum", "kl_sum"):
-            self.add_state(name, torch.zeros((), dtype=torch.float64))
-        self.add_state("examples", 0)
+        for name in ("loss_sum", "reconstruction_sum", "kl_sum", "examples"):
+            self.add_state(name, torch.zeros((), dtype=torch.float64, device=device))
         for name in ("batches", "aggressive_steps", "inner_total", "skipped_batches",
                      "skipped_inner_steps"):
             self.add_state(name, 0, reduce=None)
@@ -67,7 +67,7 @@ class TrainingSums(Metric):
         if loss is None or reconstruction is None or kl is None:
             self.skipped_batches += 1
             return
-        self.examples += loss.shape[0]
+        self.examples = self.examples + loss.shape[0]  # a device add: no host-to-device copy
         self._accumulate("loss_sum", loss.sum())
         self._accumulate("reconstruction_sum", reconstruction.sum())
         self._accumulate("kl_sum", kl.sum())
@@ -75,10 +75,11 @@ class TrainingSums(Metric):
     def compute(self) -> Dict[str, float]:
         """Means per example over all ranks (``nan`` when every update was skipped)."""
         r = self.reduced()
-        n = float(r["examples"])
-        mean = (lambda s: float(s) / n) if n > 0 else (lambda s: math.nan)
-        return {"loss": mean(r["loss_sum"]), "reconstruction": mean(r["reconstruction_sum"]),
-                "kl": mean(r["kl_sum"])}
+        names = ("examples", "loss_sum", "reconstruction_sum", "kl_sum")
+        n, loss, reconstruction, kl = torch.stack(
+            [torch.as_tensor(r[k], dtype=torch.float64) for k in names]).tolist()  # one host read
+        mean = (lambda s: s / n) if n > 0 else (lambda s: math.nan)
+        return {"loss": mean(loss), "reconstruction": mean(reconstruction), "kl": mean(kl)}
 
 
 class EpochInProgress:
@@ -88,15 +89,16 @@ class EpochInProgress:
         loader: the training loader (its sampler gets ``set_epoch(epoch)``).
         epoch: 0-based index.
         began_aggressive: whether the epoch starts in the aggressive phase.
+        device: where the running sums live (the model's).
     """
 
     def __init__(self, loader: Iterable[Any], epoch: int, began_aggressive: bool,
-                 stream: Optional[EpochStream] = None) -> None:
+                 stream: Optional[EpochStream] = None, device: Optional[torch.device] = None) -> None:
         self.loader = loader
         self.epoch = epoch
         self.began_aggressive = began_aggressive
         self.stream = stream if stream is not None else EpochStream(loader, epoch)
-        self.sums = TrainingSums()
+        self.sums = TrainingSums(device)
         self.kl_weight = math.nan  # at the epoch's last update
         self.left_aggressive_at: Optional[int] = None  # decoder updates done at the phase switch
         self.elapsed_before = 0.0  # seconds spent in this epoch before a resume
@@ -154,7 +156,7 @@ class EpochInProgress:
                device: Optional[torch.device]) -> "EpochInProgress":
         """The epoch at a saved position: the stream replayed to it, the sums restored."""
         stream = EpochStream.replay(loader, state["stream"], local["stream"], "train_loader")
-        epoch = cls(loader, int(state["epoch"]), bool(state["began_aggressive"]), stream=stream)
+        epoch = cls(loader, int(state["epoch"]), bool(state["began_aggressive"]), stream=stream, device=device)
         epoch.sums.load_state_dict(local["sums"], device=device)
         epoch.kl_weight = float(state["kl_weight"])
         left = state.get("left_aggressive_at")

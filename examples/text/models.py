@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["LSTMEncoder", "LSTMDecoder", "LSTMState", "init_paper_", "sequence_lengths"]
+__all__ = ["LSTMEncoder", "LSTMDecoder", "LSTMState", "init_paper_", "last_outputs", "sequence_lengths"]
 
 LSTMState = Tuple[torch.Tensor, torch.Tensor]  # (h, c), each [1, batch, hidden_dim]
 
@@ -68,7 +68,10 @@ class LSTMEncoder(nn.Module):
         the final state of that row run alone: we gather it instead of packing. A batch without
         padding (every row ends in a token, as in batches of equal-length sentences) takes the
         LSTM's final state directly, with no gather, on the CPU, where finding that out costs no sync.
-        On a GPU the forward reads nothing on the host (it can be captured in a CUDA graph).
+        On a GPU the forward reads nothing on the host (it can be captured in a CUDA graph), so a row made
+        only of padding is not refused there: its ``mean`` and ``logvar`` are NaN (no out-of-range
+        gather, no device-side assert that would poison the process), and the trainer's non-finite
+        check stops or skips that update. On the CPU it raises ``ValueError``.
         """
         _check_tokens(x)
         on_cpu = x.device.type == "cpu"
@@ -80,10 +83,17 @@ class LSTMEncoder(nn.Module):
         if on_cpu and bool((lengths == 0).any()):  # on a GPU: no host sync per step
             raise ValueError("x has a row made only of padding; every row needs at least one token")
         output, _ = self.lstm(self.embed(x))  # [batch, seq_len, hidden]
-        index = (lengths - 1).view(-1, 1, 1).expand(-1, 1, output.shape[-1])
-        last = output.gather(1, index).squeeze(1)  # [batch, hidden]
-        mean, logvar = self.linear(last).chunk(2, dim=-1)
+        mean, logvar = self.linear(last_outputs(output, lengths)).chunk(2, dim=-1)
         return mean, logvar
+
+
+def last_outputs(output: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Each row's output at its last token: ``output: [batch, seq_len, hidden]``, ``lengths: [batch]``
+    -> ``[batch, hidden]``; a row of length 0 gives NaN (read nothing on the host, index nothing out of
+    range)."""
+    index = (lengths - 1).clamp(min=0).view(-1, 1, 1).expand(-1, 1, output.shape[-1])
+    last = output.gather(1, index).squeeze(1)
+    return torch.where((lengths > 0).unsqueeze(1), last, torch.full_like(last, float("nan")))
 
 
 class LSTMDecoder(nn.Module):

@@ -180,3 +180,15 @@ def test_encoder_without_padding_takes_the_final_state():
     torch.testing.assert_close(logvar, logvar_p, rtol=0, atol=1e-6)
     mean.sum().backward()  # and the gradient reaches the encoder's weights through the final state
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in enc.parameters())
+
+
+def test_the_gpu_path_gives_nan_for_a_row_of_padding_instead_of_an_out_of_range_gather():
+    """On a GPU the encoder reads nothing on the host, so it cannot refuse an all-padding row; an index
+    of -1 there was a device-side assert that poisons the process. The gather it uses on a GPU, run here
+    on the CPU: the empty row is NaN (the trainer's non-finite check then stops or skips the update),
+    the others are each row's output at its last token."""
+    from examples.text.models import last_outputs
+
+    output = torch.arange(2 * 3 * 2, dtype=torch.float32).view(2, 3, 2)  # [batch 2, seq 3, hidden 2]
+    last = last_outputs(output, torch.tensor([2, 0]))
+    assert torch.equal(last[0], output[0, 1]) and torch.isnan(last[1]).all()
