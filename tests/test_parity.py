@@ -155,7 +155,7 @@ STAND_IN = '''\
 import argparse, importlib, sys
 seed_set = [783435, 101, 202]
 p = argparse.ArgumentParser()
-for a in ("--dataset", "--aggressive", "--kl_start", "--taskid", "--iw_nsamples"):
+for a in ("--dataset", "--aggressive", "--kl_start", "--warm_up", "--taskid", "--iw_nsamples"):
     p.add_argument(a)
 args = p.parse_args()
 params = importlib.import_module("config.config_" + args.dataset).params
@@ -533,3 +533,18 @@ def test_side_label_and_relabel_put_clip_variants_beside_ours():
     text = format_table(merged)
     assert "ours/joint" in text and "d [ours/joint] (aggressive): mi ours 1.550 >= ref 1.450" in text
     assert text.index("ours/joint") > text.index("  ours  ")  # the variant's rows after ours' rows
+
+
+def test_the_papers_annealing_recipe_reaches_both_sides(tmp_path):
+    """kl_start/warm_up: passed to text.py as --kl_start/--warm_up, and our side anneals linearly to 1
+    over warm_up epochs (the KL weight at each epoch's last update: 0.1 + 0.9 / 2 after one of two)."""
+    ref = _stand_in(tmp_path)
+    copy = prepare_reference(ref, tmp_path / "work")
+    spec = _spec(tmp_path, kl_start=0.1, warm_up=2, epochs=2)
+    command = reference_command(spec, copy, "python")
+    assert command[command.index("--kl_start") + 1] == "0.1" and command[command.index("--warm_up") + 1] == "2"
+    assert run_ours(spec)["kl_weight"] == pytest.approx([0.55, 1.0])
+    assert run_ours(_spec(tmp_path, epochs=1))["kl_weight"] == [1.0]  # the default: no annealing
+    for bad, name in (({"kl_start": 1.5}, "kl_start"), ({"warm_up": 0}, "warm_up")):
+        with pytest.raises(ValueError, match=name):
+            _spec(tmp_path, **bad)

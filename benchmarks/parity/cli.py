@@ -53,6 +53,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ours-clip", choices=OURS_CLIP, default="library",
                    help="our side's clipping in aggressive steps: the library's (default) or the paper's "
                         "joint norm in inner steps (inner-joint) or in inner and decoder steps (joint)")
+    p.add_argument("--kl-start", type=float, default=1.0,
+                   help="KL weight at the first update, rising linearly to 1 over --warm-up epochs on both "
+                        "sides (default 1.0: no annealing, the code's default; the paper's text runs: 0.1)")
+    p.add_argument("--warm-up", type=int, default=10, help="annealing epochs (the paper's text runs: 10)")
     p.add_argument("--seeds", type=int, nargs="+", help="default: the reference's first three seeds")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
@@ -106,7 +110,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
                          test=str(files["test"]), embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
                          latent_dim=args.latent_dim, batch_size=args.batch_size, epochs=args.epochs,
                          iw_samples=args.iw_samples, mode=mode, seed=seed, dropout=args.dropout,
-                         ours_clip=args.ours_clip)
+                         ours_clip=args.ours_clip, kl_start=args.kl_start, warm_up=args.warm_up)
                  for mode in args.modes for seed in seeds]
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))

@@ -28,7 +28,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from aggressive_vi import AggressiveTrainer, Engine, ConstantKL, LRDecayOnPlateau, MIPlateau, estimators
+from aggressive_vi import (AggressiveTrainer, ConstantKL, Engine, LinearKLAnnealing, LRDecayOnPlateau, MIPlateau,
+                           estimators)
 from examples.text.corpus import TextDataset, Vocab, count_predicted_tokens, read_corpus
 from examples.text.experiment import build_vae, json_safe
 from examples.text.presets import Preset
@@ -81,7 +82,9 @@ def run_ours(spec: RunSpec, *, threads: Optional[int] = 1) -> Dict[str, Any]:
     extra: Dict[str, Any] = {"clip_scope": "joint"} if spec.ours_clip == "joint" else {}
     if spec.ours_clip == "inner-joint":
         extra["engine"] = Engine(backward=joint_clip_backward(vae, CLIP))
-    trainer = AggressiveTrainer(vae, enc_opt, dec_opt, stopping=MIPlateau(), kl_schedule=ConstantKL(1.0),
+    kl_schedule = (LinearKLAnnealing(start=spec.kl_start, warmup_epochs=spec.warm_up) if spec.annealed
+                   else ConstantKL(1.0))
+    trainer = AggressiveTrainer(vae, enc_opt, dec_opt, stopping=MIPlateau(), kl_schedule=kl_schedule,
                           aggressive=spec.aggressive, window=WINDOW, max_inner_steps=MAX_INNER_STEPS,
                           clip_grad_norm=CLIP, callbacks=[decay], **extra)
     train = ShuffledBatches(batches["train"], seed=spec.seed)
@@ -103,7 +106,7 @@ def run_ours(spec: RunSpec, *, threads: Optional[int] = 1) -> Dict[str, Any]:
     return json_safe({
         "metrics": metrics, "train_seconds": train_seconds, "iw_seconds": iw_seconds,
         "aggressive_epochs": sum(bool(r.aggressive) for r in records), "epochs_run": len(records),
-        "val_mi": [r.val_mi for r in records],
+        "val_mi": [r.val_mi for r in records], "kl_weight": [r.kl_weight for r in records],
         "val_neg_elbo": [None if r.val_elbo is None else -r.val_elbo for r in records], "train_size": len(corpora["train"]), "vocab_size": len(vocab),
         "best_epoch": decay.best_epoch, "train_batches": len(batches["train"]),
     })

@@ -114,7 +114,8 @@ def reference_command(spec: RunSpec, copy_dir: PathLike, python: str = sys.execu
         raise ValueError(f"seed {spec.seed} is not one the reference can run with; its seeds (by --taskid) "
                          f"are {seeds}")
     return [python, "text.py", "--dataset", CONFIG_NAME, "--aggressive", "1" if spec.aggressive else "0",
-            "--kl_start", "1.0", "--taskid", str(seeds.index(spec.seed)), "--iw_nsamples", str(spec.iw_samples)]
+            "--kl_start", repr(float(spec.kl_start)), "--warm_up", str(spec.warm_up),
+            "--taskid", str(seeds.index(spec.seed)), "--iw_nsamples", str(spec.iw_samples)]
 
 
 def reference_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
