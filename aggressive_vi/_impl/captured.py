@@ -34,10 +34,9 @@ from typing import Any, Callable, Dict, Hashable, List, Optional, Tuple
 
 import torch
 
-__all__ = ["INNER_STEPS", "CapturedStep", "check_capturable_optimizer", "EagerGraphs", "CudaGraphs",
+__all__ = ["CapturedStep", "check_capturable_optimizer", "EagerGraphs", "CudaGraphs",
            "graphs_for", "hyperparameters_of", "input_key", "static_copy", "fill_static"]
 
-INNER_STEPS = ("eager", "cuda_graph")
 
 
 def check_capturable_optimizer(optimizer: torch.optim.Optimizer, name: str) -> None:
