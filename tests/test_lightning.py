@@ -365,3 +365,27 @@ def test_a_skipped_update_logs_no_training_loss():
     losses = [v["train_loss"] for v in logged if "train_loss" in v]
     assert len(losses) == 7 and all(torch.isfinite(torch.as_tensor(v)) for v in losses)  # 8 batches, 1 skipped
     assert module.aggressive.skipped_steps == 1
+
+
+def test_under_a_grad_scaler_a_joint_update_clips_the_joint_norm_of_unscaled_gradients():
+    """In a joint update the encoder's optimiser steps first: at its hook the precision plugin has
+    unscaled the encoder's gradients but not yet the decoder's. The joint norm must count the
+    decoder's divided by the scale (had it counted them scaled, the clipping factor would be ~1/scale
+    too small and the joint norm after unscaling far below max_norm)."""
+    from lightning.pytorch.plugins.precision import MixedPrecision
+
+    class Watch(LitVAE):
+        def on_before_optimizer_step(self, optimizer):
+            super().on_before_optimizer_step(optimizer)
+            grads = [p.grad for g in optimizer.param_groups for p in g["params"] if p.grad is not None]
+            self.norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu", init_scale=2.0 ** 10))
+    torch.manual_seed(0)
+    train, val = loaders()
+    module = Watch(stopping=FixedSteps(0), window=3, max_inner_steps=9, clip_grad_norm=0.05)
+    module.norms = []
+    trainer(max_epochs=1, plugins=[plugin]).fit(module, train, val)
+    assert all(steps == ["enc", "dec"] for steps in module.per_batch) and len(module.norms) == 16
+    joint = [(e ** 2 + d ** 2) ** 0.5 for e, d in zip(module.norms[0::2], module.norms[1::2])]
+    assert all(n == pytest.approx(0.05, rel=1e-3) for n in joint)  # every update clipped to max_norm
