@@ -29,8 +29,9 @@ is recorded, the other sections still run) and each variant inside a section too
 * ``host_syncs``: synchronising CUDA calls per aggressive update (``torch.cuda.set_sync_debug_mode``),
   against the catch-up windows the update took (CUDA only).
 * ``iw_nll``: the paper's IW-NLL loop (its ``nll_iw``, one sentence per call, 100 samples per chunk,
-  on the paper's modules holding the trained weights) against our batched ``IWNLL`` in fp32, TF32 and
-  bf16 autocast: sentences per second and the estimates.
+  on the paper's modules holding the trained weights) against our batched ``IWNLL`` (the same
+  sentences sorted by length in padded batches; our model masks padding) in fp32, TF32 and bf16
+  autocast: sentences per second and the estimates.
 * ``precision``: the trained model's held-out negative ELBO in bf16 autocast against fp32 (the same
   draws), the LSTM's output dtype under bf16 autocast, and training curves in fp32, bf16 and fp16
   from the trained weights on the same bundled batches.
@@ -239,6 +240,12 @@ class Context:
         self.train_batches = [b.pin_memory() if pin else b for b in train]
         self.heldout = [b.to(self.device) for b in constant_length_batches(
             self.data.splits["test"], self.cfg["batch"], limit=self.cfg["heldout"])]
+        # our metric's batches of the same sentences: sorted by length, padded (our model masks padding)
+        rows = sorted((row[row != self.data.vocab.pad_id] for b in self.heldout for row in b), key=len)
+        self.heldout_padded = [pad_batch([r[1:-1].tolist() for r in rows[i:i + self.cfg["batch"]]],
+                                         self.data.vocab.pad_id, self.data.vocab.bos_id,
+                                         self.data.vocab.eos_id).to(self.device)
+                               for i in range(0, len(rows), self.cfg["batch"])]
         timing = constant_length_batches(self.data.splits["train"], self.cfg["batch"],
                                          length=self.cfg["timing_length"], full_only=True)[:4]
         if not timing:
@@ -514,7 +521,8 @@ def iw_nll(ctx: Context) -> Dict[str, Any]:
     paper.eval()
     samples, chunk = cfg["iw_samples"], cfg["iw_chunk"]
     sentences = [row.unsqueeze(0) for b in ctx.heldout for row in b]
-    out: Dict[str, Any] = {"sentences": len(sentences), "n_samples": samples, "chunk": chunk}
+    out: Dict[str, Any] = {"sentences": len(sentences), "n_samples": samples, "chunk": chunk,
+                           "batched_batches": len(ctx.heldout_padded)}
     with torch.no_grad(), flags("fp32"):  # the two models are the same function (no sampling here)
         x = ctx.heldout[0]
         z = torch.randn(x.shape[0], 3, cfg["latent"], device=device, generator=None)
@@ -536,9 +544,9 @@ def iw_nll(ctx: Context) -> Dict[str, Any]:
     bf16 = (lambda: torch.autocast(device_type=device.type, dtype=torch.bfloat16))
     variants = {"paper_loop_fp32": ("fp32", paper_loop, sentences, contextlib.nullcontext),
                 "paper_loop_tf32": ("tf32", paper_loop, sentences, contextlib.nullcontext),
-                "batched_fp32": ("fp32", batched, ctx.heldout, contextlib.nullcontext),
-                "batched_tf32": ("tf32", batched, ctx.heldout, contextlib.nullcontext),
-                "batched_bf16": ("fp32", batched, ctx.heldout, bf16)}
+                "batched_fp32": ("fp32", batched, ctx.heldout_padded, contextlib.nullcontext),
+                "batched_tf32": ("tf32", batched, ctx.heldout_padded, contextlib.nullcontext),
+                "batched_bf16": ("fp32", batched, ctx.heldout_padded, bf16)}
     for name, (mode, fn, data, extra) in variants.items():
         try:
             with torch.no_grad(), flags(mode) as used, extra():
