@@ -68,7 +68,7 @@ from examples.text.experiment import build_vae, load_data
 from examples.text.presets import get_preset
 
 from .core.paper_modules import load_into_paper, protocol_vae
-from .core.paper_update import elbo_loss, paper_loss, paper_optimizers, paper_update
+from .core.paper_update import paper_loss, paper_optimizers, paper_update
 from .core.reference import SizedVocab, check_reference_dir, import_reference, paper_vae
 from .core.tables import plain_table, write_json
 from .core.timing import interleave, median, per_unit, synced_clock

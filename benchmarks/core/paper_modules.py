@@ -19,7 +19,7 @@ padding, so feed them batches without padding.
 """
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Any, Tuple
 
 import torch
 from torch import nn
@@ -47,19 +47,19 @@ class PaperDecoder(nn.Module):
 
     def __init__(self, decoder: nn.Module) -> None:
         super().__init__()
-        self.net = decoder
+        self.net: Any = decoder
 
     def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         return self.net.log_probability(x, z)
 
 
-def protocol_vae(paper: nn.Module) -> VAE:
+def protocol_vae(paper: Any) -> VAE:
     """Our :class:`~aggressive_vi.VAE` around the paper's ``VAE``'s encoder and decoder (the same
     parameter objects: a step of either moves both)."""
     return VAE(PaperEncoder(paper.encoder), PaperDecoder(paper.decoder))
 
 
-def load_into_paper(paper: nn.Module, ours: nn.Module) -> None:
+def load_into_paper(paper: Any, ours: Any) -> None:
     """Copy ``ours``' encoder and decoder weights into the paper's (``ours`` has the paper's parameter
     names, as ``examples.text.models`` does; the paper's own buffers, e.g. its loss's class weights,
     are kept).
