@@ -5,6 +5,8 @@
   its LSTM VAE built. Nothing of that code is part of this project, and no test imports it.
 * :mod:`.paper_update`: the paper's update as its ``text.py`` loop does it (both gradients, the joint
   norm clipped at 5, one or both networks stepped, its host reads) and its catch-up loop.
+* :mod:`.paper_modules`: the paper's ``LSTMEncoder`` / ``LSTMDecoder`` behind our ``Encoder`` / ``Decoder``
+  protocols (to time the library's update on the paper's own model), and our weights loaded into them.
 * :mod:`.timing`: interleaved timing: rounds alternating the variants, medians, ratios.
 * :mod:`.tables`: a plain-text or Markdown table from rows of cells, and JSON written atomically.
 

@@ -105,10 +105,13 @@ def warnings_quiet() -> Iterator[None]:
 
 
 def paper_args(*, embed_dim: int, hidden_dim: int, latent_dim: int, dropout: float = 0.5,
-               **extra: Any) -> Namespace:
-    """The ``args`` namespace the paper's modules read (its ``config_*`` fields, the CPU, ``extra``)."""
+               device: Union[str, torch.device] = "cpu", **extra: Any) -> Namespace:
+    """The ``args`` namespace the paper's modules read (its ``config_*`` fields, ``device``, ``extra``).
+
+    ``device`` is where its ``VAE`` makes its prior (``args.device``; the prior is no module buffer,
+    so ``.to(device)`` does not move it): the model's device for its ``nll_iw`` to run there."""
     return Namespace(ni=embed_dim, enc_nh=hidden_dim, dec_nh=hidden_dim, nz=latent_dim, dec_dropout_in=dropout,
-                     dec_dropout_out=dropout, device=torch.device("cpu"), **extra)
+                     dec_dropout_out=dropout, device=torch.device(device), **extra)
 
 
 def paper_vae(modules: ModuleType, vocab: Any, *, embed_dim: int, hidden_dim: int, latent_dim: int,
@@ -118,7 +121,8 @@ def paper_vae(modules: ModuleType, vocab: Any, *, embed_dim: int, hidden_dim: in
 
     Args:
         vocab: its vocabulary, or a :class:`SizedVocab` (the decoder reads only ``len(vocab)``).
-        extra: further ``args`` fields (e.g. ``nsamples``, ``iw_nsamples``).
+        extra: further ``args`` fields (e.g. ``nsamples``, ``iw_nsamples``, ``device``: see
+            :func:`paper_args`; the modules are built on the CPU either way).
     """
     args = paper_args(embed_dim=embed_dim, hidden_dim=hidden_dim, latent_dim=latent_dim, dropout=dropout, **extra)
 

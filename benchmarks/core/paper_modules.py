@@ -1,0 +1,77 @@
+"""The paper's modules behind our protocols: its ``LSTMEncoder`` / ``LSTMDecoder`` objects (built by
+:func:`benchmarks.core.reference.paper_vae` from the checkout the user names) wrapped so that
+:class:`aggressive_vi.VAE` and the trainer run them as they run any user's modules.
+
+A benchmark that times the paper's update on the paper's modules and ours on these wrappers measures
+the library's update, not a difference between two implementations of the model.
+
+* :class:`PaperEncoder`: ``encoder(x) -> (mean, logvar)`` (:class:`aggressive_vi.protocols.Encoder`),
+  the paper's ``forward``.
+* :class:`PaperDecoder`: ``decoder.log_prob(x, z) -> [batch, n_samples]``
+  (:class:`aggressive_vi.protocols.Decoder`), the paper's ``log_probability``.
+* :func:`protocol_vae`: our ``VAE`` of the two, sharing the paper model's parameters.
+* :func:`load_into_paper`: load one of our models' weights (``examples.text.models``, whose parameter
+  names are the paper's) into the paper's modules, e.g. to run the paper's ``nll_iw`` on a model we
+  trained.
+
+The paper's text modules batch sentences of one length (its ``create_data_batch``): they do not mask
+padding, so feed them batches without padding.
+"""
+from __future__ import annotations
+
+from typing import Any, Tuple
+
+import torch
+from torch import nn
+
+from aggressive_vi import VAE
+
+__all__ = ["PaperEncoder", "PaperDecoder", "protocol_vae", "load_into_paper"]
+
+
+class PaperEncoder(nn.Module):
+    """The paper's encoder (``forward(x) -> (mean, logvar)``, each ``[batch, nz]``) as our ``Encoder``."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.net = encoder
+        self.latent_dim = int(getattr(encoder, "nz"))
+
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        mean, logvar = self.net(x)
+        return mean, logvar
+
+
+class PaperDecoder(nn.Module):
+    """The paper's decoder (``log_probability(x, z) -> [batch, n_samples]``) as our ``Decoder``."""
+
+    def __init__(self, decoder: nn.Module) -> None:
+        super().__init__()
+        self.net: Any = decoder
+
+    def log_prob(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self.net.log_probability(x, z)
+
+
+def protocol_vae(paper: Any) -> VAE:
+    """Our :class:`~aggressive_vi.VAE` around the paper's ``VAE``'s encoder and decoder (the same
+    parameter objects: a step of either moves both)."""
+    return VAE(PaperEncoder(paper.encoder), PaperDecoder(paper.decoder))
+
+
+def load_into_paper(paper: Any, ours: Any) -> None:
+    """Copy ``ours``' encoder and decoder weights into the paper's (``ours`` has the paper's parameter
+    names, as ``examples.text.models`` does; the paper's own buffers, e.g. its loss's class weights,
+    are kept).
+
+    Raises:
+        KeyError: a parameter of ours has no counterpart of the same shape in the paper's module.
+    """
+    for mine, theirs in ((ours.encoder, paper.encoder), (ours.decoder, paper.decoder)):
+        target = theirs.state_dict()
+        source = mine.state_dict()
+        missing = [k for k, v in source.items() if k not in target or target[k].shape != v.shape]
+        if missing:
+            raise KeyError(f"the paper's {type(theirs).__name__} has no parameters {missing} of our shapes")
+        target.update(source)
+        theirs.load_state_dict(target)
