@@ -119,8 +119,10 @@ def iw_nll(
         n_samples: importance samples per example (the paper uses 500).
         chunk_size: samples per decoder call; lower it to save memory.
         max_rows: bound on ``batch x samples`` rows per decoder call instead (memory grows with it).
-        count_tokens: optional ``x -> number of tokens in the batch`` (for text: words plus
-            end-of-sentence symbols) so that :attr:`IWNLLResult.perplexity` can be reported.
+        count_tokens: optional ``x -> number of tokens in the batch``, for
+            :attr:`IWNLLResult.perplexity` (for text: words plus end-of-sentence symbols). It
+            receives the model's input ``x`` (what ``get_input`` takes from the loader batch, already
+            on the model's device), not the batch itself, and returns an int or a tensor (summed).
     """
     metric = IWNLL(model, n_samples=n_samples, chunk_size=chunk_size, max_rows=max_rows,
                    count_tokens=count_tokens)

@@ -29,10 +29,11 @@ What the callback adds to the step (docs/lightning.md explains why):
 * **The inner stream.** The inner loop draws its fresh batches from a second, independent stream over
   the training loader (as :class:`~aggressive_vi.AggressiveTrainer` does), or from ``inner_loader``.
 * **global_step counts decoder updates.** Lightning's manual optimisation counts every
-  ``LightningOptimizer.step()`` (Lightning issue 17958). The decoder's optimiser steps through its
-  ``LightningOptimizer`` (counted, once per training batch); the encoder's, in inner and joint steps
-  alike, steps through ``trainer.strategy.optimizer_step`` on the unwrapped optimiser: the precision
-  plugin and the ``on_before_optimizer_step`` hooks apply, the step counter does not move.
+  ``LightningOptimizer.step()`` in ``global_step``, so each inner step would advance it too. The
+  decoder's optimiser steps through its ``LightningOptimizer`` (counted, once per training batch);
+  the encoder's, in inner and joint steps alike, steps through ``trainer.strategy.optimizer_step``
+  on the unwrapped optimiser: the precision plugin and the ``on_before_optimizer_step`` hooks
+  apply, the step counter does not move.
 * **Precision.** Backward goes through ``LightningModule.manual_backward`` (the precision plugin's
   loss scaling) with ``inputs=`` the parameters being trained, the forward passes run inside
   Lightning's autocast context, and clipping and the non-finite check run in

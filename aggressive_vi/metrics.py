@@ -607,8 +607,10 @@ class IWNLL(Metric):
         n_samples: importance samples per example (the paper uses 500).
         chunk_size: samples per decoder call; lower it to save memory.
         max_rows: bound on ``batch x samples`` rows per decoder call (see :func:`iw_log_likelihood`).
-        count_tokens: optional ``x -> number of tokens in the batch`` (for text: words plus
-            end-of-sentence symbols) so that :attr:`IWNLLResult.perplexity` can be reported.
+        count_tokens: optional ``x -> number of tokens in the batch``, for
+            :attr:`IWNLLResult.perplexity` (for text: words plus end-of-sentence symbols). It
+            receives the model's input ``x`` (what ``get_input`` takes from the loader batch, already
+            on the model's device), not the batch itself, and returns an int or a tensor (summed).
         get_input: ``batch -> x`` (see :class:`PosteriorMetric`).
     """
 

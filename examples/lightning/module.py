@@ -1,6 +1,6 @@
 """The quick-start VAE as a LightningModule trained aggressively by ``Trainer.fit``.
 
-    python -m examples.lightning [--epochs 4] [--devices 1] [--precision 32-true] [--out DIR]
+    python -m examples.lightning [--epochs 4] [--devices 1] [--precision 32-true] [--out runs/lightning]
 
 Everything aggressive is in four places, marked ``# aggressive-vi``: the callback built in
 ``__init__``, ``configure_callbacks``, ``training_step`` and manual optimisation. The rest is an
@@ -63,7 +63,9 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=1)
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", default="lightning_logs", help="where the CSV log and checkpoints go")
+    parser.add_argument("--out", default="runs/lightning",
+                        help="where the CSV log and checkpoints go, and nothing else is written "
+                             "(default runs/lightning, which git ignores)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     pl.seed_everything(args.seed, verbose=False)

@@ -192,9 +192,10 @@ class LSTMDecoder(nn.Module):
     #: small vocabulary stay in cache (``LOGIT_CHUNK_ELEMENTS`` floats, 2 MiB), and at least
     #: ``ROWS_PER_HIDDEN_UNIT x hidden_dim`` rows (at most ``MAX_CHUNK_ROWS``) so that the output layer's
     #: matrix product runs at full speed and its weight, read once per chunk, is read rarely when it
-    #: does not fit in cache. Measured on one CPU core (docs/performance.md): hidden 50 / vocabulary
-    #: 1000, 524-row chunks were best; hidden 128 / vocabulary 3000, 1024 rows; hidden 1024 /
-    #: vocabulary 20k, the more rows the better (6600 rows in one chunk 13% faster than 1024-row chunks).
+    #: does not fit in cache. Measured on one CPU core (benchmarks/results/performance-record.md):
+    #: hidden 50 / vocabulary 1000, 524-row chunks were best; hidden 128 / vocabulary 3000, 1024 rows;
+    #: hidden 1024 / vocabulary 20k, the more rows the better (6600 rows in one chunk 13% faster than
+    #: 1024-row chunks).
     LOGIT_CHUNK_ELEMENTS = 1 << 19
     ROWS_PER_HIDDEN_UNIT = 8
     MAX_CHUNK_ROWS = 8192
