@@ -240,3 +240,47 @@ def test_overhead_alternate_swaps_the_order_and_drops_warmup():
     a, b = alternate(lambda x: calls.append(("a", x)), lambda x: calls.append(("b", x)), [1, 2], 3, warmup=1)
     assert calls == [("a", 1), ("b", 1), ("b", 2), ("a", 2), ("a", 1), ("b", 1), ("b", 2), ("a", 2)]
     assert a >= 0 and b >= 0
+
+
+class _PaperDecoderAPI(nn.Module):
+    """Our example decoder behind the paper's decoder method name (``log_probability``)."""
+
+    def __init__(self, decoder):
+        super().__init__()
+        self.inner = decoder
+
+    def log_probability(self, x, z):
+        return self.inner.log_prob(x, z)
+
+
+class _PaperModel(nn.Module):
+    """A stand-in for the paper's VAE: ``.encoder`` (forward -> mean, logvar; ``nz``), ``.decoder``
+    (``log_probability``) and ``loss`` as the paper's loop calls it."""
+
+    def __init__(self, size):
+        super().__init__()
+        ours = build_ours(size)
+        self.encoder = ours.encoder
+        self.encoder.nz = size.latent_dim
+        self.decoder = _PaperDecoderAPI(ours.decoder)
+        self._vae = ours
+
+    def loss(self, x, kl_weight, nsamples=1):
+        terms = self._vae.elbo(x, kl_weight=kl_weight, n_samples=nsamples)
+        return terms.loss, terms.reconstruction, terms.kl
+
+
+def test_our_side_can_run_the_papers_own_modules_behind_our_protocols(monkeypatch):
+    """--modules paper: our side is a copy of the reference's own model behind our protocols, from the
+    same initial weights, and its rows are labelled <size>/paper-modules."""
+    from benchmarks.vs_paper import measures
+
+    size = _tiny_size()
+    monkeypatch.setattr(measures, "build_reference_vae", lambda ref, size, seed: _PaperModel(size))
+    pair = measures._Pair(None, size, seed=0, modules="paper")
+    assert all(torch.equal(p, q) for p, q in zip(pair.reference.parameters(), pair.ours.parameters()))
+    assert not any(p is q for p, q in zip(pair.reference.parameters(), pair.ours.parameters()))  # a copy
+    rows = measures.measure_size(None, size, groups=["encoder_step"], modules="paper", log=lambda line: None)
+    assert [r["size"] for r in rows] == ["tiny/paper-modules"] and rows[0]["measure"] == "encoder_step"
+    with pytest.raises(ValueError, match="modules must be one of"):
+        measures._Pair(None, size, seed=0, modules="mine")

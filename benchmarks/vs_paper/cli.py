@@ -21,7 +21,7 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from .measures import MEASURE_GROUPS, measure_size
+from .measures import MEASURE_GROUPS, MODULES, measure_size
 from .reference import load_reference
 from .sizes import SIZES
 from .table import format_markdown, format_table, read_json, write_json
@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--work", type=float, default=1.0,
                    help="scale the batches, steps and sentences of every measure (e.g. 0.25 for a quick look)")
     p.add_argument("--max-rows", type=int, help="our IW-NLL's max_rows (rows per decoder call)")
+    p.add_argument("--modules", choices=MODULES, default="example",
+                   help="our side's model: the example's text model (default) or the paper's own modules "
+                        "behind our protocols, as a user's own model would be (rows labelled <size>/paper-modules)")
     p.add_argument("--iw-batch", type=int, help="sentences per batch of our IW-NLL (default: the size's batch)")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads (default 1, as measured)")
     p.add_argument("--seed", type=int, default=0)
@@ -86,7 +89,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         "threads": args.threads, "torch": torch.__version__, "python": platform.python_version(),
         "machine": platform.machine(), "processor": _cpu_name(), "cpus": os.cpu_count(),
         "loadavg_start": os.getloadavg(), "started": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "max_rows": args.max_rows, "iw_batch": args.iw_batch, "work": args.work, "sizes": {},
+        "max_rows": args.max_rows, "iw_batch": args.iw_batch, "work": args.work, "modules": args.modules,
+        "sizes": {},
     }
     rows: List[Dict[str, Any]] = []
     for name in args.sizes:
@@ -97,7 +101,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         print(f"## {name}: {size.to_dict()}  (load {os.getloadavg()[0]:.2f})", flush=True)
         start = time.perf_counter()
         rows += measure_size(ref, size, groups=args.measures, seed=args.seed, max_rows=args.max_rows,
-                             iw_batch=args.iw_batch, log=lambda line: print(line, flush=True))
+                             iw_batch=args.iw_batch, modules=args.modules, log=lambda line: print(line, flush=True))
         settings["sizes"][name]["seconds"] = time.perf_counter() - start
         settings["loadavg_end"] = os.getloadavg()
         if args.out:

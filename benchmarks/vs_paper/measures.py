@@ -7,6 +7,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
+from ..core.paper_modules import protocol_vae
 from .ours import build_ours, copy_weights, make_trainer, our_epoch, our_iw_nll
 from .reference import PaperLoop, Reference, build_reference_vae, reference_iw_nll
 from .sizes import Size, token_batches
@@ -14,19 +15,29 @@ from .table import make_row
 from ..core.timing import interleave, median
 from .timing import paired_steps
 
-__all__ = ["measure_size", "MEASURE_GROUPS"]
+__all__ = ["measure_size", "MEASURE_GROUPS", "MODULES"]
 
 #: groups of measures that can be chosen with --measures
 MEASURE_GROUPS = ("encoder_step", "basic_epoch", "aggressive_epoch", "aggressive_update", "iw_nll", "paired_steps")
+#: what our side runs (--modules): the example's text model, or the paper's own modules behind our
+#: two protocols (a user's own model: the library's update is all that differs from the paper's loop)
+MODULES = ("example", "paper")
 
 
 class _Pair:
-    """The two models with their initial weights, restored before every round."""
+    """The two models with their initial weights, restored before every round. ``modules="paper"``:
+    our side is a copy of the paper's own model behind our protocols
+    (:func:`benchmarks.core.paper_modules.protocol_vae`)."""
 
-    def __init__(self, ref: Reference, size: Size, seed: int) -> None:
+    def __init__(self, ref: Reference, size: Size, seed: int, modules: str = "example") -> None:
+        if modules not in MODULES:
+            raise ValueError(f"modules must be one of {MODULES}, got {modules!r}")
         self.reference = build_reference_vae(ref, size, seed)
-        self.ours = build_ours(size)
-        copy_weights(self.ours, self.reference)
+        if modules == "paper":
+            self.ours = protocol_vae(copy.deepcopy(self.reference))
+        else:
+            self.ours = build_ours(size)
+            copy_weights(self.ours, self.reference)
         self._ref_state = copy.deepcopy(self.reference.state_dict())
         self._our_state = copy.deepcopy(self.ours.state_dict())
         self.seed = seed
@@ -48,7 +59,7 @@ def _steps(loop_step: Callable[[torch.Tensor], Any], batches: Sequence[torch.Ten
 
 
 def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_GROUPS, seed: int = 0,
-                 max_rows: Optional[int] = None, iw_batch: Optional[int] = None,
+                 max_rows: Optional[int] = None, iw_batch: Optional[int] = None, modules: str = "example",
                  log: Callable[[str], None] = print) -> List[Dict[str, Any]]:
     """Rows (see :func:`benchmarks.vs_paper.table.make_row`) for the chosen measure ``groups``.
 
@@ -57,11 +68,15 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
         size: the model size and amounts of work.
         max_rows: our IW-NLL's bound on rows per decoder call (``None``: the library's default).
         iw_batch: sentences per batch of our IW-NLL (default: ``size.batch_size``).
+        modules: our side's model, one of :data:`MODULES`; with ``"paper"`` the rows' size label is
+            ``"<size>/paper-modules"``.
     """
     unknown = sorted(set(groups) - set(MEASURE_GROUPS))
     if unknown:
         raise ValueError(f"measures must be among {MEASURE_GROUPS}, got {unknown}")
-    pair = _Pair(ref, size, seed)
+    pair = _Pair(ref, size, seed, modules)
+    if modules == "paper":
+        size = type(size)(**{**size.to_dict(), "name": f"{size.name}/paper-modules"})
     batches = token_batches(max(size.epoch_batches, size.fixed_updates, size.aggressive_batches), size.batch_size, size.length, size.vocab_size, seed=seed + 1)
     rows: List[Dict[str, Any]] = []
     reps = size.reps
