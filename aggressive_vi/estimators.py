@@ -109,7 +109,7 @@ def iw_nll(
     *,
     n_samples: int = 500,
     chunk_size: int = 100,
-    max_rows: Optional[int] = None,
+    max_rows: Union[int, str, None] = "auto",
     count_tokens: Optional[Callable[[Any], Union[int, torch.Tensor]]] = None,
     get_input: Optional[InputFn] = None,
 ) -> IWNLLResult:
@@ -118,7 +118,9 @@ def iw_nll(
     Args:
         n_samples: importance samples per example (the paper uses 500).
         chunk_size: samples per decoder call; lower it to save memory.
-        max_rows: bound on ``batch x samples`` rows per decoder call instead (memory grows with it).
+        max_rows: bound on ``batch x samples`` rows per decoder call (memory grows with it);
+            ``"auto"`` (default) chooses it from the device, ``None``: no bound. The estimate does not
+            depend on ``chunk_size`` or ``max_rows`` (all samples are drawn at once).
         count_tokens: optional ``x -> number of tokens in the batch``, for
             :attr:`IWNLLResult.perplexity` (for text: words plus end-of-sentence symbols). It
             receives the model's input ``x`` (what ``get_input`` takes from the loader batch, already

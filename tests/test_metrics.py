@@ -285,3 +285,35 @@ def test_a_unit_whose_variance_equals_the_threshold_is_not_active():
         val = metrics.ValidationMetrics(terms=("au",), au_threshold=threshold)
         val.update_posterior(mean, torch.zeros(3, 3))
         assert val.compute() == {"val_au": active}
+
+
+def test_the_iw_estimate_does_not_depend_on_how_the_samples_are_split():
+    """All K samples are drawn at once and only the decoder's scoring is chunked: the same seed gives
+    the same estimate (to rounding) for any chunk_size/max_rows, on a model whose q is not the
+    posterior (so every weight differs and a change of draws would show)."""
+    from aggressive_vi import estimators
+
+    torch.manual_seed(0)
+    model = VAE(MLPEncoder(), BernoulliDecoder()).eval()
+    x = binary_data(12)
+    values = []
+    for chunk, rows in ((100, None), (7, "auto"), (100, 24), (3, 5)):
+        torch.manual_seed(1)
+        values.append(estimators.iw_nll(model, [x], n_samples=50, chunk_size=chunk, max_rows=rows).nll)
+    assert max(values) - min(values) < 1e-5
+
+
+def test_auto_rows_bound_the_decoder_calls_on_the_cpu():
+    from aggressive_vi.metrics import CPU_ROWS, iw_log_likelihood, rows_per_call
+
+    assert rows_per_call("auto", torch.device("cpu")) == CPU_ROWS
+    assert rows_per_call("auto", torch.device("cuda", 0)) is None and rows_per_call(None, None) is None
+    assert rows_per_call(10, None) == 10
+    decoder = BernoulliDecoder()
+    seen = []
+    original = decoder.log_prob
+    decoder.log_prob = lambda x, z: seen.append(z.shape[0] * z.shape[1]) or original(x, z)
+    model = VAE(MLPEncoder(), decoder)
+    with torch.no_grad():
+        iw_log_likelihood(model, binary_data(16), n_samples=500)
+    assert max(seen) <= CPU_ROWS and sum(seen) == 16 * 500

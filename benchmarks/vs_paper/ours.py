@@ -68,7 +68,8 @@ def our_epoch(trainer: AggressiveTrainer, batches: Sequence[torch.Tensor], seed:
 
 def our_iw_nll(vae: VAE, sentences: torch.Tensor, n_samples: int, batch_size: int,
                max_rows: Optional[int] = None) -> float:
-    """``estimators.iw_nll`` over ``sentences: [n, len]`` in batches of ``batch_size``; nats per sentence."""
+    """``estimators.iw_nll`` over ``sentences: [n, len]`` in batches of ``batch_size``; nats per sentence.
+    ``max_rows=None``: the library's default (``"auto"``)."""
     batches = [sentences[i:i + batch_size] for i in range(0, sentences.shape[0], batch_size)]
     return estimators.iw_nll(vae, batches, n_samples=n_samples, chunk_size=min(100, n_samples),
-                             max_rows=max_rows).nll
+                             max_rows="auto" if max_rows is None else max_rows).nll
