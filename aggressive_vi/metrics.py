@@ -547,8 +547,8 @@ class ActiveUnits(PosteriorMetric):
 # ---------------------------------------------------------------------------- IW-NLL
 #: ``max_rows="auto"`` on the CPU: rows (``batch x samples``) per decoder call. Measured with the
 #: paper's own LSTM modules behind our protocols (vocabularies 1000 and 3000, hidden 50 and 128,
-#: 10 tokens): 64-400 rows ran 1.5-1.7x faster per sentence than 1,600 rows, whose activations fall
-#: out of the cache (benchmarks/results/performance-record.md).
+#: 10 tokens): 64 rows ran 1.5-1.8x faster per sentence than 1,600, whose activations fall out of
+#: the cache (benchmarks/results/vs_paper_paper_modules_iw.json and docs/performance.md).
 CPU_ROWS = 64
 
 
