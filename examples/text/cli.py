@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true")
     t.add_argument("--device", type=device_option, default="cpu", help=DEVICE_HELP)
     t.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="autocast of the training forward passes (AggressiveTrainer(precision=...))")
+                   help="autocast of the training forward passes (Engine(precision))")
     t.add_argument("--inner-step", default="eager", choices=["eager", "cuda_graph"],
                    help="cuda_graph: replay the inner step as a CUDA graph (one GPU; pair with --bucket-widths)")
     t.add_argument("--bucket-widths", default=None, metavar="W1,W2,...",
