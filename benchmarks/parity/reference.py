@@ -72,15 +72,16 @@ class ReferenceOutputError(RuntimeError):
     """The reference's output lacks a line the harness needs (it crashed, or its format changed)."""
 
 
-def prepare_reference(reference_dir: PathLike, work_dir: PathLike) -> Path:
-    """Copy what ``text.py`` needs from ``reference_dir`` into ``work_dir/reference`` (replaced if
-    present) and return that copy. Only Python sources travel (no data sets, images or git history).
+def prepare_reference(reference_dir: PathLike, work_dir: PathLike, needed: Sequence[str] = _NEEDED) -> Path:
+    """Copy what ``text.py`` needs (or the files and packages named in ``needed``) from
+    ``reference_dir`` into ``work_dir/reference`` (replaced if present) and return that copy. Only
+    Python sources travel (no data sets, images or git history).
 
     Raises:
         FileNotFoundError: ``reference_dir`` lacks ``text.py`` or one of its packages.
     """
     src = Path(reference_dir)
-    for name in _NEEDED:
+    for name in needed:
         if not (src / name).exists():
             raise FileNotFoundError(f"--reference-dir {src}: expected the paper's code with {name} in it "
                                     f"(a checkout of vae-lagging-encoder), not found")
@@ -88,7 +89,7 @@ def prepare_reference(reference_dir: PathLike, work_dir: PathLike) -> Path:
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
-    for name in _NEEDED:
+    for name in needed:
         if (src / name).is_dir():
             shutil.copytree(src / name, dst / name, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
         else:
