@@ -22,7 +22,8 @@ from benchmarks.image_parity.reference import (CONFIG_NAME, LAUNCHER_NAME, image
                                                parse_image_output, prepare_image_reference, run_image_reference,
                                                split_cpu_stamp, write_config)
 from benchmarks.image_parity.spec import PAPER_SIZES, ImageRunSpec
-from benchmarks.image_parity.table import add_derived, format_markdown, format_table, read_json, time_ratios
+from benchmarks.image_parity.table import (add_derived, format_markdown, format_table, paired_differences,
+                                           read_json, time_ratios)
 from benchmarks.image_parity.trace import BatchPlan, pair_tensors, trace
 from benchmarks.parity.reference import ReferenceOutputError
 from benchmarks.parity.table import make_result
@@ -431,6 +432,23 @@ def test_table_derives_epoch_times_and_ratios():
     text, md = format_table(results), format_markdown(results)
     assert "aggressive epoch, CPU 0.50" in text and "| d | aggressive | ours |" in md
     assert "d (aggressive): mi ours 1.000 >= ref 1.100" in text  # the text harness's check, shared
+
+
+def test_paired_differences_match_seeds_and_label_the_variant():
+    def run(side, seed, iw, init="own"):
+        r = _result(side, "aggressive", seed, mi=1.0, iw=iw, epoch_cpu=[1.0], aggr=1, inner=2.0)
+        r["spec"]["ours_init"] = init
+        return r
+
+    results = [run("reference", 1, 90.0), run("reference", 2, 92.0), run("reference", 3, 95.0),
+               run("ours", 1, 91.0, "reference"), run("ours", 2, 90.0, "reference")]
+    paired = paired_differences(results)["d/aggressive [ours/reference-init]"]
+    assert paired["seeds"] == [1, 2] and paired["iw_nll"]["mean"] == pytest.approx(-0.5)
+    assert paired["iw_nll"]["se"] == pytest.approx(1.5) and paired["iw_nll"]["ours_better"] == 1
+    assert "paired by seed, ours - paper's code, d/aggressive [ours/reference-init], 2 seeds: IW-NLL -0.50 ± 1.50" \
+        in format_table(results)
+    with pytest.raises(ValueError, match="ours_init"):
+        ImageRunSpec(**{**_spec(Path(".")).to_dict(), "ours_init": "theirs"})
 
 
 # ------------------------------------------------------------------------------------ the trace

@@ -27,7 +27,7 @@ from benchmarks.parity.table import relabel
 
 from .data import prepare_data
 from .runner import run_all
-from .spec import MODES, OURS_CLIP, PAPER_SIZES, SIDES, ImageRunSpec
+from .spec import MODES, OURS_CLIP, OURS_INIT, PAPER_SIZES, SIDES, ImageRunSpec
 from .table import format_markdown, format_table, read_json, write_json
 
 __all__ = ["build_parser", "main"]
@@ -57,6 +57,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--iw-samples", type=int, default=500, help="importance samples per test image (x100)")
     p.add_argument("--ours-clip", choices=OURS_CLIP, default="network",
                    help="our side's clip_scope: the library's default (network) or the paper's (joint)")
+    p.add_argument("--ours-init", choices=OURS_INIT, default="own",
+                   help="our side's initial weights: its own (default) or the paper's under the same seed "
+                        "(then both sides start from the same weights; needs --reference-dir)")
     p.add_argument("--seeds", type=int, nargs="+", help="default: the reference's first three seeds")
     p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
     p.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
@@ -99,8 +102,8 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         return results
     if not args.data or not args.name:
         parser.error("--data and --name are required (or --from-json)")
-    if "reference" in args.sides and not args.reference_dir:
-        parser.error("--reference-dir is required for the reference side (or pass --sides ours)")
+    if ("reference" in args.sides or args.ours_init == "reference") and not args.reference_dir:
+        parser.error("--reference-dir is required for the reference side and for --ours-init reference")
     seeds = args.seeds
     if seeds is None:
         if not args.reference_dir:
@@ -117,7 +120,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
                               decoder_channels=args.decoder_channels,
                               decoder_kernel_sizes=tuple(args.decoder_kernels), latent_maps=args.latent_maps,
                               batch_size=args.batch_size, epochs=args.epochs, iw_samples=args.iw_samples,
-                              mode=mode, seed=seed, ours_clip=args.ours_clip)
+                              mode=mode, seed=seed, ours_clip=args.ours_clip, ours_init=args.ours_init)
                  for seed in seeds for mode in args.modes]
         if "reference" in args.sides:
             check_reference_sizes(sizes, args.batch_size)

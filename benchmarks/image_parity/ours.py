@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from typing import Any, Dict, Iterator, List, Optional, Sequence
 
@@ -98,7 +99,24 @@ def _clocks() -> tuple:
     return time.perf_counter(), time.process_time()
 
 
-def run_ours(spec: ImageRunSpec, *, threads: Optional[int] = 1, verbose: bool = True) -> Dict[str, Any]:
+def reference_initial_weights(vae: torch.nn.Module, spec: ImageRunSpec, reference_dir: Optional[str]) -> None:
+    """Copy into ``vae`` the initial weights and BatchNorm statistics of the paper's modules built at
+    ``spec``'s sizes under ``torch.manual_seed(spec.seed)``, as the paper's script builds them (the
+    reference run of the same seed starts from these)."""
+    if reference_dir is None:
+        raise ValueError("ours_init='reference' needs the paper's code: pass reference_dir (--reference-dir)")
+    from .trace import build_reference_vae, copy_into, load_reference_modules, pair_tensors
+
+    modules = load_reference_modules(reference_dir, tempfile.mkdtemp(prefix="image-parity-init-"))
+    state = torch.random.get_rng_state()
+    torch.manual_seed(spec.seed)
+    ref = build_reference_vae(modules, spec)
+    torch.random.set_rng_state(state)
+    copy_into(ref, vae, pair_tensors(ref, vae))
+
+
+def run_ours(spec: ImageRunSpec, *, threads: Optional[int] = 1, verbose: bool = True,
+             reference_dir: Optional[str] = None) -> Dict[str, Any]:
     """Train and test one spec; returns the reference side's fields: ``metrics`` (test ``neg_elbo``,
     ``reconstruction``, ``kl``, ``mi``, ``au``, ``iw_nll``), ``train_seconds`` / ``train_cpu_seconds``
     (``fit``, per-epoch validation included), ``iw_seconds`` / ``iw_cpu_seconds``,
@@ -110,6 +128,8 @@ def run_ours(spec: ImageRunSpec, *, threads: Optional[int] = 1, verbose: bool = 
     splits = load_omniglot(spec.data_file)
     torch.manual_seed(spec.seed)
     vae = build_vae(preset_of(spec))
+    if spec.ours_init == "reference":
+        reference_initial_weights(vae, spec, reference_dir)
     train_dl, valid_dl, test_dl = make_loaders(splits, spec.batch_size, seed=spec.seed)
     inner = RandomImageBatches(splits.train, spec.batch_size, seed=spec.seed + 1)
     clock = EpochClock()
@@ -149,11 +169,12 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     parser.add_argument("spec", help="a JSON file holding an ImageRunSpec's fields")
     parser.add_argument("out", help="where to write the result JSON")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reference-dir", help="the paper's code, for ours_init='reference'")
     args = parser.parse_args(argv)
     with open(args.spec) as fh:
         spec = ImageRunSpec.from_dict(json.load(fh))
     w0, c0 = _clocks()
-    result = run_ours(spec, threads=args.threads)
+    result = run_ours(spec, threads=args.threads, reference_dir=args.reference_dir)
     result["process_wall_seconds"], result["process_cpu_seconds"] = time.perf_counter() - w0, time.process_time() - c0
     with open(args.out, "w") as fh:
         json.dump(result, fh, indent=1)

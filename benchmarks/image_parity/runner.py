@@ -22,7 +22,7 @@ PathLike = Union[str, Path]
 
 
 def run_ours_process(spec: ImageRunSpec, work_dir: PathLike, *, python: str = sys.executable,
-                     timeout: Optional[float] = None) -> Dict[str, Any]:
+                     timeout: Optional[float] = None, reference_dir: Optional[PathLike] = None) -> Dict[str, Any]:
     """:func:`benchmarks.image_parity.ours.run_ours` in a child process, as the reference runs."""
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
@@ -31,6 +31,8 @@ def run_ours_process(spec: ImageRunSpec, work_dir: PathLike, *, python: str = sy
     if out_path.exists():
         out_path.unlink()
     command = [python, "-m", "benchmarks.image_parity.ours", str(spec_path), str(out_path), "--threads", "1"]
+    if spec.ours_init == "reference" and reference_dir is not None:
+        command += ["--reference-dir", str(Path(reference_dir).resolve())]
     code, lines, wall = run_command(command, REPO_ROOT, _ours_env(), work / "ours.log", timeout)
     if code != 0 or not out_path.is_file():
         tail = "\n".join(text for _, text in lines[-15:])
@@ -54,7 +56,7 @@ def run_image_side(spec: ImageRunSpec, side: str, work_dir: PathLike, *, referen
             outcome = run_image_reference(spec, reference_dir, work_dir, python=reference_python or python,
                                           timeout=timeout)
         else:
-            outcome = run_ours_process(spec, work_dir, python=python, timeout=timeout)
+            outcome = run_ours_process(spec, work_dir, python=python, timeout=timeout, reference_dir=reference_dir)
     except Exception as err:  # recorded, so one broken run does not lose the others
         outcome = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-2000:]}
     return make_result(spec.to_dict(), side, outcome)
@@ -77,7 +79,7 @@ def run_all(specs: Sequence[ImageRunSpec], sides: Sequence[str], work_root: Path
     """Every (spec, side) in :func:`task_order`, ``jobs`` at a time; ``on_result`` as each finishes."""
     if jobs < 1:
         raise ValueError(f"jobs must be >= 1, got {jobs}")
-    tasks = [(spec, side, Path(work_root) / f"{spec.data}-{spec.mode}-{side}-{spec.seed}-{spec.ours_clip}")
+    tasks = [(spec, side, Path(work_root) / f"{spec.data}-{spec.mode}-{side}-{spec.seed}-{spec.ours_clip}-{spec.ours_init}")
              for spec, side in task_order(specs, sides)]
     results: List[Dict[str, Any]] = []
     pool = ThreadPoolExecutor(max_workers=jobs)

@@ -21,13 +21,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
-__all__ = ["ImageRunSpec", "MODES", "SIDES", "OURS_CLIP", "IW_CHUNK", "PAPER_SIZES", "WINDOW", "MAX_INNER_STEPS",
+__all__ = ["ImageRunSpec", "MODES", "SIDES", "OURS_CLIP", "OURS_INIT", "IW_CHUNK", "PAPER_SIZES", "WINDOW", "MAX_INNER_STEPS",
            "LR", "CLIP", "MI_PATIENCE", "LR_PATIENCE"]
 
 MODES = ("basic", "aggressive")
 SIDES = ("reference", "ours")
 #: our side's clipping (``AggressiveTrainer(clip_scope=...)``): the library's default or the paper's
 OURS_CLIP = ("network", "joint")
+#: our side's initial weights: its own, or the paper's (the same as the reference run's)
+OURS_INIT = ("own", "reference")
 #: the reference evaluates IW-NLL in chunks of this many samples and needs a multiple of it
 IW_CHUNK = 100
 WINDOW = 10
@@ -68,6 +70,10 @@ class ImageRunSpec:
         seed: one of the reference's seeds (``seed_set`` in its ``image.py``).
         ours_clip: our side's ``clip_scope`` (the reference ignores it): ``"network"`` (the
             library's default: the updated network's gradient norm) or ``"joint"`` (the paper's).
+        ours_init: our side's initial weights (the reference ignores it): ``"own"`` (the image
+            example's initialisation under ``seed``) or ``"reference"`` (the paper's modules built
+            under ``seed`` as its script builds them, their weights and BatchNorm statistics copied
+            into ours: both sides then start from the same weights; needs the paper's code).
     """
 
     data: str
@@ -84,6 +90,7 @@ class ImageRunSpec:
     mode: str
     seed: int
     ours_clip: str = "network"
+    ours_init: str = "own"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "encoder_channels", tuple(self.encoder_channels))
@@ -111,6 +118,8 @@ class ImageRunSpec:
             raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
         if self.ours_clip not in OURS_CLIP:
             raise ValueError(f"ours_clip must be one of {OURS_CLIP}, got {self.ours_clip!r}")
+        if self.ours_init not in OURS_INIT:
+            raise ValueError(f"ours_init must be one of {OURS_INIT}, got {self.ours_init!r}")
         if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.data):
             raise ValueError(f"data must be a label of letters, digits, '_', '.', '-', got {self.data!r}")
 

@@ -8,7 +8,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from benchmarks.parity import table as text_table
 
-__all__ = ["FORMAT", "COLUMNS", "add_derived", "time_ratios", "format_table", "format_markdown", "write_json",
+__all__ = ["FORMAT", "COLUMNS", "add_derived", "time_ratios", "paired_differences", "format_table", "format_markdown", "write_json",
            "read_json"]
 
 FORMAT = "benchmarks.image_parity/1"
@@ -59,7 +59,7 @@ def time_ratios(results: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     agg = text_table.aggregate([add_derived(dict(r)) for r in results], keys)
     out: Dict[str, Dict[str, Any]] = {}
     for name, stats in agg.items():
-        data, mode, side = name.split("/")
+        data, mode, side = name.split("/", 2)
         ref = agg.get(f"{data}/{mode}/reference")
         if side == "reference" or ref is None:
             continue
@@ -68,6 +68,48 @@ def time_ratios(results: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
                             if stats[key]["mean"] is not None and ref[key]["mean"] else None)
                       for _, key in RATIOS}
     return out
+
+
+PAIRED = (("IW-NLL", "iw_nll"), ("MI", "mi"), ("KL", "kl"), ("AU", "au"))
+
+
+def paired_differences(results: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+    """Per ``data/mode`` and variant of our side: over the seeds both sides ran, the mean of ours
+    minus the reference's and its standard error, for each of :data:`PAIRED`."""
+    runs: Dict[tuple, Dict[int, Dict[str, Any]]] = {}
+    for r in results:
+        if not r.get("error"):
+            runs.setdefault((r["data"], r["mode"], text_table.side_label(r)), {})[r["seed"]] = r
+    out: Dict[str, Dict[str, Any]] = {}
+    for (data, mode, side), by_seed in sorted(runs.items()):
+        ref = runs.get((data, mode, "reference"))
+        if side == "reference" or not ref:
+            continue
+        seeds = sorted(set(by_seed) & set(ref))
+        if not seeds:
+            continue
+        label = f"{data}/{mode}" + ("" if side == "ours" else f" [{side}]")
+        entry: Dict[str, Any] = {"seeds": seeds}
+        for _, key in PAIRED:
+            d = [float(by_seed[s]["metrics"][key]) - float(ref[s]["metrics"][key]) for s in seeds]
+            se = statistics.stdev(d) / len(d) ** 0.5 if len(d) > 1 else None
+            entry[key] = {"mean": statistics.fmean(d), "se": se, "ours_better": sum(
+                1 for v in d if (v < 0 if key == "iw_nll" else v > 0))}
+        out[label] = entry
+    return out
+
+
+def _paired_lines(results: Sequence[Dict[str, Any]]) -> List[str]:
+    lines = []
+    for label, entry in paired_differences(results).items():
+        n = len(entry["seeds"])
+        parts = []
+        for name, key in PAIRED:
+            e = entry[key]
+            se = "" if e["se"] is None else f" ± {e['se']:.2f}"
+            parts.append(f"{name} {e['mean']:+.2f}{se} (ours better in {e['ours_better']})")
+        lines.append(f"paired by seed, ours - paper's code, {label}, {n} seeds: " + "; ".join(parts))
+    return lines
 
 
 def _ratio_lines(results: Sequence[Dict[str, Any]]) -> List[str]:
@@ -86,18 +128,19 @@ def _prepared(results: Sequence[Dict[str, Any]]) -> List[Dict[str, Any]]:
 def format_table(results: Sequence[Dict[str, Any]]) -> str:
     """Plain-text table, the verdicts, the time ratios and any failed runs."""
     rows = _prepared(results)
-    return text_table.format_table(rows, COLUMNS) + "\n" + "\n".join(_ratio_lines(rows))
+    return text_table.format_table(rows, COLUMNS) + "\n" + "\n".join(_paired_lines(rows) + _ratio_lines(rows))
 
 
 def format_markdown(results: Sequence[Dict[str, Any]]) -> str:
     rows = _prepared(results)
-    ratios = _ratio_lines(rows)
-    return text_table.format_markdown(rows, COLUMNS) + ("\n" + "\n".join(f"- {line}" for line in ratios) if ratios else "")
+    extra = _paired_lines(rows) + _ratio_lines(rows)
+    return text_table.format_markdown(rows, COLUMNS) + ("\n" + "\n".join(f"- {line}" for line in extra) if extra else "")
 
 
 def write_json(path: Any, results: Sequence[Dict[str, Any]], settings: Dict[str, Any]) -> None:
     rows = _prepared(results)
-    text_table.write_json(path, rows, settings, columns=COLUMNS, fmt=FORMAT, extra={"time_ratios": time_ratios(rows)})
+    text_table.write_json(path, rows, settings, columns=COLUMNS, fmt=FORMAT,
+                          extra={"time_ratios": time_ratios(rows), "paired": paired_differences(rows)})
 
 
 def read_json(path: Any) -> Dict[str, Any]:

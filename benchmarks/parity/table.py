@@ -36,10 +36,16 @@ def make_result(spec: Dict[str, Any], side: str, outcome: Dict[str, Any]) -> Dic
 
 def side_label(result: Dict[str, Any]) -> str:
     """The side as the table shows it: ``"reference"``, ``"ours"`` (the library's own clipping), or
-    ``"ours/<clip>"`` when our side ran with another ``ours_clip`` (:mod:`benchmarks.parity.clipping`)."""
+    ``"ours/<clip>"`` when our side ran with another ``ours_clip`` (:mod:`benchmarks.parity.clipping`),
+    ``".../reference-init"`` when it started from the reference's weights (the image harness)."""
     side = result["side"]
-    clip = (result.get("spec") or {}).get("ours_clip", "library")
-    return side if side != "ours" or clip in (None, "library", "network") else f"ours/{clip}"
+    spec = result.get("spec") or {}
+    if side != "ours":
+        return side
+    parts = [c for c in (spec.get("ours_clip"),) if c not in (None, "library", "network")]
+    if spec.get("ours_init", "own") != "own":  # the image harness: our side from the paper's weights
+        parts.append(f"{spec['ours_init']}-init")
+    return "/".join(["ours"] + parts)
 
 
 def relabel(results: Iterable[Dict[str, Any]], data: str) -> List[Dict[str, Any]]:
