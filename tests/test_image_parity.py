@@ -18,7 +18,7 @@ from torch import nn
 from benchmarks.image_parity import cli, launcher
 from benchmarks.image_parity.data import prepare_data
 from benchmarks.image_parity.ours import RandomImageBatches, run_ours
-from benchmarks.image_parity.reference import (CONFIG_NAME, LAUNCHER_NAME, image_reference_command,
+from benchmarks.image_parity.reference import (LAUNCHER_NAME, image_reference_command,
                                                parse_image_output, prepare_image_reference, run_image_reference,
                                                split_cpu_stamp, write_config)
 from benchmarks.image_parity.spec import PAPER_SIZES, ImageRunSpec
@@ -132,7 +132,7 @@ def _output(aggressive: bool, stop_after: int = None, epochs: int = 3, stamps: b
         add(f"epoch: {epoch}, iter: {4 * epoch}, avg_loss: 500.0, kl: 1.0, recon: 499.0,au 3, time elapsed {t + 3.0:.2f}s", 3.0)
         if aggressive and stop_after is not None and epoch == stop_after:
             add("STOP BURNING", 1.0)
-        add(f"kl weight 1.0000", 4.0)
+        add("kl weight 1.0000", 4.0)
         add(f"epoch: {epoch}, VAL")
         add(f"VAL --- avg_loss: {300 - epoch}.0000, kl: 2.0000, mi: {0.5 + epoch}, recon: 298.0000, nll: 300.0000", 2.0)
         add("5 active units", 10.0 - (3.0 + 4.0 + 2.0 + (1.0 if aggressive and stop_after == epoch else 0.0)))
@@ -386,6 +386,12 @@ def test_run_ours_returns_the_reference_fields(tmp_path):
     assert out["epochs_run"] == 1 and out["aggressive_epochs"] == 1 and out["train_batches"] == 2
     assert len(out["epoch_cpu_seconds"]) == 1 and out["inner_steps_per_update"] >= 20  # two windows at least
     assert out["iw_cpu_seconds"] > 0 and out["train_cpu_seconds"] > 0
+
+
+def test_run_ours_from_the_papers_weights_needs_its_code(tmp_path):
+    _data_file(tmp_path, n_train=20, n_test=20)
+    with pytest.raises(ValueError, match="reference_dir"):
+        run_ours(_spec(tmp_path, ours_init="reference"), verbose=False)
 
 
 def test_cli_runs_both_sides_and_writes_the_table(tmp_path, capsys):
