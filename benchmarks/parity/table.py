@@ -22,8 +22,8 @@ COLUMNS: Tuple[Tuple[str, str, str], ...] = (
     ("aggr. ep", "aggressive_epochs", "{:.1f}"), ("epochs", "epochs_run", "{:.1f}"),
 )
 _INTS = {"au", "aggressive_epochs", "epochs_run"}
-_TOP = {"train_seconds", "iw_seconds", "aggressive_epochs", "epochs_run"}
 PathLike = Union[str, Path]
+Columns = Sequence[Tuple[str, str, str]]
 
 
 def make_result(spec: Dict[str, Any], side: str, outcome: Dict[str, Any]) -> Dict[str, Any]:
@@ -36,10 +36,16 @@ def make_result(spec: Dict[str, Any], side: str, outcome: Dict[str, Any]) -> Dic
 
 def side_label(result: Dict[str, Any]) -> str:
     """The side as the table shows it: ``"reference"``, ``"ours"`` (the library's own clipping), or
-    ``"ours/<clip>"`` when our side ran with another ``ours_clip`` (:mod:`benchmarks.parity.clipping`)."""
+    ``"ours/<clip>"`` when our side ran with another ``ours_clip`` (:mod:`benchmarks.parity.clipping`),
+    ``".../reference-init"`` when it started from the reference's weights (the image harness)."""
     side = result["side"]
-    clip = (result.get("spec") or {}).get("ours_clip", "library")
-    return side if side != "ours" or clip in (None, "library") else f"ours/{clip}"
+    spec = result.get("spec") or {}
+    if side != "ours":
+        return side
+    parts = [c for c in (spec.get("ours_clip"),) if c not in (None, "library", "network")]
+    if spec.get("ours_init", "own") != "own":  # the image harness: our side from the paper's weights
+        parts.append(f"{spec['ours_init']}-init")
+    return "/".join(["ours"] + parts)
 
 
 def relabel(results: Iterable[Dict[str, Any]], data: str) -> List[Dict[str, Any]]:
@@ -49,7 +55,9 @@ def relabel(results: Iterable[Dict[str, Any]], data: str) -> List[Dict[str, Any]
 
 
 def _value(result: Dict[str, Any], key: str) -> Optional[float]:
-    value = result.get(key) if key in _TOP else result.get("metrics", {}).get(key)
+    """The run's ``metrics[key]``, else its top-level ``key`` (times, epoch counts)."""
+    metrics = result.get("metrics") or {}
+    value = metrics[key] if key in metrics else result.get(key)
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return None
     return float(value)
@@ -71,20 +79,21 @@ def _groups(results: Iterable[Dict[str, Any]]) -> Dict[Tuple[str, str, str], Lis
     return groups
 
 
-def aggregate(results: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
-    """``{"data/mode/side": {key: {mean, sd, n}}}`` over the seeds of each (data, mode, side)."""
+def aggregate(results: Iterable[Dict[str, Any]], columns: Columns = COLUMNS) -> Dict[str, Dict[str, Any]]:
+    """``{"data/mode/side": {key: {mean, sd, n}}}`` over the seeds of each (data, mode, side), for
+    every key of ``columns``."""
     out: Dict[str, Dict[str, Any]] = {}
     for (data, mode, side), rows in sorted(_groups(results).items()):
-        out[f"{data}/{mode}/{side}"] = {key: _mean_sd([_value(r, key) for r in rows]) for _, key, _ in COLUMNS}
+        out[f"{data}/{mode}/{side}"] = {key: _mean_sd([_value(r, key) for r in rows]) for _, key, _ in columns}
     return out
 
 
-def verdicts(results: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
+def verdicts(results: Iterable[Dict[str, Any]], columns: Columns = COLUMNS) -> Dict[str, Dict[str, Any]]:
     """Per data set, aggressive mode: ours vs reference on MI and AU (higher is better) and IW-NLL
     (lower is better). ``spread`` is the larger of the two sides' standard deviations over seeds;
     a check passes when ``ours >= reference - spread`` (MI, AU) or ``ours <= reference + spread``.
     Keyed by the data label for our library's side, by ``"<data> [ours/<clip>]"`` for a variant."""
-    agg = aggregate(results)
+    agg = aggregate(results, columns)
     out: Dict[str, Dict[str, Any]] = {}
     datas = sorted({key.split("/")[0] for key in agg})
     for data in datas:
@@ -107,36 +116,36 @@ def verdicts(results: Iterable[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     return out
 
 
-def _rows(results: Sequence[Dict[str, Any]]) -> List[List[str]]:
+def _rows(results: Sequence[Dict[str, Any]], columns: Columns = COLUMNS) -> List[List[str]]:
     rows: List[List[str]] = []
     mode_rank = {m: i for i, m in enumerate(MODES)}
     side_rank = {s: i for i, s in enumerate(SIDES)}  # variants of ours ("ours/joint") after ours
     groups = _groups(results)
-    agg = aggregate(results)
+    agg = aggregate(results, columns)
     for key in sorted(groups, key=lambda k: (k[0], mode_rank.get(k[1], 9), side_rank.get(k[2], 9), k[2])):
         data, mode, side = key
         for r in sorted(groups[key], key=lambda r: r["seed"]):
             cells = []
-            for _, col, fmt in COLUMNS:
+            for _, col, fmt in columns:
                 v = _value(r, col)
                 cells.append("-" if v is None else str(int(v)) if col in _INTS else fmt.format(v))
             rows.append([data, mode, side, str(r["seed"])] + cells)
         stats = agg[f"{data}/{mode}/{side}"]
         cells = []
-        for _, col, fmt in COLUMNS:
+        for _, col, fmt in columns:
             s = stats[col]
             cells.append("-" if s["mean"] is None else f"{fmt.format(s['mean'])} ± {fmt.format(s['sd'])}")
         rows.append([data, mode, side, f"mean ± sd ({stats['kl']['n']})"] + cells)
     return rows
 
 
-def _header() -> List[str]:
-    return ["data", "mode", "side", "seed"] + [c[0] for c in COLUMNS]
+def _header(columns: Columns = COLUMNS) -> List[str]:
+    return ["data", "mode", "side", "seed"] + [c[0] for c in columns]
 
 
-def _verdict_lines(results: Sequence[Dict[str, Any]]) -> List[str]:
+def _verdict_lines(results: Sequence[Dict[str, Any]], columns: Columns = COLUMNS) -> List[str]:
     lines = []
-    for data, checks in verdicts(results).items():
+    for data, checks in verdicts(results, columns).items():
         parts = []
         for key, c in checks.items():
             sign = ">=" if key != "iw_nll" else "<="
@@ -151,37 +160,39 @@ def _failed(results: Sequence[Dict[str, Any]]) -> List[str]:
             for r in results if r.get("error")]
 
 
-def format_table(results: Sequence[Dict[str, Any]]) -> str:
+def format_table(results: Sequence[Dict[str, Any]], columns: Columns = COLUMNS) -> str:
     """Plain-text table, then the verdict per data set and any failed runs."""
-    rows = [_header()] + _rows(results)
+    rows = [_header(columns)] + _rows(results, columns)
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.rjust(w) if i >= 4 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
              for row in rows]
-    return "\n".join(lines + [""] + _verdict_lines(results) + _failed(results))
+    return "\n".join(lines + [""] + _verdict_lines(results, columns) + _failed(results))
 
 
-def format_markdown(results: Sequence[Dict[str, Any]]) -> str:
+def format_markdown(results: Sequence[Dict[str, Any]], columns: Columns = COLUMNS) -> str:
     """The same as a Markdown table."""
-    header = _header()
+    header = _header(columns)
     lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in _rows(results)]
-    extra = _verdict_lines(results) + _failed(results)
+    lines += ["| " + " | ".join(row) + " |" for row in _rows(results, columns)]
+    extra = _verdict_lines(results, columns) + _failed(results)
     return "\n".join(lines + ([""] + [f"- {line}" for line in extra] if extra else []))
 
 
-def write_json(path: PathLike, results: Sequence[Dict[str, Any]], settings: Dict[str, Any]) -> None:
-    """``{"format", "settings", "results", "summary", "verdicts"}``, written atomically."""
+def write_json(path: PathLike, results: Sequence[Dict[str, Any]], settings: Dict[str, Any], *,
+               columns: Columns = COLUMNS, fmt: str = FORMAT, extra: Optional[Dict[str, Any]] = None) -> None:
+    """``{"format", "settings", "results", "summary", "verdicts"}`` (and ``extra``'s keys), written
+    atomically."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "settings": settings, "results": list(results),
-               "summary": aggregate(results), "verdicts": verdicts(results)}
+    payload = {"format": fmt, "settings": settings, "results": list(results),
+               "summary": aggregate(results, columns), "verdicts": verdicts(results, columns), **(extra or {})}
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(payload, indent=1))
     tmp.replace(path)
 
 
-def read_json(path: PathLike) -> Dict[str, Any]:
+def read_json(path: PathLike, fmt: str = FORMAT) -> Dict[str, Any]:
     payload = json.loads(Path(path).read_text())
-    if payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: format {payload.get('format')!r}, expected {FORMAT!r}")
+    if payload.get("format") != fmt:
+        raise ValueError(f"{path}: format {payload.get('format')!r}, expected {fmt!r}")
     return payload

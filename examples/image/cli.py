@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a VAE (aggressive or basic) and evaluate it on the test split")
     t.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="autocast of the training forward passes (AggressiveTrainer(precision=...); docs/gpu.md)")
+                   help="autocast of the training forward passes (Engine(precision); docs/gpu.md)")
     t.add_argument("--data", default="bundled",
                    help="'bundled' (5k MNIST digits), the paper's omniglot.pt, or a [N, 28, 28] .npy/.pt")
     t.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
