@@ -113,6 +113,7 @@ class Engine:
         self._precision: Optional[Precision] = None
         self._gates: Dict[int, GatedStep] = {}
         self._bound: Optional[nn.Module] = None
+        self._graphs: Any = None  # cuda_graph=True: the graphs on the model's device, made when bound
         #: the captured inner step (``cuda_graph=True``, once bound): its ``captures``, ``replays`` and
         #: ``eager_steps`` counters say what ran
         self.captured: Optional[captured.CapturedStep] = None
@@ -141,23 +142,21 @@ class Engine:
                 raise ValueError("Engine(cuda_graph=True) is single-GPU for now; under torch.distributed use "
                                  "cuda_graph=False")
             captured.check_capturable_optimizer(enc_opt, "enc_opt")
-            captured.graphs_for(device if device is not None else torch.device("cpu"))  # refuses non-CUDA
+            self._graphs = captured.graphs_for(device if device is not None else torch.device("cpu"))  # refuses non-CUDA
             self._gates[id(enc_opt)].mode = "window"  # gate on the device, never on the host, in the graph
         return TrainingNetworks(model, self.ddp)
 
-    def capture(self, body: Callable[[Any], Any], enc_opt: torch.optim.Optimizer,
-                graphs: Optional[Any] = None) -> Callable[[Any], Any]:
+    def capture(self, body: Callable[[Any], Any], enc_opt: torch.optim.Optimizer) -> Callable[[Any], Any]:
         """The inner step's runner: ``body`` itself, or with ``cuda_graph=True`` a graph-replayed
-        :class:`~aggressive_vi._impl.captured.CapturedStep` of it (``graphs``: a stand-in for tests).
-        ``body`` returns ``(summed loss, examples, applied, error)``; warm-up steps count only when
-        applied."""
+        :class:`~aggressive_vi._impl.captured.CapturedStep` of it on the graphs :meth:`networks` made
+        for the model's device. ``body`` returns ``(summed loss, examples, applied, error)``; warm-up
+        steps count only when applied."""
         if not self.captures_inner:
             return body
-        if graphs is None:
-            device = model_device(self._bound) if self._bound is not None else None
-            graphs = captured.graphs_for(device if device is not None else torch.device("cpu"))
+        if self._graphs is None:
+            raise RuntimeError("the engine is not bound to a model yet (AggressiveStep binds it)")
         self.captured = captured.CapturedStep(body, hyperparameters=lambda: captured.hyperparameters_of(enc_opt),
-                                              graphs=graphs, applied=lambda out: bool(out[2]))
+                                              graphs=self._graphs, applied=lambda out: bool(out[2]))
         return self.captured
 
     @property

@@ -180,8 +180,8 @@ class AggressiveVI(StepDriver, Callback):
             ``torch.distributed`` has several processes); see the module docstring.
 
     Attributes:
-        algorithm: the :class:`~aggressive_vi.AggressiveStep` (built at ``on_train_start``, when the
-            optimisers are known; ``None`` before).
+        algorithm: the :class:`~aggressive_vi.AggressiveStep` (built here; given its optimisers at
+            ``on_train_start``, when ``configure_optimizers`` has made them).
 
     Raises:
         TypeError / ValueError: bad arguments (at construction), or at ``on_train_start`` a module
@@ -210,10 +210,10 @@ class AggressiveVI(StepDriver, Callback):
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module; got {type(model).__name__}")
         self.model = model
-        self._options = dict(stopping=stopping, kl_schedule=kl_schedule, aggressive=aggressive, window=window,
-                             max_inner_steps=max_inner_steps, catch_up=catch_up, clip_grad_norm=clip_grad_norm,
-                             clip_scope=clip_scope, n_samples=n_samples, on_nonfinite=on_nonfinite)
-        self.algorithm = AggressiveStep(model, **self._options)  # checks the options; bound at on_train_start
+        self.algorithm = AggressiveStep(  # checks the options now; bound to the optimisers at on_train_start
+            model, stopping=stopping, kl_schedule=kl_schedule, aggressive=aggressive, window=window,
+            max_inner_steps=max_inner_steps, catch_up=catch_up, clip_grad_norm=clip_grad_norm,
+            clip_scope=clip_scope, n_samples=n_samples, on_nonfinite=on_nonfinite)
         self.validation = validation_or_default(model, validation)
         self.inner_source = inner_loader
         self.ddp = ddp
@@ -243,9 +243,6 @@ class AggressiveVI(StepDriver, Callback):
         self._silence_outer_ddp(trainer)
         self._engine = _LightningEngine(pl_module, dec, self.ddp)
         self.algorithm.bind(_raw(enc), _raw(dec), engine=self._engine)
-        train = trainer.train_dataloader
-        if self.inner_source is None:
-            check_inner_source(train, None)
         self.inner_loader = self._make_inner_loader(trainer)
         restore, self._restore = self._restore, None
         self.inner = InnerStream(self.inner_loader)
@@ -299,6 +296,7 @@ class AggressiveVI(StepDriver, Callback):
         source = self.inner_source
         if source is None:
             train: Any = trainer.train_dataloader  # a second, independent stream over it
+            check_inner_source(train, None)  # not one a persistent-worker loader can give
             return train
         return source(trainer) if callable(source) and not hasattr(source, "__iter__") else source
 
