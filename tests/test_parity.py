@@ -245,6 +245,22 @@ def test_prepare_splits_cuts_and_decompresses(tmp_path):
     assert short["train"].read_text() == "e\n" and short["test"].read_text() == "p\nq\nr\n"
 
 
+def test_prepare_splits_max_vocab_writes_rare_words_as_unk(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    # training counts: a 3, b 2, c 1, d 1 (c before d on the alphabetical tie-break)
+    (src / "c.train.txt").write_text("a b a\nc a b\nd\n")
+    (src / "c.valid.txt").write_text("a z\nd c\n")
+    (src / "c.test.txt").write_text("b q\nc\n")
+    paths = prepare_splits(src, tmp_path / "out", max_vocab=7)  # 4 specials + a, b, c
+    assert paths["train"].read_text() == "a b a\nc a b\n<unk>\n"
+    assert paths["valid"].read_text() == "a <unk>\n<unk> c\n"
+    assert paths["test"].read_text() == "b <unk>\nc\n"
+    for bad in (4, 0, True, 5.0):
+        with pytest.raises(ValueError, match="max_vocab"):
+            prepare_splits(src, tmp_path / "bad", max_vocab=bad)
+
+
 def test_equal_length_batches_group_by_exact_length():
     ids = [[5], [6, 7], [8], [9, 10], [11], [12, 13, 14], [15]]
     batches = equal_length_batches(ids, batch_size=3)

@@ -43,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-valid", type=int, help="keep the first N validation sentences")
     p.add_argument("--max-test", type=int, help="keep the first N test sentences")
     p.add_argument("--max-length", type=int, help="keep only sentences of at most N tokens (before the cuts)")
+    p.add_argument("--max-vocab", type=int, help="write words outside the training split's N most frequent "
+                   "(specials included, as examples.text --max-vocab) as <unk> in every split")
     p.add_argument("--embed-dim", type=int, default=50, help="word embedding size (paper's synthetic: 50)")
     p.add_argument("--hidden-dim", type=int, default=50, help="LSTM hidden size (paper's synthetic: 50)")
     p.add_argument("--latent-dim", type=int, default=2, help="size of z (paper's synthetic config: 2)")
@@ -105,7 +107,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     try:
         files = prepare_splits(args.data, work / "data", {"train": args.max_train, "valid": args.max_valid,
                                                           "test": args.max_test},
-                               max_length=args.max_length)
+                               max_length=args.max_length, max_vocab=args.max_vocab)
         specs = [RunSpec(data=args.name, train=str(files["train"]), valid=str(files["valid"]),
                          test=str(files["test"]), embed_dim=args.embed_dim, hidden_dim=args.hidden_dim,
                          latent_dim=args.latent_dim, batch_size=args.batch_size, epochs=args.epochs,
@@ -116,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         parser.error(str(err))
     settings = {"argv": list(sys.argv[1:] if argv is None else argv), "data": args.data, "name": args.name,
                 "cuts": {"train": args.max_train, "valid": args.max_valid, "test": args.max_test},
-                "max_length": args.max_length,
+                "max_length": args.max_length, "max_vocab": args.max_vocab,
                 "seeds": seeds, "modes": args.modes, "sides": args.sides, "jobs": args.jobs,
                 "threads_per_run": 1, "work_dir": str(work),
                 "reference_dir": str(Path(args.reference_dir).resolve()) if args.reference_dir else None}
