@@ -193,7 +193,11 @@ def upgrade(state: Dict[str, Any], source: str = "the state dict") -> Dict[str, 
     algorithm = {"updates": state["step"], "is_aggressive": state["is_aggressive"], "left_aggressive_at": left,
                  "stopping": state.get("stopping"), "stopping_type": state.get("stopping_type"),
                  "kl_schedule": state.get("kl_schedule"), "engine": state.get("precision")}
-    return dict(state, version=VERSION, algorithm=algorithm, config=None)  # v2 configs were not checked
+    # a v2 config was never checked; its algorithm options are (a v2 run resumed with the default
+    # clip_scope, "joint" since v3, would not continue as it began)
+    saved = state.get("config") or {}
+    config = {k: saved[k] for k in ALGORITHM_OPTIONS if k in saved} or None
+    return dict(state, version=VERSION, algorithm=algorithm, config=config)
 
 
 #: Options whose change makes a resumed run differ from the one that was saved.

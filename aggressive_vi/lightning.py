@@ -200,7 +200,7 @@ class AggressiveVI(StepDriver, Callback):
         max_inner_steps: int = 100,
         catch_up: Any = None,
         clip_grad_norm: Optional[float] = 5.0,
-        clip_scope: str = "network",
+        clip_scope: str = "joint",
         n_samples: int = 1,
         on_nonfinite: str = "raise",
         validation: Optional[ValidationMetrics] = None,

@@ -62,7 +62,9 @@ def main(out):
         "step": callback.step,
         "left_aggressive_at": callback.left_aggressive_at,
         "per_batch": module.per_batch,
-        "inner_decoder_grads_none": all(g is None for g in module.inner_decoder_grads),
+        "inner_decoder_grads_set": bool(module.inner_decoder_grads)
+        and all(g is not None for g in module.inner_decoder_grads),
+        "first_inner_decoder_grad": module.first_inner_decoder_grad,
         "inner_decoder_unchanged": module.inner_decoder_unchanged,
         "first_inner_encoder_grad": module.first_inner_encoder_grad,
         "first_batch": first.first,

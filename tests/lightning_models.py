@@ -33,6 +33,7 @@ class LitVAE(pl.LightningModule):
         self.inner_decoder_grads: List[Optional[torch.Tensor]] = []
         self.inner_decoder_unchanged: List[bool] = []
         self.first_inner_encoder_grad: Optional[torch.Tensor] = None
+        self.first_inner_decoder_grad: Optional[torch.Tensor] = None
         self._before: Optional[List[torch.Tensor]] = None
 
     def configure_callbacks(self):
@@ -64,4 +65,7 @@ class LitVAE(pl.LightningModule):
             if self.first_inner_encoder_grad is None:
                 self.first_inner_encoder_grad = torch.cat(
                     [p.grad.detach().flatten().clone() for p in self.vae.encoder.parameters()])
+                if self.inner_decoder_grads[-1] is not None:  # clip_scope="joint": computed for the norm
+                    self.first_inner_decoder_grad = torch.cat(
+                        [p.grad.detach().flatten().clone() for p in self.vae.decoder.parameters()])
             self._before = [p.detach().clone() for p in self.vae.decoder.parameters()]

@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader
 
 from aggressive_vi import (VAE, AggressiveTrainer, Always, Checkpoint, CheckpointError, Engine, FixedSteps, MIPlateau,
                            latest_checkpoint)
-from aggressive_vi.checkpoint import load_checkpoint, plain_state_dict, save_checkpoint
+from aggressive_vi.checkpoint import load_checkpoint, plain_state_dict, save_checkpoint, upgrade
 from conftest import BernoulliDecoder, MLPEncoder, binary_data
 from resume_run import EPOCHS, STEPS_PER_EPOCH, build
 
@@ -252,7 +252,7 @@ def test_a_checkpoint_of_version_2_loads_and_training_goes_on():
     path = pathlib.Path(__file__).parent / "data" / "checkpoint-v2.pt"
     raw = torch.load(path, weights_only=True)
     assert raw["version"] == 2 and "algorithm" not in raw
-    vae, trainer = v2_trainer()
+    vae, trainer = v2_trainer(clip_scope="network")  # the fixture's run: 0.1's only clipping rule
     trainer.load_state_dict(load_checkpoint(path))
     assert (trainer.epoch, trainer.step, trainer.is_aggressive) == (raw["epoch"], raw["step"], raw["is_aggressive"])
     assert trainer.stopping.state_dict() == raw["stopping"]
@@ -264,6 +264,17 @@ def test_a_checkpoint_of_version_2_loads_and_training_goes_on():
     assert trainer.state_dict()["version"] == 3
 
 
+def test_a_checkpoint_of_version_2_keeps_its_algorithm_options_for_the_resume_check():
+    """0.1 saved its options but never checked them; a v2 run resumed under today's default
+    clip_scope ("joint") would not continue as it began, so the upgraded state says so."""
+    path = pathlib.Path(__file__).parent / "data" / "checkpoint-v2.pt"
+    _, trainer = v2_trainer()
+    with pytest.raises(CheckpointError, match="clip_scope: saved 'network', now 'joint'"):
+        trainer.load_state_dict(load_checkpoint(path))
+    assert upgrade(torch.load(path, weights_only=True))["config"] == {
+        "max_inner_steps": 4, "clip_grad_norm": 5.0, "clip_scope": "network", "n_samples": 1}
+
+
 def test_a_checkpoint_of_version_1_is_refused_naming_the_version(tmp_path):
     _, trainer = v2_trainer()
     state = dict(trainer.state_dict(), version=1)
@@ -272,13 +283,13 @@ def test_a_checkpoint_of_version_1_is_refused_naming_the_version(tmp_path):
 
 
 def test_changed_algorithm_options_are_named_and_other_changes_warn():
-    _, saved = v2_trainer()
+    _, saved = v2_trainer(clip_scope="network")
     state = saved.state_dict()
     _, other = v2_trainer(clip_scope="joint")
     with pytest.raises(CheckpointError, match="clip_scope: saved 'network', now 'joint'"):
         other.load_state_dict(state)
     with pytest.warns(UserWarning, match="clip_scope: saved 'network', now 'joint'"):
         other.load_state_dict(state, strict=False)
-    _, skipping = v2_trainer(on_nonfinite="skip")  # how, not what: a warning, and the state loads
+    _, skipping = v2_trainer(clip_scope="network", on_nonfinite="skip")  # how, not what: a warning, and the state loads
     with pytest.warns(UserWarning, match="on_nonfinite: saved 'raise', now 'skip'"):
         skipping.load_state_dict(state)

@@ -8,8 +8,10 @@ linear in z, the encoder's q(z|x) = N(m, I) has a fixed variance, and the KL wei
 * neither depends on the parameters, so each step is the same; SGD moves a network's parameters by
   exactly lr x (its part of the clipped gradient).
 
-In inner and decoder steps the trainer clips the one network's gradient norm (no gradient of the
-other is computed); in a joint step it clips the joint norm of encoder and decoder gradients together.
+In inner and decoder steps the trainer clips, by default (``clip_scope="joint"``, the paper's rule),
+the joint norm of both networks' gradients and steps one network; with ``clip_scope="network"`` it
+clips the one network's gradient norm (no gradient of the other is computed). In a joint step (basic
+training) it clips the joint norm of encoder and decoder gradients together either way.
 """
 import math
 from typing import List
@@ -79,14 +81,21 @@ def make(c, data_value, data_dim=4, **kwargs):
     return trainer, enc_opt, dec_opt, batches
 
 
+@pytest.mark.parametrize("clip_scope", ["joint", "network"])
 @pytest.mark.parametrize("clip", [CLIP, None])
-def test_inner_and_decoder_steps_apply_lr_times_the_clipped_gradient(clip):
-    # encoder gradient norm |c| = 12 > 5; decoder gradient -x.mean(0) = (-3, -3, -3, -3): norm 6 > 5
+def test_inner_and_decoder_steps_apply_lr_times_the_clipped_gradient(clip, clip_scope):
+    # encoder gradient norm |c| = 12 > 5; decoder gradient -x.mean(0) = (-3, -3, -3, -3): norm 6 > 5;
+    # jointly hypot(12, 6) = 13.4
     trainer, enc_opt, dec_opt, batches = make([7.2, 9.6], 3.0, stopping=Always(), window=2,
-                                              max_inner_steps=4, clip_grad_norm=clip)
+                                              max_inner_steps=4, clip_grad_norm=clip, clip_scope=clip_scope)
     trainer.fit(batches, epochs=1, inner_loader=batches * 10)
     assert len(dec_opt.changes) == 3 and len(enc_opt.changes) >= 3 * 4  # 2 windows at least per update
-    enc_norm, dec_norm = (CLIP, CLIP) if clip is not None else (12.0, 6.0)
+    if clip is None:
+        enc_norm, dec_norm = 12.0, 6.0
+    elif clip_scope == "network":  # each network's own norm clipped to 5
+        enc_norm, dec_norm = CLIP, CLIP
+    else:  # both scaled by 5 / the joint norm, whichever network steps
+        enc_norm, dec_norm = 12.0 * CLIP / math.hypot(12.0, 6.0), 6.0 * CLIP / math.hypot(12.0, 6.0)
     assert enc_opt.changes == pytest.approx([LR * enc_norm] * len(enc_opt.changes), rel=REL)
     assert dec_opt.changes == pytest.approx([LR * dec_norm] * 3, rel=REL)
     # the direction is the gradient's: m moved along c, w along mean(x)

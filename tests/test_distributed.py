@@ -71,15 +71,25 @@ def test_user_wrapped_networks_train_like_trainer_wrapped_ones(ddp):
     assert r0["wrapped_user_keys"] == r0["wrapped_auto_keys"] and not any("module" in k for k in r0["wrapped_user_keys"])
 
 
-def test_each_phase_synchronises_only_the_gradients_it_computes(ddp):
-    (r0, r1), _, _ = ddp
-    history = r0["history"]
+def _phase_counts(history):
     inner = sum(round(h["inner_steps_mean"] * h["aggressive_steps"]) for h in history)
     decoder_steps = sum(h["aggressive_steps"] for h in history)
     joint_steps = sum(h["steps"] - h["aggressive_steps"] for h in history)
-    # encoder gradients are all-reduced in inner and joint steps; decoder gradients in decoder and joint
-    # steps, never in inner steps (none is computed there)
-    assert r0["reduces"] == r1["reduces"] == {"encoder": inner + joint_steps, "decoder": decoder_steps + joint_steps}
+    return inner, decoder_steps, joint_steps
+
+
+def test_each_phase_synchronises_only_the_gradients_it_computes(ddp):
+    (r0, r1), _, _ = ddp
+    # the default clip_scope="joint": every update computes (so all-reduces) both networks' gradients
+    inner, decoder_steps, joint_steps = _phase_counts(r0["history"])
+    assert inner > 0 and decoder_steps > 0 and joint_steps > 0
+    every = inner + decoder_steps + joint_steps
+    assert r0["reduces"] == r1["reduces"] == {"encoder": every, "decoder": every}
+    # clip_scope="network": encoder gradients are all-reduced in inner steps only, decoder gradients in
+    # decoder steps only (the other network's is not computed there)
+    inner, decoder_steps, joint_steps = _phase_counts(r0["history_network"])
+    assert inner > 0 and decoder_steps > 0 and joint_steps == 0
+    assert r0["reduces_network"] == r1["reduces_network"] == {"encoder": inner, "decoder": decoder_steps}
 
 
 def test_only_rank_zero_writes_logs_and_checkpoints(ddp):

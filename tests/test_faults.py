@@ -47,6 +47,9 @@ def make(callbacks=(), **kwargs):
     torch.manual_seed(0)
     vae = VAE(MLPEncoder(), PoisonableDecoder())
     kwargs.setdefault("stopping", Always())
+    # PoisonableDecoder tells an inner step from a decoder step by z.requires_grad, which holds only
+    # when the decoder step runs the encoder without gradient: clip_scope="network"
+    kwargs.setdefault("clip_scope", "network")
     trainer = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=0.1),
                                 torch.optim.SGD(vae.decoder.parameters(), lr=0.1), window=2,
                                 max_inner_steps=6, callbacks=list(callbacks), **kwargs)
@@ -89,6 +92,18 @@ def test_nonfinite_loss_raises_naming_where_and_keeps_the_last_finite_state(tmp_
         assert all(torch.equal(a, b) for a, b in zip(enc, snap_enc))
     assert all(p.grad is None for p in enc + dec)
     assert trainer.step == 8
+
+
+def test_a_nonfinite_joint_scope_inner_step_raises_and_changes_neither_network(tmp_path):
+    """clip_scope="joint" computes the decoder's gradient in inner steps too: a NaN there must leave
+    both networks as they were and no gradient behind."""
+    spy = PoisonAfter(step=8, phase="any")  # the first call of update 9 is its first inner step
+    vae, trainer = make([spy], clip_scope="joint")
+    with pytest.raises(NonFiniteError) as info:
+        trainer.fit(loader(), epochs=3)
+    assert (info.value.step, info.value.phase, info.value.inner_step) == (9, "inner", 1)
+    assert all(torch.equal(a, b) for a, b in zip(vae.parameters(), spy.snapshot))
+    assert all(p.grad is None for p in vae.parameters())
 
 
 def test_skip_mode_counts_skipped_batches_and_inner_steps():

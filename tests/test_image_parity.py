@@ -420,7 +420,7 @@ def _result(side, mode, seed, *, mi, iw, epoch_cpu, aggr, inner=None, batches=4,
                "aggressive_epochs": aggr, "epoch_cpu_seconds": epoch_cpu, "epoch_seconds": epoch_cpu,
                "inner_steps_per_update": inner, "train_batches": batches, "iw_cpu_seconds": iw_cpu,
                "iw_seconds": iw_cpu, "train_seconds": sum(epoch_cpu), "train_cpu_seconds": sum(epoch_cpu)}
-    return make_result({"data": "d", "mode": mode, "seed": seed, "ours_clip": "network"}, side, outcome)
+    return make_result({"data": "d", "mode": mode, "seed": seed, "ours_clip": "joint"}, side, outcome)
 
 
 def test_table_derives_epoch_times_and_ratios():

@@ -41,14 +41,19 @@ def test_many_encoder_steps_per_decoder_step_while_aggressive_then_one_of_each()
     assert module.aggressive.left_aggressive_at == 3
 
 
-def test_inner_steps_change_no_decoder_parameter_and_compute_no_decoder_gradient():
+@pytest.mark.parametrize("clip_scope", ["network", "joint"])
+def test_inner_steps_change_no_decoder_parameter_and_compute_its_gradient_only_for_the_joint_norm(clip_scope):
     torch.manual_seed(0)
     train, val = loaders()
-    module = LitVAE(stopping=FixedSteps(4), window=3, max_inner_steps=9, watch_decoder=True, lr=0.1)
+    module = LitVAE(stopping=FixedSteps(4), window=3, max_inner_steps=9, watch_decoder=True, lr=0.1,
+                    clip_scope=clip_scope)
     trainer(max_epochs=1).fit(module, train, val)
     assert len(module.inner_decoder_unchanged) >= 4 * 6
     assert all(module.inner_decoder_unchanged)
-    assert all(g is None for g in module.inner_decoder_grads)
+    if clip_scope == "network":
+        assert all(g is None for g in module.inner_decoder_grads)
+    else:
+        assert all(g is not None for g in module.inner_decoder_grads)
 
 
 def test_global_step_counts_decoder_updates_and_max_steps_limits_them():
@@ -268,7 +273,8 @@ def test_a_grad_scaler_precision_scales_every_backward_and_clipping_sees_unscale
     plugin.scaler.scale = lambda t: (scaled.append(t.dtype), scale(t))[1]
     torch.manual_seed(0)
     train, val = loaders()
-    module = Watch(stopping=FixedSteps(3), window=3, max_inner_steps=9, clip_grad_norm=0.05)
+    # clip_scope="network": each optimiser's own gradients are clipped to 0.05, which Watch can see
+    module = Watch(stopping=FixedSteps(3), window=3, max_inner_steps=9, clip_grad_norm=0.05, clip_scope="network")
     module.norms = []
     t = trainer(max_epochs=1, plugins=[plugin])
     t.fit(module, train, val)

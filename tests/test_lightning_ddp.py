@@ -75,12 +75,16 @@ def test_global_step_counts_decoder_updates(ranks):
         assert all(s == ["enc", "dec"] for s in r["per_batch"][r["left_aggressive_at"]:])
 
 
-def test_inner_steps_all_reduce_the_encoder_gradients_and_compute_no_decoder_gradient(ranks):
+def test_inner_steps_all_reduce_both_gradients_and_step_the_encoder_alone(ranks):
+    """The default clip_scope="joint": an inner step computes both networks' gradients (for their
+    joint norm), averaged over ranks, and steps the encoder alone."""
     r0, r1 = ranks
-    # different batches on the two ranks, yet the same encoder gradient: it was averaged over ranks
+    # different batches on the two ranks, yet the same gradients: they were averaged over ranks
     assert torch.equal(r0["first_inner_encoder_grad"], r1["first_inner_encoder_grad"])
+    assert r0["first_inner_decoder_grad"] is not None
+    assert torch.equal(r0["first_inner_decoder_grad"], r1["first_inner_decoder_grad"])
     for r in ranks:
-        assert r["inner_decoder_grads_none"] and all(r["inner_decoder_unchanged"])
+        assert r["inner_decoder_grads_set"] and r["inner_decoder_unchanged"] and all(r["inner_decoder_unchanged"])
 
 
 def test_the_inner_loop_draws_from_the_sharded_training_loader(ranks):

@@ -304,8 +304,8 @@ def test_ours_runs_the_same_spec(tmp_path):
     assert MAX_INNER_STEPS == 99  # the reference's `while sub_iter < 100` from 1
 
 
-def _result(side, mode, seed, mi, au, iw, data="d"):
-    return make_result({"data": data, "mode": mode, "seed": seed}, side,
+def _result(side, mode, seed, mi, au, iw, data="d", clip="joint"):
+    return make_result({"data": data, "mode": mode, "seed": seed, "ours_clip": clip}, side,
                        {"metrics": {"kl": 1.0, "mi": mi, "au": au, "iw_nll": iw, "neg_elbo": iw + 1},
                         "train_seconds": 10.0, "iw_seconds": 1.0, "aggressive_epochs": 1, "epochs_run": 2})
 
@@ -408,9 +408,12 @@ def _tiny_batch():
 
 
 def test_spec_rejects_an_unknown_clip_mode(tmp_path):
-    assert _spec(tmp_path).ours_clip == "library"
-    assert RunSpec.from_dict({k: v for k, v in _spec(tmp_path).to_dict().items() if k != "ours_clip"}).ours_clip \
-        == "library"  # specs written before the option read as the library's rule
+    assert _spec(tmp_path).ours_clip == "joint"  # the library's default clip_scope
+    saved = _spec(tmp_path).to_dict()
+    # specs written before the option, or while the library clipped per network by default
+    assert RunSpec.from_dict({k: v for k, v in saved.items() if k != "ours_clip"}).ours_clip == "network"
+    assert RunSpec.from_dict(dict(saved, ours_clip="library")).ours_clip == "network"
+    assert RunSpec.from_dict(dict(saved, ours_clip="joint")).ours_clip == "joint"
     with pytest.raises(ValueError, match="ours_clip"):
         _spec(tmp_path, ours_clip="paper")
 
@@ -533,22 +536,23 @@ def test_side_label_and_relabel_put_clip_variants_beside_ours():
     from benchmarks.parity.table import relabel, side_label
     ref = _result("reference", "aggressive", 1, 1.4, 2, 47.0)
     ref2 = _result("reference", "aggressive", 2, 1.5, 2, 47.2)
-    lib = [_result("ours", "aggressive", s, mi, 2, 48.0) for s, mi in ((1, 1.0), (2, 1.1))]
-    joint = [make_result({"data": "e", "mode": "aggressive", "seed": s, "ours_clip": "joint"}, "ours",
-                         {"metrics": {"kl": 1.0, "mi": mi, "au": 2, "iw_nll": 47.5, "neg_elbo": 48.5}})
-             for s, mi in ((1, 1.6), (2, 1.5))]
-    assert side_label(ref) == "reference" and side_label(lib[0]) == "ours" and side_label(joint[0]) == "ours/joint"
+    default = [_result("ours", "aggressive", s, mi, 2, 47.5) for s, mi in ((1, 1.6), (2, 1.5))]
+    network = [make_result({"data": "e", "mode": "aggressive", "seed": s, "ours_clip": "network"}, "ours",
+                           {"metrics": {"kl": 1.0, "mi": mi, "au": 2, "iw_nll": 48.0, "neg_elbo": 49.0}})
+               for s, mi in ((1, 1.0), (2, 1.1))]
+    assert side_label(ref) == "reference" and side_label(default[0]) == "ours"
+    assert side_label(network[0]) == "ours/network"
     assert side_label(make_result({"data": "d", "mode": "basic", "seed": 1, "ours_clip": "library"}, "ours", {})) \
-        == "ours"
-    merged = relabel([ref, ref2] + lib + joint, "d")
-    assert {r["data"] for r in merged} == {"d"} and joint[0]["data"] == "e"  # copies; the input is unchanged
+        == "ours/network"  # saved while the library's default was per-network clipping
+    merged = relabel([ref, ref2] + default + network, "d")
+    assert {r["data"] for r in merged} == {"d"} and network[0]["data"] == "e"  # copies; the input is unchanged
     v = verdicts(merged)
-    assert set(v) == {"d", "d [ours/joint]"}
-    assert not v["d"]["mi"]["pass"] and v["d [ours/joint]"]["mi"]["pass"]
-    assert v["d [ours/joint]"]["mi"]["ours"] == pytest.approx(1.55)
+    assert set(v) == {"d", "d [ours/network]"}
+    assert v["d"]["mi"]["pass"] and not v["d [ours/network]"]["mi"]["pass"]
+    assert v["d"]["mi"]["ours"] == pytest.approx(1.55)
     text = format_table(merged)
-    assert "ours/joint" in text and "d [ours/joint] (aggressive): mi ours 1.550 >= ref 1.450" in text
-    assert text.index("ours/joint") > text.index("  ours  ")  # the variant's rows after ours' rows
+    assert "ours/network" in text and "d (aggressive): mi ours 1.550 >= ref 1.450" in text
+    assert text.index("ours/network") > text.index("  ours  ")  # the variant's rows after ours' rows
 
 
 def test_the_papers_annealing_recipe_reaches_both_sides(tmp_path):

@@ -44,7 +44,8 @@ def test_a_hand_written_loop_trains_exactly_as_the_trainer():
     assert sum(o.left_aggressive for o in outs) == 1 and outs[4].left_aggressive
 
 
-def test_inner_steps_and_the_decoder_update_use_the_schedules_weight_of_that_update():
+@pytest.mark.parametrize("clip_scope", ["network", "joint"])
+def test_inner_steps_and_the_decoder_update_use_the_schedules_weight_of_that_update(clip_scope):
     vae, enc, dec = vae_and_opts()
     weights = []
     elbo = vae.elbo
@@ -62,13 +63,16 @@ def test_inner_steps_and_the_decoder_update_use_the_schedules_weight_of_that_upd
         return elbo_given(x, mean, logvar, kl_weight=kl_weight, n_samples=n_samples)
 
     vae.elbo_given = spy_given  # type: ignore[method-assign]
-    step = AggressiveStep(vae, enc, dec, stopping=Always(), catch_up=FixedCount(3),
+    step = AggressiveStep(vae, enc, dec, stopping=Always(), catch_up=FixedCount(3), clip_scope=clip_scope,
                           kl_schedule=LinearKLAnnealing(start=0.2, warmup_epochs=1))
     x = binary_data(8)
+    # "network": the decoder update reuses the encoder's output (elbo_given alone); "joint" runs the
+    # whole elbo with both gradients
+    inner_and_decoder = 3 if clip_scope == "network" else 4
     for update in range(3):  # 4 updates per epoch: the schedule gives 0.4, 0.6, 0.8
         step(x, lambda: x, steps_per_epoch=4)
         expected = 0.2 + 0.8 * (update + 1) / 4
-        assert weights == pytest.approx([expected] * 3)  # every inner step of this update
+        assert weights == pytest.approx([expected] * inner_and_decoder)  # every inner step of this update
         assert given == pytest.approx([expected] * 4)  # elbo goes through elbo_given; then the decoder update
         weights.clear(), given.clear()
 

@@ -38,7 +38,10 @@ def loader(n=40, batch=8, seed=0):
     return DataLoader(binary_data(n, seed=seed), batch_size=batch, shuffle=True)
 
 
-def test_inner_steps_leave_the_decoder_untouched_and_without_gradients():
+@pytest.mark.parametrize("clip_scope", ["network", "joint"])
+def test_inner_steps_leave_the_decoder_untouched_and_without_gradients(clip_scope):
+    """"network" computes no gradient for the network not being stepped; "joint" (the paper's rule)
+    computes both for the norm but steps one network, and leaves no stale gradient behind."""
     torch.manual_seed(0)
     vae = VAE(MLPEncoder(), BernoulliDecoder())
     dec_params = list(vae.decoder.parameters())
@@ -49,13 +52,19 @@ def test_inner_steps_leave_the_decoder_untouched_and_without_gradients():
 
     def before_encoder_step():
         counter["inner"] += 1
-        assert all(p.grad is None for p in dec_params), "a decoder gradient was computed in an inner step"
+        if clip_scope == "network":
+            assert all(p.grad is None for p in dec_params), "a decoder gradient was computed in an inner step"
+        else:
+            assert all(p.grad is not None for p in dec_params), "the joint norm needs the decoder's gradient"
         assert all(torch.equal(p, s) for p, s in zip(dec_params, snapshot)), "decoder changed in inner step"
 
     def before_decoder_step():
         inner_counts.append(counter["inner"])
         counter["inner"] = 0
-        assert all(p.grad is None for p in enc_params), "an encoder gradient was computed in a decoder step"
+        if clip_scope == "network":
+            assert all(p.grad is None for p in enc_params), "an encoder gradient was computed in a decoder step"
+        else:
+            assert all(p.grad is not None for p in enc_params), "the joint norm needs the encoder's gradient"
 
     def after_decoder_step():
         for s, p in zip(snapshot, dec_params):
@@ -64,8 +73,10 @@ def test_inner_steps_leave_the_decoder_untouched_and_without_gradients():
     enc_opt = SpySGD(enc_params, 0.1, before=before_encoder_step)
     dec_opt = SpySGD(dec_params, 0.1, before=before_decoder_step, after=after_decoder_step)
     window, cap = 3, 10
-    trainer = AggressiveTrainer(vae, enc_opt, dec_opt, stopping=Always(), window=window, max_inner_steps=cap)
+    trainer = AggressiveTrainer(vae, enc_opt, dec_opt, stopping=Always(), window=window, max_inner_steps=cap,
+                                clip_scope=clip_scope)
     history = trainer.fit(loader(), epochs=2)
+    assert all(p.grad is None for p in dec_params + enc_params) or clip_scope == "network"
     assert len(inner_counts) == 10  # 5 batches x 2 epochs
     for count in inner_counts:
         # at least two windows (the first is compared with +inf), at most the cap, and the loop

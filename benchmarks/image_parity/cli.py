@@ -55,8 +55,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=50, help="paper: 50")
     p.add_argument("--epochs", type=int, default=8, help="epoch budget (the paper's: 1000, with lr decay)")
     p.add_argument("--iw-samples", type=int, default=500, help="importance samples per test image (x100)")
-    p.add_argument("--ours-clip", choices=OURS_CLIP, default="network",
-                   help="our side's clip_scope: the library's default (network) or the paper's (joint)")
+    p.add_argument("--ours-clip", choices=OURS_CLIP, default="joint",
+                   help="our side's clip_scope: the library's default and the paper's rule (joint) or the "
+                        "updated network's norm alone (network)")
     p.add_argument("--ours-init", choices=OURS_INIT, default="own",
                    help="our side's initial weights: its own (default) or the paper's under the same seed "
                         "(then both sides start from the same weights; needs --reference-dir)")

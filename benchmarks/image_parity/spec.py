@@ -27,7 +27,7 @@ __all__ = ["ImageRunSpec", "MODES", "SIDES", "OURS_CLIP", "OURS_INIT", "IW_CHUNK
 MODES = ("basic", "aggressive")
 SIDES = ("reference", "ours")
 #: our side's clipping (``AggressiveTrainer(clip_scope=...)``): the library's default or the paper's
-OURS_CLIP = ("network", "joint")
+OURS_CLIP = ("joint", "network")
 #: our side's initial weights: its own, or the paper's (the same as the reference run's)
 OURS_INIT = ("own", "reference")
 #: the reference evaluates IW-NLL in chunks of this many samples and needs a multiple of it
@@ -68,8 +68,9 @@ class ImageRunSpec:
         iw_samples: importance samples per test image (a multiple of 100).
         mode: ``"basic"`` or ``"aggressive"``.
         seed: one of the reference's seeds (``seed_set`` in its ``image.py``).
-        ours_clip: our side's ``clip_scope`` (the reference ignores it): ``"network"`` (the
-            library's default: the updated network's gradient norm) or ``"joint"`` (the paper's).
+        ours_clip: our side's ``clip_scope`` (the reference ignores it): ``"joint"`` (the
+            library's default and the paper's rule) or ``"network"`` (the updated network's gradient
+            norm alone).
         ours_init: our side's initial weights (the reference ignores it): ``"own"`` (the image
             example's initialisation under ``seed``) or ``"reference"`` (the paper's modules built
             under ``seed`` as its script builds them, their weights and BatchNorm statistics copied
@@ -89,7 +90,7 @@ class ImageRunSpec:
     iw_samples: int
     mode: str
     seed: int
-    ours_clip: str = "network"
+    ours_clip: str = "joint"
     ours_init: str = "own"
 
     def __post_init__(self) -> None:

@@ -339,7 +339,7 @@ class WeightRecorder(Callback):
         self.rows.append((row, _state(self.model)))
 
 
-def run_ours(vae: nn.Module, plan: BatchPlan, steps: int, *, aggressive: bool, clip_scope: str = "network"
+def run_ours(vae: nn.Module, plan: BatchPlan, steps: int, *, aggressive: bool, clip_scope: str = "joint"
              ) -> List[Tuple[Dict[str, Any], Dict[str, torch.Tensor]]]:
     """``steps`` updates of ``AggressiveTrainer.fit`` (Adam 1e-3 per network, window 10, at most 99
     inner steps, clip 5, ``clip_scope``) on ``plan``'s batches and noise."""
@@ -383,7 +383,7 @@ def summarise(rows: Sequence[Dict[str, Any]], tolerance: float = 1e-4) -> Dict[s
 
 
 def trace(ref_vae: nn.Module, ours: nn.Module, plan: BatchPlan, steps: int, *, aggressive: bool,
-          clip_scope: str = "network", masked_grads: str = "keep", verbose: bool = True) -> Dict[str, Any]:
+          clip_scope: str = "joint", masked_grads: str = "keep", verbose: bool = True) -> Dict[str, Any]:
     """Copy ``ref_vae``'s state into ``ours``, run both sides and compare them update by update."""
     pairs = pair_tensors(ref_vae, ours)
     copy_into(ref_vae, ours, pairs)
@@ -421,7 +421,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     p.add_argument("--steps", type=int, default=20, help="decoder updates to trace")
     p.add_argument("--seed", type=int, default=783435)
     p.add_argument("--mode", choices=("basic", "aggressive"), default="aggressive")
-    p.add_argument("--ours-clip", choices=("network", "joint"), default="network", help="our clip_scope")
+    p.add_argument("--ours-clip", choices=("joint", "network"), default="joint", help="our clip_scope")
     p.add_argument("--ref-masked-grads", choices=("keep", "zero"), default="keep",
                    help="zero: a diagnostic variant of the paper's update without the masked entries' gradients")
     p.add_argument("--threads", type=int, default=1)

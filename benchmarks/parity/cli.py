@@ -52,9 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=int, default=5, help="epoch budget (the paper's: 50 synthetic, 100 text)")
     p.add_argument("--iw-samples", type=int, default=500, help="importance samples per test sentence (x100)")
     p.add_argument("--dropout", type=float, default=0.5)
-    p.add_argument("--ours-clip", choices=OURS_CLIP, default="library",
-                   help="our side's clipping in aggressive steps: the library's (default) or the paper's "
-                        "joint norm in inner steps (inner-joint) or in inner and decoder steps (joint)")
+    p.add_argument("--ours-clip", choices=OURS_CLIP, default="joint",
+                   help="our side's clipping in aggressive steps: the library's default, the paper's joint "
+                        "norm (joint), the updated network's norm (network), or the paper's in inner steps "
+                        "only (inner-joint)")
     p.add_argument("--kl-start", type=float, default=1.0,
                    help="KL weight at the first update, rising linearly to 1 over --warm-up epochs on both "
                         "sides (default 1.0: no annealing, the code's default; the paper's text runs: 0.1)")

@@ -3,19 +3,19 @@
 In the paper's ``text.py`` every update back-propagates the loss into both networks and clips the
 *joint* gradient norm at 5 before stepping one of them: in the inner loop the encoder's step is
 scaled by ``5 / |(g_enc, g_dec)|`` when that joint norm exceeds 5, and in the decoder step the
-decoder's by the same factor. :class:`aggressive_vi.AggressiveTrainer` computes only the updated
-network's gradient and clips that network's norm (a documented deviation), so its steps are larger
-whenever the other network's gradient is large.
+decoder's by the same factor. :class:`aggressive_vi.AggressiveTrainer` does the same by default
+(``clip_scope="joint"``); with ``clip_scope="network"`` it computes only the updated network's
+gradient and clips that network's norm, so its steps are larger whenever the other network's
+gradient is large. A :class:`~benchmarks.parity.spec.RunSpec`'s ``ours_clip``:
 
-Two ways to give our trainer the paper's rule, used when a :class:`~benchmarks.parity.spec.RunSpec`
-has ``ours_clip`` set:
+* ``"network"``: ``AggressiveTrainer(clip_scope="network")``.
 
 * ``"inner-joint"``: :func:`joint_clip_backward`, passed as the public ``Engine(backward=...)`` hook:
   in inner steps it back-propagates into both networks, scales the encoder's gradient by the joint
   clipping factor and drops the decoder's (the trainer's own clip of the encoder norm is then a
-  no-op). Decoder and joint steps are unchanged (the decoder step runs the encoder without gradient,
-  so its joint norm cannot be formed from the hook).
-* ``"joint"``: the library's own option ``AggressiveTrainer(clip_scope="joint")``: inner and
+  no-op). Decoder steps clip per network (``clip_scope="network"``: the decoder step runs the encoder
+  without gradient, so its joint norm cannot be formed from the hook).
+* ``"joint"``: the library's default ``AggressiveTrainer(clip_scope="joint")``: inner and
   decoder steps compute both networks' gradients, clip their joint norm and step one network.
   (The runs in ``benchmarks/results/parity/*clip-joint*`` were made with this harness's earlier
   subclass that overrode the trainer's steps with the same arithmetic; ``tests/test_parity.py``
@@ -31,8 +31,9 @@ from torch import nn
 
 __all__ = ["CLIP_MODES", "joint_clip_factor", "joint_clip_backward"]
 
-#: ``RunSpec.ours_clip`` values: the library's rule, the paper's in inner steps, the paper's in both.
-CLIP_MODES = ("library", "inner-joint", "joint")
+#: ``RunSpec.ours_clip`` values: the paper's rule in both (the library's default), the updated
+#: network's norm, the paper's in inner steps only.
+CLIP_MODES = ("joint", "network", "inner-joint")
 
 
 def joint_clip_factor(norms: Sequence[float], max_norm: float) -> float:

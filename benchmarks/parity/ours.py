@@ -79,7 +79,7 @@ def run_ours(spec: RunSpec, *, threads: Optional[int] = 1) -> Dict[str, Any]:
     decay = LRDecayOnPlateau(patience=preset.decay_patience, factor=preset.decay_factor,
                              min_epoch=preset.decay_min_epoch, max_decays=preset.max_decays,
                              compare_to="previous", restore_best=True)
-    extra: Dict[str, Any] = {"clip_scope": "joint"} if spec.ours_clip == "joint" else {}
+    extra: Dict[str, Any] = {"clip_scope": "joint" if spec.ours_clip == "joint" else "network"}
     if spec.ours_clip == "inner-joint":
         extra["engine"] = Engine(backward=joint_clip_backward(vae, CLIP))
     kl_schedule = (LinearKLAnnealing(start=spec.kl_start, warmup_epochs=spec.warm_up) if spec.annealed

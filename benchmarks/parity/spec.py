@@ -28,7 +28,9 @@ SIDES = ("reference", "ours")
 #: The reference evaluates IW-NLL in chunks of this many samples and needs a multiple of it.
 IW_CHUNK = 100
 #: our side's clipping in aggressive steps (benchmarks.parity.clipping.CLIP_MODES)
-OURS_CLIP = ("library", "inner-joint", "joint")
+OURS_CLIP = ("joint", "network", "inner-joint")
+#: what ``ours_clip`` meant in specs written while the library clipped per network by default
+LEGACY_CLIP = {None: "network", "library": "network"}
 PathLike = Union[str, Path]
 
 
@@ -50,8 +52,10 @@ class RunSpec:
         seed: one of the reference's seeds (:func:`reference_seeds`).
         dropout: decoder input and output dropout (paper: 0.5 both).
         ours_clip: how our side clips gradients in aggressive steps (the reference ignores it):
-            ``"library"`` (the trainer's own rule: the updated network's norm), ``"inner-joint"``
-            or ``"joint"`` (the paper's joint norm; see :mod:`benchmarks.parity.clipping`).
+            ``"joint"`` (the library's default ``clip_scope``, the paper's joint norm), ``"network"``
+            (``clip_scope="network"``: the updated network's norm) or ``"inner-joint"`` (the
+            paper's norm in inner steps only; see :mod:`benchmarks.parity.clipping`). Specs saved
+            before the default changed say ``"library"`` (or nothing): read as ``"network"``.
         kl_start: the KL weight at the first update (1.0: no annealing, the code's default; the
             paper's text runs: 0.1).
         warm_up: epochs over which the weight rises linearly to 1 (the paper's text runs: 10). The
@@ -73,7 +77,7 @@ class RunSpec:
     mode: str
     seed: int
     dropout: float = 0.5
-    ours_clip: str = "library"
+    ours_clip: str = "joint"
     kl_start: float = 1.0
     warm_up: int = 10
 
@@ -120,7 +124,8 @@ class RunSpec:
 
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "RunSpec":
-        return cls(**values)
+        clip = values.get("ours_clip")
+        return cls(**dict(values, ours_clip=LEGACY_CLIP.get(clip, clip)))
 
 
 _SEED_SET = re.compile(r"^\s*seed_set\s*=\s*\[([0-9,\s]+)\]", re.MULTILINE)

@@ -9,7 +9,7 @@ import statistics
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
-from .spec import MODES, SIDES
+from .spec import LEGACY_CLIP, MODES, SIDES
 
 __all__ = ["make_result", "side_label", "relabel", "aggregate", "verdicts", "format_table", "format_markdown", "write_json",
            "read_json", "FORMAT", "COLUMNS"]
@@ -35,14 +35,18 @@ def make_result(spec: Dict[str, Any], side: str, outcome: Dict[str, Any]) -> Dic
 
 
 def side_label(result: Dict[str, Any]) -> str:
-    """The side as the table shows it: ``"reference"``, ``"ours"`` (the library's own clipping), or
-    ``"ours/<clip>"`` when our side ran with another ``ours_clip`` (:mod:`benchmarks.parity.clipping`),
+    """The side as the table shows it: ``"reference"``, ``"ours"`` (the library's default clipping,
+    ``"joint"``), or ``"ours/<clip>"`` when our side ran with another ``ours_clip``
+    (:mod:`benchmarks.parity.clipping`; results saved as ``"library"`` or without one show as
+    ``"network"``, the library's default then),
     ``".../reference-init"`` when it started from the reference's weights (the image harness)."""
     side = result["side"]
     spec = result.get("spec") or {}
     if side != "ours":
         return side
-    parts = [c for c in (spec.get("ours_clip"),) if c not in (None, "library", "network")]
+    clip = spec.get("ours_clip")
+    clip = LEGACY_CLIP.get(clip, clip)
+    parts = [clip] if clip != "joint" else []
     if spec.get("ours_init", "own") != "own":  # the image harness: our side from the paper's weights
         parts.append(f"{spec['ours_init']}-init")
     return "/".join(["ours"] + parts)

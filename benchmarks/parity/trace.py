@@ -223,7 +223,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     p.add_argument("--mode", choices=("basic", "aggressive"), default="basic")
     p.add_argument("--same-noise", type=int, default=1,
                    help="1: reseed torch before every update on both sides (same dropout and z noise)")
-    p.add_argument("--ours-clip", choices=CLIP_MODES, default="library",
+    p.add_argument("--ours-clip", choices=CLIP_MODES, default="joint",
                    help="our clipping in aggressive steps (benchmarks.parity.clipping)")
     p.add_argument("--freeze-last-row", type=int, default=1,
                    help="1: zero the gradient of our decoder embedding's last row, as the reference's "
@@ -258,7 +258,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     r_dec = torch.optim.SGD(ref_vae.decoder.parameters(), lr=1.0, momentum=0)
     o_enc = torch.optim.SGD(ours.encoder.parameters(), lr=1.0, momentum=0)
     o_dec = torch.optim.SGD(ours.decoder.parameters(), lr=1.0, momentum=0)
-    extra: Dict[str, Any] = {"clip_scope": "joint"} if args.ours_clip == "joint" else {}
+    extra: Dict[str, Any] = {"clip_scope": "joint" if args.ours_clip == "joint" else "network"}
     engine = NormRecorder(backward=joint_clip_backward(ours, 5.0) if args.ours_clip == "inner-joint" else None)
     trainer = AggressiveTrainer(ours, o_enc, o_dec, stopping=FixedSteps(10 ** 9), kl_schedule=ConstantKL(1.0),
                                 aggressive=args.mode == "aggressive", window=15, max_inner_steps=99,

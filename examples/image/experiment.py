@@ -52,14 +52,15 @@ def build_vae(preset: Union[str, Preset]) -> VAE:
 def make_trainer(vae: VAE, *, aggressive: bool = True, lr: float = 1e-3, kl_start: float = 1.0,
                  warm_up: int = 10, patience: int = 5, window: int = 10, max_inner_steps: int = 100,
                  lr_patience: int = 20, callbacks: Sequence[Any] = (), progress: bool = True,
-                 verbose: bool = True, precision: str = "fp32", clip_scope: str = "network") -> AggressiveTrainer:
+                 verbose: bool = True, precision: str = "fp32", clip_scope: str = "joint") -> AggressiveTrainer:
     """The paper's image training: Adam(lr) per network, aggressive until validation MI fails to beat
     its best ``patience`` times in total, window 10, at most 100 inner steps, clip 5.0, KL weight from
     ``kl_start`` to 1 over ``warm_up`` epochs (``kl_start=1``: no annealing, the paper's default), lr
     halved after ``lr_patience`` epochs without a better validation loss (best model reloaded).
     On a GPU the Adams are fused, so that inner steps are gated on the device (docs/gpu.md);
     ``precision``: ``Engine(precision)``; ``clip_scope``: ``AggressiveTrainer(clip_scope=...)``
-    (``"joint"``: the paper's clipping of both networks' gradient norm)."""
+    (default ``"joint"``, the paper's clipping of both networks' gradient norm; ``"network"``: the
+    updated network's alone)."""
     schedule = ConstantKL(1.0) if kl_start >= 1.0 else LinearKLAnnealing(start=kl_start, warmup_epochs=warm_up)
     shown: List[Any] = ([ProgressBar()] if progress else []) + ([PrintLogger()] if verbose else [])
     fused = next(vae.parameters()).device.type == "cuda"
