@@ -258,7 +258,9 @@ class Checkpoint:
     """Save the trainer's full state during ``fit``.
 
     Args:
-        directory: where to write ``{prefix}-e{epochs done}-s{decoder updates}.pt`` files.
+        directory: where to write the files, named ``{prefix}-e{epochs done, 4 digits}-s{decoder
+            updates, 9 digits}.pt`` and zero-padded so that they sort in training order, e.g.
+            ``checkpoint-e0000-s000000114.pt`` after 114 decoder updates of the first epoch.
         every_n_steps: also save every this many decoder updates (``None``: epoch ends only); at an
             epoch's last update the epoch-end save stands for it (one file per step).
         at_epoch_end: save after every epoch (after validation and the stopping decision).

@@ -57,7 +57,8 @@ class PixelCNNDecoder(nn.Module):
         # As the paper's decoder: He initialisation (by fan-out) in the masked stack only; the head's
         # two 1x1 convolutions keep PyTorch's default initialisation and have no bias. (He init of
         # the last 1x1 convolution, whose fan-out is 1, gives weights of std 1.4 and confident random
-        # logits: at the side-by-side sizes the initial -ELBO was 2-2.6x the paper's, docs/results.md.)
+        # logits: at the side-by-side sizes the initial -ELBO was 2-2.6x the paper's,
+        # benchmarks/results/image_parity/README.md.)
         init_conv_(self.stack)
         nn.init.xavier_uniform_(self.z_to_maps.weight)
         nn.init.zeros_(self.z_to_maps.bias)
