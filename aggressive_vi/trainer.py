@@ -214,7 +214,8 @@ class AggressiveTrainer(StepDriver):
             with batch_context(self._where, batch, None):  # get_input's errors: the loader's batch
                 x = self._input(batch, device)
             with batch_context(self._where, x, self._first_batch):  # errors name what the modules got
-                self.model.train()
+                if not self._in_train_mode():  # e.g. after a callback evaluated the model
+                    self.model.train()
                 out = self.algorithm(x, fresh, epoch=epoch, steps_per_epoch=self.steps_per_epoch or 1,
                                      batch_index=batch_index)
             if self._first_batch is None:
@@ -226,11 +227,12 @@ class AggressiveTrainer(StepDriver):
             run.add(*(terms if out.applied else (None, None, None)), inner_steps=out.inner_steps,
                     aggressive=out.aggressive, kl_weight=out.kl_weight, skipped_inner=out.skipped_inner)
             self.at_step_boundary = True
-            self._call("on_step_end", StepInfo(
-                epoch=epoch, step=self.step, batch_index=batch_index, loss=terms.loss.mean(),
-                kl=terms.kl.mean(), kl_weight=out.kl_weight, aggressive=out.aggressive,
-                inner_steps=out.inner_steps, skipped=not out.applied))
-            if self._stop_requested() and run.batches != self.steps_per_epoch:
+            if any(hasattr(callback, "on_step_end") for callback in self.callbacks):
+                self._call("on_step_end", StepInfo(
+                    epoch=epoch, step=self.step, batch_index=batch_index, loss=terms.loss.mean(),
+                    kl=terms.kl.mean(), kl_weight=out.kl_weight, aggressive=out.aggressive,
+                    inner_steps=out.inner_steps, skipped=not out.applied))
+            if self._stop_requested(device) and run.batches != self.steps_per_epoch:
                 return  # stopped in the middle: the epoch stays open
         if run.batches == 0:
             raise ValueError("train_loader yielded no batch; expected a non-empty loader")
@@ -260,11 +262,17 @@ class AggressiveTrainer(StepDriver):
             text += f", inner step {inner_step} (on a fresh batch from the inner loop's loader)"
         return text
 
-    def _stop_requested(self) -> bool:
+    def _in_train_mode(self) -> bool:
+        """Whether the model and both networks are in training mode (three attribute reads: calling
+        ``train()`` on every batch walks every submodule)."""
+        return self.model.training and self.vae.encoder.training and self.vae.decoder.training
+
+    def _stop_requested(self, device: Optional[torch.device] = None) -> bool:
         """After a decoder update: should the epoch end here? A Ctrl-C raises ``KeyboardInterrupt``
-        at this step boundary. Under DDP the flags are OR-ed over ranks (one small all-reduce)."""
+        at this step boundary. Under DDP the flags are OR-ed over ranks (one small all-reduce, staged
+        on ``device``, default the model's)."""
         stop, interrupt = any_rank(self.stop_training, self._interrupt.requested,
-                                   device=model_device(self.vae))
+                                   device=device or model_device(self.vae))
         self.stop_training = stop
         if interrupt:
             raise KeyboardInterrupt(f"fit interrupted ({self._interrupt.signal_name or 'on another rank'}); "

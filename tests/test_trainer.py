@@ -182,6 +182,30 @@ def test_modes_train_inside_fit_and_restored_after():
     assert not vae.training and not vae.encoder.training
 
 
+@pytest.mark.parametrize("evaluated", ["vae", "encoder", "decoder"])
+def test_a_callback_that_evaluates_mid_epoch_does_not_leave_the_next_step_in_eval_mode(evaluated):
+    seen = []
+
+    class ModeEncoder(MLPEncoder):
+        def forward(self, x):
+            seen.append(self.training)
+            return super().forward(x)
+
+    class EvaluatesAfterEachStep:
+        def on_step_end(self, trainer, info):
+            seen.append("step end")
+            getattr(trainer.vae, "encoder" if evaluated == "encoder" else "decoder").eval()
+            if evaluated == "vae":
+                trainer.vae.eval()
+
+    vae = VAE(ModeEncoder(), BernoulliDecoder())
+    trainer = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=0.1),
+                                torch.optim.SGD(vae.decoder.parameters(), lr=0.1), stopping=Always(),
+                                aggressive=False, callbacks=[EvaluatesAfterEachStep()])
+    trainer.fit([binary_data(4)] * 3, epochs=1)
+    assert seen == [True, "step end"] * 3
+
+
 def test_batches_as_tuple_dict_and_integer_tokens_pass_through():
     class TokenEncoder(nn.Module):
         def __init__(self):
