@@ -83,11 +83,13 @@ def test_readme_snippets_run_and_resume_from_their_checkpoint(tmp_path, monkeypa
     assert all(torch.equal(a, b) for a, b in zip(first["model"].parameters(), second["model"].parameters()))
 
 
-def test_quickstart_runs_and_prints_the_test_line():
-    out = subprocess.run([sys.executable, "-m", "examples.quickstart", "--epochs", "1"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+def test_quickstart_runs_prints_the_test_line_and_writes_no_file(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-m", "examples.quickstart", "--epochs", "1"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "val_mi" in out.stdout and "test: IW-NLL" in out.stdout
+    assert os.listdir(tmp_path) == []  # nothing in the working directory
 
 
 def test_relative_links_in_docs_and_readme_resolve():

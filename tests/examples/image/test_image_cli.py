@@ -36,7 +36,10 @@ def test_image_grid_tiles_with_padding_and_writes_a_readable_png(tmp_path):
     assert torch.equal(back, grid)
 
 
-def test_train_evaluate_sample(tmp_path, tiny_preset, capsys):
+def test_train_evaluate_sample(tmp_path, tiny_preset, capsys, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # every command below writes only where it is told
     out = tmp_path / "run"
     metrics = main(["train", *QUICK, "--aggressive", "on", "--epochs", "2", "--out", str(out)])
     for name in ("config.json", "history.json", "model.pt", "metrics.json"):
@@ -73,6 +76,7 @@ def test_train_evaluate_sample(tmp_path, tiny_preset, capsys):
     probs = read_image(tmp_path / "img" / "sample_probs.png")
     assert probs.shape == samples.shape and 0 <= probs.min() and probs.max() <= 1
     assert read_image(tmp_path / "img" / "reconstructions.png").shape == (2 + 2 * 30, 2 + 2 * 30)
+    assert list(cwd.iterdir()) == []
 
 
 def test_basic_training_never_runs_inner_steps(tmp_path, tiny_preset):
