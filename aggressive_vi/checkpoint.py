@@ -29,7 +29,9 @@ __all__ = [
     "latest_checkpoint", "plain_state_dict", "load_plain_state_dict", "upgrade", "check_config",
 ]
 
+#: The ``"format"`` entry of a trainer checkpoint.
 FORMAT = "aggressive-vi/trainer"
+#: The checkpoint format's version; older ones are upgraded on load (:func:`upgrade`).
 VERSION = 3
 #: The oldest version :func:`upgrade` reads (version 2: the algorithm's state at the top level).
 OLDEST_READABLE = 2

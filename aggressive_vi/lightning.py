@@ -166,13 +166,14 @@ class _LightningEngine:
 class AggressiveVI(StepDriver, Callback):
     """Aggressive inference-network training (He et al., ICLR 2019) as a Lightning callback.
 
+    The options ``stopping``, ``kl_schedule``, ``aggressive``, ``window``, ``max_inner_steps``,
+    ``catch_up``, ``clip_grad_norm``, ``clip_scope``, ``n_samples``, ``on_nonfinite`` and
+    ``validation`` are as in :class:`~aggressive_vi.AggressiveTrainer` (same defaults: the paper's).
+    Precision and backward are Lightning's (``Trainer(precision=...)``).
+
     Args:
         model: the :class:`~aggressive_vi.VAE` (or module with ``.encoder``/``.decoder``) inside the
             ``LightningModule``, e.g. ``self.vae``.
-        stopping, kl_schedule, aggressive, window, max_inner_steps, catch_up, clip_grad_norm,
-        clip_scope, n_samples, on_nonfinite, validation: as in
-            :class:`~aggressive_vi.AggressiveTrainer` (same defaults: the paper's). Precision and
-            backward are Lightning's (``Trainer(precision=...)``).
         inner_loader: where the inner loop draws its fresh batches: a loader, or
             ``trainer -> loader``. Default: a second, independent stream over the training loader
             (under DDP, Lightning's sharded one), as :class:`~aggressive_vi.AggressiveTrainer` does.

@@ -354,7 +354,8 @@ def batch_mutual_information(mean: torch.Tensor, logvar: torch.Tensor) -> torch.
     expectation; it is at most log B, so it depends on the batch size.
 
     Args:
-        mean, logvar: ``[batch, latent_dim]``.
+        mean: ``[batch, latent_dim]``.
+        logvar: ``[batch, latent_dim]``.
     """
     batch, latent_dim = mean.shape
     neg_entropy = (-0.5 * latent_dim * math.log(2 * math.pi) - 0.5 * (1 + logvar).sum(-1)).mean()

@@ -38,15 +38,16 @@ __all__ = ["AggressiveTrainer"]
 class AggressiveTrainer(StepDriver):
     """Trains a VAE with aggressive inference-network updates until the stopping criterion fires.
 
+    The algorithm's options ``stopping``, ``kl_schedule``, ``aggressive``, ``window``,
+    ``max_inner_steps``, ``catch_up``, ``clip_grad_norm``, ``clip_scope``, ``n_samples``,
+    ``on_nonfinite`` and ``engine`` are as in :class:`~aggressive_vi.AggressiveStep` (defaults: the
+    paper's; ``stopping`` defaults to :class:`~aggressive_vi.MIPlateau`, which needs ``val_loader``).
+
     Args:
         model: a :class:`~aggressive_vi.VAE`, or any module with ``.encoder`` and ``.decoder`` that
             meet :class:`~aggressive_vi.protocols.Encoder` / :class:`~aggressive_vi.protocols.Decoder`.
         enc_opt: optimiser over the encoder's parameters only.
         dec_opt: optimiser over the decoder's parameters only.
-        stopping, kl_schedule, aggressive, window, max_inner_steps, catch_up, clip_grad_norm,
-        clip_scope, n_samples, on_nonfinite, engine: the algorithm's options, as in
-            :class:`~aggressive_vi.AggressiveStep` (defaults: the paper's; ``stopping`` defaults to
-            :class:`~aggressive_vi.MIPlateau`, which needs ``val_loader``).
         validation: the per-epoch validation record (``EpochRecord.val_*``), a
             :class:`~aggressive_vi.metrics.ValidationMetrics` over ``model`` (default
             ``ValidationMetrics(model)``: the paper's minibatch MI, active units at variance 0.01, the

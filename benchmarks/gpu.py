@@ -393,6 +393,20 @@ def _encoder_variants(ctx: Context) -> Dict[str, Tuple[str, Callable[[], Callabl
     return variants
 
 
+def ratios_to_paper(medians: Dict[str, float]) -> Dict[str, Any]:
+    """``ratio_to_paper_fp32``: each variant's median seconds over ``paper_fp32``'s (below 1: faster
+    than the paper's code); ``best_ratio_to_paper_fp32``: per precision, the lower of our eager and
+    captured step (``None`` where neither was timed). Empty without a ``paper_fp32`` median."""
+    if "paper_fp32" not in medians:
+        return {}
+    ratios = {k: v / medians["paper_fp32"] for k, v in medians.items()}
+    best: Dict[str, Optional[float]] = {}
+    for precision in ("fp32", "bf16"):
+        mine = [ratios[k] for k in (f"ours_{precision}", f"ours_{precision}_graph") if k in ratios]
+        best[precision] = min(mine) if mine else None
+    return {"ratio_to_paper_fp32": ratios, "best_ratio_to_paper_fp32": best}
+
+
 def encoder_step(ctx: Context) -> Dict[str, Any]:
     """Seconds per inner step of every variant (see the module doc); one failing variant is recorded
     in ``errors`` and the others are timed."""
@@ -436,15 +450,7 @@ def encoder_step(ctx: Context) -> Dict[str, Any]:
     seconds = {k: per_unit(v["seconds"], [steps] * reps) for k, v in timed.items() if k not in errors}
     medians = {k: median(v) for k, v in seconds.items()}
     out.update({"seconds_per_step": seconds, "median_s": medians})
-    if "paper_fp32" in medians:
-        base = medians["paper_fp32"]
-        out["ratio_to_paper_fp32"] = {k: v / base for k, v in medians.items()}
-        best: Dict[str, Optional[float]] = {}
-        for precision in ("fp32", "bf16"):
-            mine = [out["ratio_to_paper_fp32"][k] for k in (f"ours_{precision}", f"ours_{precision}_graph")
-                    if k in medians]
-            best[precision] = min(mine) if mine else None
-        out["best_ratio_to_paper_fp32"] = best
+    out.update(ratios_to_paper(medians))
     if "paper_tf32" in medians and "ours_tf32" in medians:
         out["ours_tf32_over_paper_tf32"] = medians["ours_tf32"] / medians["paper_tf32"]
     return out

@@ -1,14 +1,20 @@
 """The user-facing examples stay true: the README's and the bring-your-own-model guide's code and the
 quick start run."""
+import importlib.util
+import logging
 import os
 import pathlib
+import pkgutil
 import re
 import subprocess
 import sys
+import types
 
+import pytest
 import torch
 from torch.utils.data import DataLoader
 
+import aggressive_vi
 from conftest import BernoulliDecoder, MLPEncoder, binary_data
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -77,17 +83,20 @@ def test_readme_snippets_run_and_resume_from_their_checkpoint(tmp_path, monkeypa
     assert all(torch.equal(a, b) for a, b in zip(first["model"].parameters(), second["model"].parameters()))
 
 
-def test_quickstart_runs_and_prints_the_test_line():
-    out = subprocess.run([sys.executable, "-m", "examples.quickstart", "--epochs", "1"], cwd=ROOT,
-                         capture_output=True, text=True, timeout=300)
+def test_quickstart_runs_prints_the_test_line_and_writes_no_file(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(ROOT), OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-m", "examples.quickstart", "--epochs", "1"], cwd=tmp_path,
+                         env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "val_mi" in out.stdout and "test: IW-NLL" in out.stdout
+    assert os.listdir(tmp_path) == []  # nothing in the working directory
 
 
 def test_relative_links_in_docs_and_readme_resolve():
-    """Every relative link and image in README.md and docs/*.md names a file of the repository."""
+    """Every relative link and image in README.md and the pages under docs/ names a file of the
+    repository."""
     missing = []
-    for page in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+    for page in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
         for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
             if re.match(r"[a-z]+:", target) or target.startswith("#"):
                 continue  # a web address or an anchor on the same page
@@ -137,3 +146,87 @@ def test_bring_your_own_model_input_snippet_sets_the_input_once():
                          torch.optim.SGD(model.decoder.parameters(), lr=0.1)))
     exec(compile(code[0], "bring-your-own-model.md", "exec"), namespace)
     assert len(seen) >= 3 and all(s == (4, 6) for s in seen)  # the estimator got the pair from each batch
+
+
+# ------------------------------------------------------------------ the site and its API reference
+def public_modules():
+    return sorted(m.name for m in pkgutil.iter_modules(aggressive_vi.__path__) if not m.name.startswith("_"))
+
+
+def test_every_public_module_has_a_reference_page_in_the_nav():
+    """docs/api/<module>.md renders ``aggressive_vi.<module>`` from its docstrings, and mkdocs.yml's nav
+    lists it; no page is left for a module that is gone. (CI's .ci/check_docs.py builds the site and
+    checks that every name of every ``__all__`` made it into the reference.)"""
+    nav = (ROOT / "mkdocs.yml").read_text()
+    pages = {p.stem: p.read_text() for p in (ROOT / "docs" / "api").glob("*.md")}
+    for module in public_modules():
+        assert module in pages, f"no docs/api/{module}.md for aggressive_vi.{module}"
+        assert re.search(rf"^::: aggressive_vi\.{module}$", pages[module], flags=re.M), module
+        assert f"api/{module}.md" in nav, f"docs/api/{module}.md is not in mkdocs.yml's nav"
+    assert sorted(pages) == public_modules()
+
+
+def test_api_page_links_every_name_of_the_package():
+    """docs/api.md links each name importable from ``aggressive_vi`` to its reference."""
+    page = (ROOT / "docs" / "api.md").read_text()
+    unlinked = [name for name in aggressive_vi.__all__ if f"][aggressive_vi.{name}]" not in page]
+    assert not unlinked, unlinked
+
+
+def load_docs_extension(name):
+    spec = importlib.util.spec_from_file_location(f"docs_ext_{name}", ROOT / "docs" / "_ext" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_site_hook_rewrites_links_to_repository_files(caplog):
+    """Links from a page to files outside docs/ become links to the code host (``repo_url``) or the
+    path as code; links inside the site, web addresses and code blocks are left alone; a link to a
+    file that does not exist is a warning (a failed strict build)."""
+    hooks = load_docs_extension("hooks")
+    page = types.SimpleNamespace(file=types.SimpleNamespace(src_path="lightning.md"))
+    config = {"docs_dir": str(ROOT / "docs"), "config_file_path": str(ROOT / "mkdocs.yml"), "extra": {}}
+    text = ("[examples/lightning/module.py](../examples/lightning/module.py) and the "
+            "[record](../benchmarks/results/performance-record.md#a) and [GPU](gpu.md#x), "
+            "[web](https://example.org/a.md)\n```\n[kept](../examples/quickstart.py)\n```\n")
+    plain = hooks.on_page_markdown(text, page, config, None)
+    assert plain.startswith("`examples/lightning/module.py` and the record "
+                            "(`benchmarks/results/performance-record.md`) and [GPU](gpu.md#x), ")
+    assert "[web](https://example.org/a.md)" in plain and "[kept](../examples/quickstart.py)" in plain
+    linked = hooks.on_page_markdown(text, page, dict(config, repo_url="https://host/o/r/"), None)
+    assert "[examples/lightning/module.py](https://host/o/r/blob/main/examples/lightning/module.py)" in linked
+    assert "(https://host/o/r/blob/main/benchmarks/results/performance-record.md#a)" in linked
+    folder = hooks.on_page_markdown("[b](../benchmarks/reproduce/)", page,
+                                    dict(config, repo_url="https://host/o/r", extra={"source_ref": "v1"}), None)
+    assert folder == "[b](https://host/o/r/tree/v1/benchmarks/reproduce)"
+    with caplog.at_level(logging.WARNING):
+        assert hooks.on_page_markdown("[x](../examples/nope.py)", page, config, None) == "[x](../examples/nope.py)"
+    assert "../examples/nope.py" in caplog.text
+
+
+def test_site_turns_sphinx_roles_into_reference_links(tmp_path, caplog):
+    """The griffe extension links roles naming the package's documented objects (absolute or relative
+    to the docstring), shows others as code, reads ``#:`` comments, and warns on a role naming nothing."""
+    griffe = pytest.importorskip("griffe")  # the docs extra
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (package / "__init__.py").write_text('from .mod import Thing\n__all__ = ["Thing", "mod"]\n')
+    (package / "mod.py").write_text(
+        '__all__ = ["Thing", "LIMIT"]\n'
+        '#: The largest size, in :class:`Thing` units.\n'
+        'LIMIT = 3\n\n'
+        'class Thing:\n'
+        '    """See :meth:`run`, :class:`~pkg.Thing`, :func:`torch.nn.utils.clip_grad_norm_`, :func:`_hidden`,\n'
+        '    :class:`Missing`."""\n\n'
+        '    def run(self):\n        """Runs."""\n\n'
+        'def _hidden():\n    """Private."""\n')
+    roles = load_docs_extension("sphinx_roles")
+    with caplog.at_level(logging.WARNING):
+        loaded = griffe.load("pkg", search_paths=[str(tmp_path)],
+                             extensions=griffe.load_extensions(roles.SphinxRoles))
+    doc = loaded["mod.Thing"].docstring.value
+    assert doc.startswith("See [`run`][pkg.mod.Thing.run], [`Thing`][pkg.mod.Thing], "
+                          "`torch.nn.utils.clip_grad_norm_`, `_hidden`,")
+    assert loaded["mod.LIMIT"].docstring.value == "The largest size, in [`Thing`][pkg.mod.Thing] units."
+    assert ":class:`Missing` names nothing" in caplog.text

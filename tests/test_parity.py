@@ -301,7 +301,26 @@ def test_ours_runs_the_same_spec(tmp_path):
     assert out["best_epoch"] in (0, 1) and out["train_seconds"] > 0
     basic = run_ours(_spec(tmp_path, mode="basic", epochs=1))
     assert basic["aggressive_epochs"] == 0
-    assert MAX_INNER_STEPS == 99  # the reference's `while sub_iter < 100` from 1
+
+
+def test_our_cap_is_the_most_inner_steps_the_papers_loop_takes():
+    """With a loss that improves at every step the paper's window test never ends its loop, so it runs
+    to its own cap; the parity runs give our trainer that many inner steps at most."""
+    from torch import nn
+
+    from benchmarks.core.paper_update import paper_catch_up, paper_optimizers
+
+    model = nn.Module()
+    model.encoder, model.decoder = nn.Linear(1, 1), nn.Linear(1, 1)
+    losses = iter(range(10_000, 0, -1))
+
+    def improving(model, x, kl_weight):
+        loss = model.encoder.weight.sum() * 0 + torch.full((x.shape[0],), float(next(losses)))
+        return loss, loss.detach(), torch.zeros(x.shape[0])
+
+    x = torch.ones(2, 5, dtype=torch.long)
+    out = paper_catch_up(model, *paper_optimizers(model), x, lambda: x, forward=improving)
+    assert out.steps == MAX_INNER_STEPS
 
 
 def _result(side, mode, seed, mi, au, iw, data="d", clip="joint"):

@@ -14,8 +14,8 @@ from benchmarks.vs_paper import cli
 from benchmarks.vs_paper.ours import build_ours, copy_weights, make_trainer, our_epoch
 from benchmarks.vs_paper.reference import MAX_SUB_ITER, PaperLoop, load_reference
 from benchmarks.vs_paper.sizes import BOS, EOS, FIRST_WORD, SIZES, Size, token_batches
-from benchmarks.vs_paper.table import (FORMAT, format_markdown, format_table, make_row, read_json, target_for,
-                                       write_json)
+from benchmarks.vs_paper.table import (FORMAT, TARGETS, format_markdown, format_table, make_row, read_json,
+                                       target_for, write_json)
 from benchmarks.vs_paper.timing import interleave, median, paired_steps, per_unit, ratio
 
 
@@ -78,17 +78,20 @@ def test_median_ratio_per_unit():
         per_unit([1.0], [0])
 
 
-def test_targets_follow_the_issue():
-    assert target_for("basic_epoch", "synthetic") == 1.0
-    assert target_for("iw_nll", "paper") == 1.5
-    assert target_for("aggressive_epoch", "cpu") == 1.3
-    assert target_for("aggressive_update", "paper") == 1.3
-    assert target_for("aggressive_epoch", "synthetic") is None  # the issue sets none there
-    assert target_for("encoder_step", "cpu") is None
-    assert target_for("encoder_step_paired", "paper") == 1.3 and target_for("encoder_step_paired", "synthetic") is None
-    assert target_for("joint_step_paired", "synthetic") == 1.0
+def test_targets_apply_to_their_sizes_and_decide_the_verdict():
+    """target_for reads TARGETS (a measure's minimum paper/ours ratio, for the sizes listed or all), and
+    make_row's verdict is whether the ratio reaches it."""
+    for measure, sizes, minimum in TARGETS:
+        for size in ("synthetic", "cpu", "paper"):
+            assert target_for(measure, size) == (minimum if sizes is None or size in sizes else None), (measure, size)
+    assert target_for("encoder_step", "cpu") is None  # a measure with no target
     with pytest.raises(ValueError, match="measure must be one of"):
         target_for("nope", "cpu")
+    target = target_for("aggressive_epoch", "cpu")
+    above = make_row("cpu", "aggressive_epoch", [target * 1.01], [1.0])
+    below = make_row("cpu", "aggressive_epoch", [target * 0.99], [1.0])
+    assert (above["target"], above["met"], below["met"]) == (target, True, False)
+    assert make_row("synthetic", "aggressive_epoch", [9.0], [1.0])["met"] is None  # no target at that size
 
 
 def test_make_row_medians_ratio_and_verdict():
@@ -126,12 +129,20 @@ def test_table_and_json_round_trip(tmp_path):
         read_json(tmp_path / "other.json")
 
 
-def test_sizes_and_batches():
-    assert SIZES["synthetic"].hidden_dim == 50 and SIZES["synthetic"].latent_dim == 2
-    assert SIZES["cpu"].hidden_dim == 128 and SIZES["paper"].vocab_size == 20000
-    small = SIZES["synthetic"].scaled(0.01)
-    assert small.epoch_batches == 1 and small.iw_sentences == 6  # the paper's IW loop needs 6
-    assert small.hidden_dim == 50  # model sizes are not scaled
+def test_sizes_scale_the_work_and_keep_the_model():
+    size = Size(**{**_tiny_size().to_dict(), "epoch_batches": 10, "aggressive_batches": 4, "fixed_updates": 3,
+                   "encoder_steps": 7, "iw_sentences": 20})
+    half = size.scaled(0.5)
+    assert (half.epoch_batches, half.aggressive_batches, half.fixed_updates, half.encoder_steps,
+            half.iw_sentences) == (5, 2, 2, 4, 10)  # rounded to the nearest (even) integer
+    small = size.scaled(0.01)
+    assert (small.epoch_batches, small.aggressive_batches, small.fixed_updates, small.encoder_steps) == (1, 1, 1, 1)
+    assert small.iw_sentences == 6  # the paper's IW loop needs 6
+    assert Size(**{**size.to_dict(), "aggressive_batches": 0}).scaled(2).aggressive_batches == 0  # none stays none
+    model = ("embed_dim", "hidden_dim", "latent_dim", "vocab_size", "batch_size", "length", "fixed_inner_steps",
+             "iw_samples", "reps")
+    for scaled in (half, small, size.scaled(3)):
+        assert [getattr(scaled, k) for k in model] == [getattr(size, k) for k in model]  # not scaled
     with pytest.raises(ValueError, match="work must be > 0"):
         SIZES["cpu"].scaled(0)
     with pytest.raises(ValueError, match="Size.reps must be an integer >= 1"):

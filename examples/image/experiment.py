@@ -13,11 +13,11 @@ from aggressive_vi import checkpoint as library_checkpoint
 
 from ..devices import make_generator, module_device
 from .datasets import ImageSplits, eval_loader, train_loader
-from .png import image_grid, write_png
 from .presets import Preset, build_decoder, build_encoder, get_preset
 
 __all__ = ["MODEL_FORMAT", "MODEL_FILE", "subset", "make_loaders", "build_vae", "make_trainer", "evaluate",
-           "format_table", "save_model", "load_model", "sample_grid", "reconstruction_grid"]
+           "format_table", "save_model", "load_model", "sample_grid", "reconstruction_grid", "image_grid",
+           "write_grid"]
 
 MODEL_FORMAT = "examples.image/1"  # what save_model writes (not the library's trainer checkpoint)
 MODEL_FILE = "model.pt"
@@ -194,6 +194,29 @@ def reconstruction_grid(vae: VAE, x: torch.Tensor, *, seed: int = 0, ncol: int =
     return image_grid(torch.cat(rows), ncol)
 
 
+def image_grid(images: torch.Tensor, ncol: int = 8, padding: int = 2, pad_value: float = 0.5) -> torch.Tensor:
+    """Tile ``[N, 1, H, W]`` (or ``[N, H, W]``) images into one ``[rows*(H+p)+p, ncol*(W+p)+p]`` image."""
+    if images.dim() == 4:
+        images = images[:, 0]
+    if images.dim() != 3 or images.shape[0] == 0:
+        raise ValueError(f"images must be a non-empty [N, 1, H, W] or [N, H, W], got {list(images.shape)}")
+    n, h, w = images.shape
+    ncol = max(1, min(ncol, n))
+    nrow = (n + ncol - 1) // ncol
+    grid = torch.full((nrow * (h + padding) + padding, ncol * (w + padding) + padding), pad_value)
+    for k in range(n):
+        r, c = divmod(k, ncol)
+        top, left = padding + r * (h + padding), padding + c * (w + padding)
+        grid[top:top + h, left:left + w] = images[k].float()
+    return grid
+
+
 def write_grid(path: PathLike, grid: torch.Tensor) -> Path:
-    """Write a grid from :func:`sample_grid` / :func:`reconstruction_grid` as a PNG."""
-    return write_png(path, grid)
+    """Write a grid from :func:`sample_grid` / :func:`reconstruction_grid` (``[H, W]``, 0 black to 1
+    white) as a greyscale PNG, with matplotlib (the ``examples`` extra)."""
+    from matplotlib.image import imsave
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    imsave(path, grid.detach().float().cpu().numpy(), cmap="gray", vmin=0.0, vmax=1.0)
+    return path

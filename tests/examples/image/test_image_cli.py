@@ -1,14 +1,13 @@
 """End-to-end: train (aggressive and basic), resume, evaluate and sample, with a tiny model."""
 import json
-import struct
-import zlib
 
 import pytest
 import torch
+from matplotlib.image import imread
 
 from examples.image import PRESETS, Preset
 from examples.image.cli import main
-from examples.image.png import image_grid, write_png
+from examples.image.experiment import image_grid, write_grid
 
 
 TINY = Preset("tiny", latent_dim=4, encoder_channels=(4, 4, 4), encoder_hidden=8, decoder_channels=4,
@@ -22,33 +21,25 @@ def tiny_preset(monkeypatch):
     monkeypatch.setitem(PRESETS, "tiny", TINY)
 
 
-def read_png(path):
-    """Decode the 8-bit greyscale PNGs write_png makes: ``[H, W]`` uint8."""
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    pos, chunks = 8, {}
-    while pos < len(data):
-        (length,) = struct.unpack(">I", data[pos:pos + 4])
-        kind, body = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + length]
-        assert struct.unpack(">I", data[pos + 8 + length:pos + 12 + length])[0] == zlib.crc32(kind + body)
-        chunks[kind] = body
-        pos += 12 + length
-    width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
-    assert (depth, colour) == (8, 0)
-    raw = torch.frombuffer(bytearray(zlib.decompress(chunks[b"IDAT"])), dtype=torch.uint8).view(height, width + 1)
-    assert raw[:, 0].eq(0).all()
-    return raw[:, 1:]
+def read_image(path):
+    """The grey levels of a PNG that write_grid made, read back by matplotlib: ``[H, W]`` in [0, 1]."""
+    image = torch.from_numpy(imread(path))  # [H, W, 4] RGBA
+    assert image.dim() == 3 and image.shape[2] == 4
+    assert torch.equal(image[..., 0], image[..., 1]) and torch.equal(image[..., 0], image[..., 2])  # grey
+    return image[..., 0]
 
 
-def test_png_round_trip(tmp_path):
-    img = torch.rand(5, 7)
-    back = read_png(write_png(tmp_path / "a.png", img))
-    assert torch.equal(back, (img * 255).round().to(torch.uint8))
+def test_image_grid_tiles_with_padding_and_writes_a_readable_png(tmp_path):
     grid = image_grid(torch.ones(3, 1, 2, 2), ncol=2, padding=1, pad_value=0.0)
-    assert grid.shape == (7, 7) and grid.sum() == 12
+    assert grid.shape == (7, 7) and grid.sum() == 12  # 2 rows of 2 cells (one empty), 3 white images
+    back = read_image(write_grid(tmp_path / "sub" / "grid.png", grid))
+    assert torch.equal(back, grid)
 
 
-def test_train_evaluate_sample(tmp_path, tiny_preset, capsys):
+def test_train_evaluate_sample(tmp_path, tiny_preset, capsys, monkeypatch):
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)  # every command below writes only where it is told
     out = tmp_path / "run"
     metrics = main(["train", *QUICK, "--aggressive", "on", "--epochs", "2", "--out", str(out)])
     for name in ("config.json", "history.json", "model.pt", "metrics.json"):
@@ -78,11 +69,14 @@ def test_train_evaluate_sample(tmp_path, tiny_preset, capsys):
     paths = main(["sample", "--checkpoint", str(out / "model.pt"), "--n", "3", "--reconstructions", "2",
                   "--out", str(tmp_path / "img"), "--threads", "1"])
     assert [p.name for p in paths] == ["samples.png", "sample_probs.png", "reconstructions.png"]
-    samples = read_png(tmp_path / "img" / "samples.png")
+    samples = read_image(tmp_path / "img" / "samples.png")
     assert samples.shape == (2 + 30, 2 + 3 * 30)  # one row of three 28x28 images with 2-pixel padding
     inner = samples[2:30, 2:30]
-    assert set(inner.unique().tolist()) <= {0, 255}  # binary samples
-    assert read_png(tmp_path / "img" / "reconstructions.png").shape == (2 + 2 * 30, 2 + 2 * 30)
+    assert set(inner.unique().tolist()) <= {0.0, 1.0}  # binary samples
+    probs = read_image(tmp_path / "img" / "sample_probs.png")
+    assert probs.shape == samples.shape and 0 <= probs.min() and probs.max() <= 1
+    assert read_image(tmp_path / "img" / "reconstructions.png").shape == (2 + 2 * 30, 2 + 2 * 30)
+    assert list(cwd.iterdir()) == []
 
 
 def test_basic_training_never_runs_inner_steps(tmp_path, tiny_preset):

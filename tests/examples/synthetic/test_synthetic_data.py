@@ -4,9 +4,8 @@ import math
 import pytest
 import torch
 
-from examples.synthetic.data import (BOS_ID, EOS_ID, LATENT_OUTPUT_BOUND, MIXTURE_MEANS, N_SPECIALS,
-                                     WEIGHT_BOUND, SyntheticGenerator, make_synthetic_data,
-                                     to_model_tokens)
+from examples.synthetic.data import (BOS_ID, EOS_ID, MIXTURE_MEANS, N_SPECIALS, SyntheticGenerator,
+                                     make_synthetic_data, to_model_tokens)
 
 N_TRAIN = 4000
 
@@ -79,10 +78,9 @@ def test_generator_weights_follow_the_papers_ranges():
     # its largest |value| is within 2% of the bound with probability > 1 - 0.98**200 = 0.98 ...
     # the smallest tensors: W_t (200 draws), W_2 (2000); the rest have far more
     for name, p in params.items():
-        bound = LATENT_OUTPUT_BOUND if name.startswith("out_latent.") else WEIGHT_BOUND
+        bound = 5.0 if name.startswith("out_latent.") else 1.0  # the paper's ranges
         assert float(p.abs().max()) <= bound, name
         assert float(p.abs().max()) > 0.95 * bound, name  # P(fail) < 0.95**200 ~ 4e-5 per tensor
-    assert WEIGHT_BOUND == 1.0 and LATENT_OUTPUT_BOUND == 5.0
     # W_t, W_1 and W_2 have no bias; the LSTM keeps its biases (U(-1, 1) like its weights)
     assert gen.init_state.bias is None and gen.out_hidden.bias is None and gen.out_latent.bias is None
     assert gen.cell.bias_ih is not None

@@ -17,8 +17,11 @@ HAVE_MPL = importlib.util.find_spec("matplotlib") is not None
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synthetic")
-    summary = main(TINY + ["--out", str(out)])
+    out, cwd = tmp_path_factory.mktemp("synthetic"), tmp_path_factory.mktemp("cwd")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
+        summary = main(TINY + ["--out", str(out)])
+    assert list(cwd.iterdir()) == [], "the study wrote outside its --out"
     return out, summary
 
 

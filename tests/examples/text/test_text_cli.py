@@ -29,11 +29,13 @@ def corpus_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def trained(corpus_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
+    out, cwd = tmp_path_factory.mktemp("run"), tmp_path_factory.mktemp("cwd")
     printed = io.StringIO()
-    with contextlib.redirect_stdout(printed):
+    with contextlib.redirect_stdout(printed), pytest.MonkeyPatch.context() as mp:
+        mp.chdir(cwd)
         metrics = main(["train", "--data", str(corpus_dir / "toy"), "--preset", "tiny", "--epochs", "2",
                         "--out", str(out), "--no-progress", "--seed", "1"])
+    assert list(cwd.iterdir()) == [], "train wrote outside its --out"
     return out, metrics, printed.getvalue()
 
 
