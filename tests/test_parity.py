@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.core.reference import CONFIG_NAME, ReferenceOutputError, reference_env
 from benchmarks.parity import cli
 from benchmarks.parity.batches import RandomBatches, ShuffledBatches, equal_length_batches
 from benchmarks.parity.data import prepare_splits
 from benchmarks.parity.ours import MAX_INNER_STEPS, build_vocab, run_ours
-from benchmarks.parity.reference import (CONFIG_NAME, ReferenceOutputError, parse_reference_output,
-                                         prepare_reference, reference_command, reference_env, run_reference,
-                                         write_config)
+from benchmarks.parity.reference import (parse_reference_output, prepare_reference, reference_command,
+                                         run_reference, write_config)
 from benchmarks.parity.runner import run_side
 from benchmarks.parity.spec import RunSpec, reference_seeds
 from benchmarks.parity.table import (aggregate, format_markdown, format_table, make_result, read_json, verdicts,
@@ -372,7 +372,7 @@ def test_run_command_stamps_lines_and_kill_children_ends_runs(tmp_path):
     import threading
     import time
 
-    from benchmarks.parity.reference import kill_children, run_command
+    from benchmarks.core.side_by_side import kill_children, run_command
 
     code, lines, wall = run_command([sys.executable, "-c", "print('a'); print('b')"], tmp_path, {"PATH": "/usr/bin"})
     assert code == 0 and [t for _, t in lines] == ["a", "b"] and all(s <= wall for s, _ in lines)

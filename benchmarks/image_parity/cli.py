@@ -20,9 +20,9 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from benchmarks.core.reference import reference_seeds
+from benchmarks.core.side_by_side import kill_children
 from benchmarks.parity.cli import _terminate
-from benchmarks.parity.reference import kill_children
-from benchmarks.parity.spec import reference_seeds
 from benchmarks.parity.table import relabel
 
 from .data import prepare_data

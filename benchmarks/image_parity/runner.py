@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from benchmarks.parity.reference import kill_children, run_command
+from benchmarks.core.side_by_side import kill_children, run_command
 from benchmarks.parity.runner import REPO_ROOT, _ours_env
 from benchmarks.parity.table import make_result
 

@@ -23,8 +23,8 @@ import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
+from ..core.side_by_side import kill_children
 from .data import prepare_splits
-from .reference import kill_children
 from .runner import run_all
 from .spec import MODES, OURS_CLIP, SIDES, RunSpec, reference_seeds
 from .table import format_markdown, format_table, read_json, relabel, write_json

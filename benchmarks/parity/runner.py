@@ -9,7 +9,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from .reference import kill_children, run_command, run_reference
+from ..core.side_by_side import kill_children, run_command
+from .reference import run_reference
 from .spec import SIDES, RunSpec
 from .table import make_result
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, Union
+
+from ..core.reference import reference_seeds
 
 __all__ = ["RunSpec", "MODES", "SIDES", "OURS_CLIP", "reference_seeds", "IW_CHUNK"]
 
@@ -126,20 +128,3 @@ class RunSpec:
     def from_dict(cls, values: Dict[str, Any]) -> "RunSpec":
         clip = values.get("ours_clip")
         return cls(**dict(values, ours_clip=LEGACY_CLIP.get(clip, clip)))
-
-
-_SEED_SET = re.compile(r"^\s*seed_set\s*=\s*\[([0-9,\s]+)\]", re.MULTILINE)
-
-
-def reference_seeds(text_py: PathLike) -> List[int]:
-    """The seeds the reference script can run with, in ``--taskid`` order, read from its source
-    (it ignores ``--seed`` and uses ``seed_set[taskid]``).
-
-    Raises:
-        ValueError: the script has no ``seed_set = [...]`` line.
-    """
-    source = Path(text_py).read_text()
-    match = _SEED_SET.search(source)
-    if match is None:
-        raise ValueError(f"{text_py}: no 'seed_set = [...]' line; cannot map seeds to --taskid")
-    return [int(s) for s in match.group(1).replace(",", " ").split()]
