@@ -18,6 +18,7 @@ import pytest
 import torch
 
 from benchmarks.core.reference import CONFIG_NAME, ReferenceOutputError, reference_env
+from benchmarks.core.side_by_side import make_result
 from benchmarks.parity import cli
 from benchmarks.parity.batches import RandomBatches, ShuffledBatches, equal_length_batches
 from benchmarks.parity.data import prepare_splits
@@ -26,8 +27,7 @@ from benchmarks.parity.reference import (parse_reference_output, prepare_referen
                                          run_reference, write_config)
 from benchmarks.parity.runner import run_side
 from benchmarks.parity.spec import RunSpec, reference_seeds
-from benchmarks.parity.table import (aggregate, format_markdown, format_table, make_result, read_json, verdicts,
-                                     write_json)
+from benchmarks.parity.table import aggregate, format_markdown, format_table, read_json, verdicts, write_json
 
 # What the reference prints, in its format (numbers made up for this test): an aggressive run of
 # 3 epochs that leaves the aggressive phase at the end of epoch 1, then the final evaluation.

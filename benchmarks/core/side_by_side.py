@@ -3,25 +3,42 @@
 script and on our side, each run in a child process, and differ only in what a spec is, how the
 script is configured and read, and the table's columns.
 
-Processes: :func:`run_command` (a child process, its output time-stamped line by line into a log,
-killed after a timeout), :func:`kill_children` (every child still running, when the harness is
-stopped) and :func:`run_reference_script` (the paper's script in its scratch copy, its exit code
-checked and its output parsed).
+* processes: :func:`run_command` (a child process, its output time-stamped line by line into a log,
+  killed after a timeout), :func:`kill_children` (every child still running, when the harness is
+  stopped), :func:`run_reference_script` (the paper's script in its scratch copy, its exit code
+  checked and its output parsed), :func:`run_ours_process` (our side's module in a child process,
+  as the reference runs) and, in that child, :func:`ours_parser` and :func:`run_spec_file`;
+* runs: :class:`TwoSides` (what runs a harness's spec on either side; its :meth:`~TwoSides.run`
+  records a failure rather than raising it), :func:`run_all` (every task, ``jobs`` at a time) and
+  :func:`make_result` (a run's record).
 """
 from __future__ import annotations
 
+import argparse
+import functools
+import json
+import os
 import subprocess
+import sys
 import threading
 import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .reference import Line, ReferenceOutputError, reference_env
 
-__all__ = ["run_command", "kill_children", "run_reference_script"]
+__all__ = ["MODES", "SIDES", "REPO_ROOT", "run_command", "kill_children", "run_reference_script", "ours_env",
+           "run_ours_process", "ours_parser", "run_spec_file", "make_result", "TwoSides", "run_all"]
 
 PathLike = Union[str, Path]
 Result = Dict[str, Any]
+MODES = ("basic", "aggressive")
+SIDES = ("reference", "ours")
+#: the repository's root: our side's child process runs there, with it on ``PYTHONPATH``
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 _LIVE: "set[subprocess.Popen[str]]" = set()  # child processes running now (see kill_children)
 _LIVE_LOCK = threading.Lock()
@@ -97,3 +114,153 @@ def run_reference_script(command: Sequence[str], copy_dir: PathLike, work_dir: P
     parsed = parse(lines)
     parsed.update(wall_seconds=wall, log=str(log_path), command=" ".join(command[1:]))
     return parsed
+
+
+def ours_env() -> Dict[str, str]:
+    """Our side's environment: this repository first on the path, one thread, unbuffered output."""
+    env = dict(os.environ)
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def run_ours_process(module: str, spec: Any, work_dir: PathLike, *, python: str = sys.executable,
+                     timeout: Optional[float] = None, extra_args: Sequence[str] = ()) -> Result:
+    """Our side of ``spec`` (it has ``to_dict()``) in a child process, as the reference runs, so that
+    both sides' ``wall_seconds`` count interpreter start-up and imports alike:
+    ``python -m <module> work_dir/spec.json work_dir/ours.json --threads 1 <extra_args>``, its output
+    logged to ``work_dir/ours.log``. Returns the result it wrote with ``wall_seconds`` and ``log``
+    added.
+
+    Raises:
+        RuntimeError: it exited with another code than 0 or wrote no result (the message has the
+            last lines of its output).
+    """
+    work = Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    spec_path, out_path = work / "spec.json", work / "ours.json"
+    spec_path.write_text(json.dumps(spec.to_dict(), indent=1))
+    if out_path.exists():
+        out_path.unlink()
+    command = [python, "-m", module, str(spec_path), str(out_path), "--threads", "1", *extra_args]
+    code, lines, wall = run_command(command, REPO_ROOT, ours_env(), work / "ours.log", timeout)
+    if code != 0 or not out_path.is_file():
+        raise RuntimeError(f"our side exited with code {code}: {' '.join(command)}\n{_tail(lines)}")
+    result = json.loads(out_path.read_text())
+    result.update(wall_seconds=wall, log=str(work / "ours.log"))
+    return result
+
+
+def ours_parser(prog: str, description: str, spec_help: str) -> argparse.ArgumentParser:
+    """The command line :func:`run_ours_process` gives our side's module: ``SPEC OUT [--threads N]``."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("spec", help=spec_help)
+    parser.add_argument("out", help="where to write the result JSON")
+    parser.add_argument("--threads", type=int, default=1)
+    return parser
+
+
+def run_spec_file(spec_path: PathLike, out_path: PathLike, from_dict: Callable[[Dict[str, Any]], Any],
+                  run: Callable[[Any], Result], clocks: Mapping[str, Callable[[], float]]) -> Result:
+    """Our side's module at work: the spec read from the JSON file ``spec_path`` (``from_dict``),
+    ``run`` on it, the seconds each of ``clocks`` (``{key: clock}``) measured around the run added
+    under its key, and the result written as JSON to ``out_path``; returns the result."""
+    with open(spec_path) as fh:
+        spec = from_dict(json.load(fh))
+    start = {key: clock() for key, clock in clocks.items()}
+    result = run(spec)
+    for key, clock in clocks.items():
+        result[key] = clock() - start[key]
+    with open(out_path, "w") as fh:
+        json.dump(result, fh, indent=1)
+    return result
+
+
+# ---------------------------------------------------------------- runs
+def make_result(spec: Dict[str, Any], side: str, outcome: Dict[str, Any]) -> Result:
+    """A run's record: the spec's identity and settings, then what the side returned."""
+    if side not in SIDES:
+        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+    return {"data": spec["data"], "mode": spec["mode"], "seed": spec["seed"], "side": side,
+            "spec": dict(spec), **outcome}
+
+
+def _no_arguments(spec: Any, reference_dir: Optional[PathLike]) -> Sequence[str]:
+    return ()
+
+
+@dataclass(frozen=True)
+class TwoSides:
+    """What runs one harness's spec on either side, and runs it.
+
+    Attributes:
+        reference: ``reference(spec, reference_dir, work_dir, *, python, timeout) -> outcome``: the
+            paper's script on ``spec``.
+        ours_module: our side's module, run by :func:`run_ours_process`.
+        ours_args: ``ours_args(spec, reference_dir)``: further arguments for that module.
+    """
+
+    reference: Callable[..., Result]
+    ours_module: str
+    ours_args: Callable[[Any, Optional[PathLike]], Sequence[str]] = _no_arguments
+
+    def run(self, spec: Any, side: str, work_dir: PathLike, *, reference_dir: Optional[PathLike] = None,
+            python: str = sys.executable, reference_python: Optional[str] = None,
+            timeout: Optional[float] = None) -> Result:
+        """One run of ``spec`` on ``side`` in ``work_dir`` (the reference under ``reference_python``,
+        default ``python``; either killed after ``timeout`` seconds); returns its record
+        (:func:`make_result`). A failure is recorded under ``"error"`` (with the traceback's last
+        lines) instead of raised.
+
+        Raises:
+            ValueError: ``side`` is not one of :data:`SIDES`.
+        """
+        if side not in SIDES:
+            raise ValueError(f"side must be one of {SIDES}, got {side!r}")
+        try:
+            if side == "reference":
+                if reference_dir is None:
+                    raise ValueError("the reference side needs --reference-dir (a checkout of the paper's code)")
+                outcome = self.reference(spec, reference_dir, work_dir, python=reference_python or python,
+                                         timeout=timeout)
+            else:
+                outcome = run_ours_process(self.ours_module, spec, work_dir, python=python, timeout=timeout,
+                                           extra_args=self.ours_args(spec, reference_dir))
+        except Exception as err:  # recorded, so one broken run does not lose the others
+            outcome = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-2000:]}
+        return make_result(spec.to_dict(), side, outcome)
+
+    def run_all(self, tasks: Sequence[Tuple[Any, str, Path]], *, jobs: int,
+                on_result: Optional[Callable[[Result], None]] = None, **launch: Any) -> List[Result]:
+        """:meth:`run` on every task ``(spec, side, work_dir)`` (``launch``: its ``reference_dir``,
+        ``python``, ``reference_python`` and ``timeout``), through :func:`run_all`."""
+        return run_all(tasks, functools.partial(self.run, **launch), jobs=jobs, on_result=on_result)
+
+
+def run_all(tasks: Sequence[Tuple[Any, str, Path]], run_one: Callable[[Any, str, Path], Result], *, jobs: int,
+            on_result: Optional[Callable[[Result], None]] = None) -> List[Result]:
+    """``run_one(spec, side, work_dir)`` for every task ``(spec, side, work_dir)``, ``jobs`` at a time
+    (threads, each waiting on its child process); ``on_result`` is called as each one finishes.
+    Interrupted (Ctrl-C, SIGTERM), it starts nothing more and kills the runs under way.
+
+    Raises:
+        ValueError: ``jobs < 1``.
+    """
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    results: List[Result] = []
+    pool = ThreadPoolExecutor(max_workers=jobs)
+    try:
+        futures = [pool.submit(run_one, spec, side, work) for spec, side, work in tasks]
+        for future in as_completed(futures):
+            result = future.result()
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    except BaseException:  # Ctrl-C / SIGTERM: start nothing more, and end the runs under way
+        pool.shutdown(wait=False, cancel_futures=True)
+        kill_children()
+        raise
+    pool.shutdown()
+    return results

@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
+from ..core.side_by_side import MODES, SIDES
+
 __all__ = ["ImageRunSpec", "MODES", "SIDES", "OURS_CLIP", "OURS_INIT", "IW_CHUNK", "PAPER_SIZES", "WINDOW", "MAX_INNER_STEPS",
            "LR", "CLIP", "MI_PATIENCE", "LR_PATIENCE"]
 
-MODES = ("basic", "aggressive")
-SIDES = ("reference", "ours")
 #: our side's clipping (``AggressiveTrainer(clip_scope=...)``): the library's default or the paper's
 OURS_CLIP = ("joint", "network")
 #: our side's initial weights: its own, or the paper's (the same as the reference run's)

@@ -22,11 +22,10 @@ from pathlib import Path
 from typing import Any, Dict, Union
 
 from ..core.reference import reference_seeds
+from ..core.side_by_side import MODES, SIDES
 
 __all__ = ["RunSpec", "MODES", "SIDES", "OURS_CLIP", "reference_seeds", "IW_CHUNK"]
 
-MODES = ("basic", "aggressive")
-SIDES = ("reference", "ours")
 #: The reference evaluates IW-NLL in chunks of this many samples and needs a multiple of it.
 IW_CHUNK = 100
 #: our side's clipping in aggressive steps (benchmarks.parity.clipping.CLIP_MODES)

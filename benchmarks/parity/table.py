@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .spec import LEGACY_CLIP, MODES, SIDES
 
-__all__ = ["make_result", "side_label", "relabel", "aggregate", "verdicts", "format_table", "format_markdown", "write_json",
+__all__ = ["side_label", "relabel", "aggregate", "verdicts", "format_table", "format_markdown", "write_json",
            "read_json", "FORMAT", "COLUMNS"]
 
 FORMAT = "benchmarks.parity/1"
@@ -24,14 +24,6 @@ COLUMNS: Tuple[Tuple[str, str, str], ...] = (
 _INTS = {"au", "aggressive_epochs", "epochs_run"}
 PathLike = Union[str, Path]
 Columns = Sequence[Tuple[str, str, str]]
-
-
-def make_result(spec: Dict[str, Any], side: str, outcome: Dict[str, Any]) -> Dict[str, Any]:
-    """A run's record: the spec's identity and settings, then what the side returned."""
-    if side not in SIDES:
-        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-    return {"data": spec["data"], "mode": spec["mode"], "seed": spec["seed"], "side": side,
-            "spec": dict(spec), **outcome}
 
 
 def side_label(result: Dict[str, Any]) -> str:
