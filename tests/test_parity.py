@@ -533,7 +533,8 @@ def test_summarise_trace_reports_mean_max_and_first_divergence():
 
 
 def test_side_label_and_relabel_put_clip_variants_beside_ours():
-    from benchmarks.parity.table import relabel, side_label
+    from benchmarks.core.side_by_side import relabel
+    from benchmarks.parity.table import side_label
     ref = _result("reference", "aggressive", 1, 1.4, 2, 47.0)
     ref2 = _result("reference", "aggressive", 2, 1.5, 2, 47.2)
     default = [_result("ours", "aggressive", s, mi, 2, 47.5) for s, mi in ((1, 1.6), (2, 1.5))]

@@ -9,8 +9,13 @@ script is configured and read, and the table's columns.
   checked and its output parsed), :func:`run_ours_process` (our side's module in a child process,
   as the reference runs) and, in that child, :func:`ours_parser` and :func:`run_spec_file`;
 * runs: :class:`TwoSides` (what runs a harness's spec on either side; its :meth:`~TwoSides.run`
-  records a failure rather than raising it), :func:`run_all` (every task, ``jobs`` at a time) and
-  :func:`make_result` (a run's record).
+  records a failure rather than raising it), :func:`run_all` (every task, ``jobs`` at a time),
+  :func:`guarded` (no run outlives the harness), :func:`make_result` (a run's record),
+  :func:`relabel` and :class:`ResultLog` (the results JSON rewritten after every finished run);
+* the command line: :func:`new_parser` and :func:`add_run_arguments` (the options both harnesses
+  share), :func:`show_json` (``--from-json``), :func:`start` (a run's checks, seeds and scratch
+  directory), :func:`run_settings` (what the JSON records of the run) and :func:`run_specs` (every
+  run, the JSON kept up to date, the table printed).
 """
 from __future__ import annotations
 
@@ -18,23 +23,27 @@ import argparse
 import functools
 import json
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, TypeVar, Union
 
-from .reference import Line, ReferenceOutputError, reference_env
+from .reference import Line, ReferenceOutputError, reference_env, reference_seeds
 
 __all__ = ["MODES", "SIDES", "REPO_ROOT", "run_command", "kill_children", "run_reference_script", "ours_env",
-           "run_ours_process", "ours_parser", "run_spec_file", "make_result", "TwoSides", "run_all"]
+           "run_ours_process", "ours_parser", "run_spec_file", "make_result", "TwoSides", "run_all", "guarded", "relabel", "ResultLog", "Tables", "new_parser",
+           "add_run_arguments", "print_results", "show_json", "start", "run_settings", "run_specs"]
 
 PathLike = Union[str, Path]
 Result = Dict[str, Any]
+T = TypeVar("T")
 MODES = ("basic", "aggressive")
 SIDES = ("reference", "ours")
 #: the repository's root: our side's child process runs there, with it on ``PYTHONPATH``
@@ -263,4 +272,158 @@ def run_all(tasks: Sequence[Tuple[Any, str, Path]], run_one: Callable[[Any, str,
         kill_children()
         raise
     pool.shutdown()
+    return results
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    kill_children()
+    raise SystemExit(128 + signum)
+
+
+def guarded(run: Callable[[], T]) -> T:
+    """``run()``, SIGTERM turned into ``SystemExit`` meanwhile (in the main thread), and every child
+    process killed when it ends by an exception (Ctrl-C, SIGTERM): no run outlives the harness."""
+    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
+    try:
+        return run()
+    except BaseException:  # Ctrl-C or SIGTERM: no run outlives the harness
+        kill_children()
+        raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def relabel(results: Iterable[Result], data: str) -> List[Result]:
+    """Copies of ``results`` with the data label ``data`` (to compare runs made under different
+    ``--name``s on the same files in one table)."""
+    return [{**r, "data": data} for r in results]
+
+
+class ResultLog:
+    """The ``on_result`` of a harness's runs: keeps every finished run's record, rewrites the JSON
+    file ``path`` with all of them so far (``write_json(path, results, settings)``) and prints a line
+    per run, ``[n] <data> <mode> <side> seed <seed>: <describe(result)>`` (or the error's first
+    line)."""
+
+    def __init__(self, path: PathLike, settings: Dict[str, Any],
+                 write_json: Callable[[PathLike, Sequence[Result], Dict[str, Any]], Any],
+                 describe: Callable[[Result], str]) -> None:
+        self.path, self.settings, self.write_json, self.describe = Path(path), settings, write_json, describe
+        self.results: List[Result] = []
+        self._lock = threading.Lock()
+
+    def __call__(self, result: Result) -> None:
+        with self._lock:
+            self.results.append(result)
+            self.write_json(self.path, self.results, self.settings)
+            status = f"error: {result['error'].splitlines()[0]}" if result.get("error") else self.describe(result)
+            print(f"[{len(self.results)}] {result['data']} {result['mode']} {result['side']} seed {result['seed']}: "
+                  f"{status}", flush=True)
+
+
+# ---------------------------------------------------------------- the command line
+class Tables(Protocol):
+    """A harness's table module: its table as text or Markdown, its JSON written and read."""
+
+    def format_table(self, results: Sequence[Result]) -> str: ...
+
+    def format_markdown(self, results: Sequence[Result]) -> str: ...
+
+    def write_json(self, path: Any, results: Sequence[Result], settings: Dict[str, Any]) -> None: ...
+
+    def read_json(self, path: Any) -> Dict[str, Any]: ...
+
+
+def new_parser(prog: str, doc: str, data_help: str) -> argparse.ArgumentParser:
+    """A harness's parser (described by the first paragraph of ``doc``, its examples kept as written)
+    with the options that come first in both: ``--reference-dir``, ``--data`` (``data_help``) and
+    ``--name``."""
+    p = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--reference-dir", help="a checkout of the paper's code (vae-lagging-encoder); never modified")
+    p.add_argument("--data", help=data_help)
+    p.add_argument("--name", help="label of the data set in the table and the JSON file name")
+    return p
+
+
+def add_run_arguments(p: argparse.ArgumentParser, *, jobs: int, out: str,
+                      data_label_help: str = "with --from-json: show every run under this data label"
+                      ) -> argparse.ArgumentParser:
+    """Add the options that come last in both harnesses: seeds, modes, sides, ``--jobs`` (default
+    ``jobs``), the time limit, interpreters, directories (``--out`` default ``out``), ``--from-json``,
+    ``--data-label`` and ``--markdown``; returns ``p``."""
+    p.add_argument("--seeds", type=int, nargs="+", help="default: the reference's first three seeds")
+    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
+    p.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
+    p.add_argument("--jobs", type=int, default=jobs, help="runs at a time (each with one thread)")
+    p.add_argument("--timeout", type=float, default=None, help="seconds per run before it is killed")
+    p.add_argument("--python", default=sys.executable, help="interpreter for both sides")
+    p.add_argument("--reference-python", help="interpreter for the reference (default: --python)")
+    p.add_argument("--work-dir", help="scratch directory (default: a new temporary one, kept)")
+    p.add_argument("--out", default=out, help="directory of the JSON file")
+    p.add_argument("--from-json", nargs="+", help="print the table of these JSON files instead of running")
+    p.add_argument("--data-label", help=data_label_help)
+    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
+    return p
+
+
+def print_results(results: Sequence[Result], markdown: bool, tables: Tables) -> None:
+    print(tables.format_markdown(results) if markdown else tables.format_table(results))
+
+
+def show_json(args: argparse.Namespace, tables: Tables) -> List[Result]:
+    """``--from-json``: the runs of every file, under ``--data-label`` when given, printed as the
+    harness's table; returns them."""
+    results = [r for path in args.from_json for r in tables.read_json(path)["results"]]
+    if args.data_label:
+        results = relabel(results, args.data_label)
+    print_results(results, args.markdown, tables)
+    return results
+
+
+def start(parser: argparse.ArgumentParser, args: argparse.Namespace, *, script: str, scratch_prefix: str,
+          needs_reference: bool, reference_error: str) -> Tuple[List[int], Path]:
+    """A run's command line checked (``--data`` and ``--name``; ``--reference-dir`` when
+    ``needs_reference``, else the parser's error ``reference_error``) and its seeds (``--seeds``, or
+    the first three of the paper's ``script``) and scratch directory (``--work-dir``, or a new
+    temporary one named ``scratch_prefix...``, made and kept)."""
+    if not args.data or not args.name:
+        parser.error("--data and --name are required (or --from-json)")
+    if needs_reference and not args.reference_dir:
+        parser.error(reference_error)
+    seeds = args.seeds
+    if seeds is None:
+        if not args.reference_dir:
+            parser.error("--seeds is required without --reference-dir")
+        seeds = reference_seeds(Path(args.reference_dir) / script)[:3]
+    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix=scratch_prefix))
+    work.mkdir(parents=True, exist_ok=True)
+    return seeds, work
+
+
+def run_settings(args: argparse.Namespace, argv: Optional[Sequence[str]], seeds: Sequence[int], work: Path,
+                 **details: Any) -> Dict[str, Any]:
+    """What the results JSON records of a run: its command line, data and name, the harness's
+    ``details``, then seeds, modes, sides, jobs, threads, scratch and reference directories."""
+    return {"argv": list(sys.argv[1:] if argv is None else argv), "data": args.data, "name": args.name, **details,
+            "seeds": seeds, "modes": args.modes, "sides": args.sides, "jobs": args.jobs,
+            "threads_per_run": 1, "work_dir": str(work),
+            "reference_dir": str(Path(args.reference_dir).resolve()) if args.reference_dir else None}
+
+
+def run_specs(args: argparse.Namespace, specs: Sequence[Any], settings: Dict[str, Any], work: Path, out: Path, *,
+              run_all: Callable[..., List[Result]], tables: Tables, describe: Callable[[Result], str],
+              note: str = "") -> List[Result]:
+    """Every spec on every side of ``args.sides`` through the harness's ``run_all``
+    (``args.jobs`` at a time, under ``work/runs``, with the command line's reference directory,
+    interpreters and time limit), the JSON file ``out`` rewritten after each (:class:`ResultLog`),
+    the table printed at the end; returns the results. ``note`` goes into the first line printed."""
+    log = ResultLog(out, settings, tables.write_json, describe)
+    print(f"{len(specs) * len(args.sides)} runs, {args.jobs} at a time; {note}scratch {work}; JSON {out}", flush=True)
+    results = guarded(lambda: run_all(specs, args.sides, work / "runs", jobs=args.jobs,
+                                      reference_dir=args.reference_dir, python=args.python,
+                                      reference_python=args.reference_python, timeout=args.timeout,
+                                      on_result=log))
+    print_results(results, args.markdown, tables)
     return results

@@ -11,7 +11,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from .spec import LEGACY_CLIP, MODES, SIDES
 
-__all__ = ["side_label", "relabel", "aggregate", "verdicts", "format_table", "format_markdown", "write_json",
+__all__ = ["side_label", "aggregate", "verdicts", "format_table", "format_markdown", "write_json",
            "read_json", "FORMAT", "COLUMNS"]
 
 FORMAT = "benchmarks.parity/1"
@@ -42,12 +42,6 @@ def side_label(result: Dict[str, Any]) -> str:
     if spec.get("ours_init", "own") != "own":  # the image harness: our side from the paper's weights
         parts.append(f"{spec['ours_init']}-init")
     return "/".join(["ours"] + parts)
-
-
-def relabel(results: Iterable[Dict[str, Any]], data: str) -> List[Dict[str, Any]]:
-    """Copies of ``results`` with the data label ``data`` (to compare runs made under different
-    ``--name``s on the same files in one table)."""
-    return [{**r, "data": data} for r in results]
 
 
 def _value(result: Dict[str, Any], key: str) -> Optional[float]:
