@@ -3,6 +3,9 @@
 script and on our side, each run in a child process, and differ only in what a spec is, how the
 script is configured and read, and the table's columns.
 
+* specs: :class:`SpecBase` (what both harnesses' specs share: the checks of their common fields,
+  ``aggressive``, ``to_dict`` / ``from_dict``) and the checks :func:`check_positive`,
+  :func:`check_choice`, :func:`check_iw_samples` and :func:`check_label`;
 * processes: :func:`run_command` (a child process, its output time-stamped line by line into a log,
   killed after a timeout), :func:`kill_children` (every child still running, when the harness is
   stopped), :func:`run_reference_script` (the paper's script in its scratch copy, its exit code
@@ -23,6 +26,7 @@ import argparse
 import functools
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -31,13 +35,14 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Protocol, Sequence, Tuple, TypeVar, Union
 
 from .reference import Line, ReferenceOutputError, reference_env, reference_seeds
 
-__all__ = ["MODES", "SIDES", "REPO_ROOT", "run_command", "kill_children", "run_reference_script", "ours_env",
+__all__ = ["MODES", "SIDES", "IW_CHUNK", "REPO_ROOT", "SpecBase", "check_positive", "check_choice", "check_iw_samples",
+           "check_label", "run_command", "kill_children", "run_reference_script", "ours_env",
            "run_ours_process", "ours_parser", "run_spec_file", "make_result", "TwoSides", "run_all", "guarded", "relabel", "ResultLog", "Tables", "new_parser",
            "add_run_arguments", "print_results", "show_json", "start", "run_settings", "run_specs"]
 
@@ -46,8 +51,74 @@ Result = Dict[str, Any]
 T = TypeVar("T")
 MODES = ("basic", "aggressive")
 SIDES = ("reference", "ours")
+#: the reference evaluates IW-NLL in chunks of this many samples and needs a multiple of it
+IW_CHUNK = 100
 #: the repository's root: our side's child process runs there, with it on ``PYTHONPATH``
 REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+
+# ---------------------------------------------------------------- specs
+def check_positive(name: str, value: Any) -> None:
+    """Raise ``ValueError`` unless ``value`` is an integer (not a bool) of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+def check_choice(name: str, value: Any, choices: Sequence[Any]) -> None:
+    """Raise ``ValueError`` unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+def check_iw_samples(value: int) -> None:
+    """Raise ``ValueError`` unless ``value`` is a multiple of :data:`IW_CHUNK`."""
+    if value % IW_CHUNK:
+        raise ValueError(f"iw_samples must be a multiple of {IW_CHUNK} (the reference draws its "
+                         f"importance samples {IW_CHUNK} at a time), got {value}")
+
+
+def check_label(value: str) -> None:
+    """Raise ``ValueError`` unless the data label ``value`` is fit for file names: letters, digits,
+    ``_``, ``.`` and ``-``."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", value):
+        raise ValueError(f"data must be a label of letters, digits, '_', '.', '-', got {value!r}")
+
+
+class SpecBase:
+    """What both harnesses' run specs share; they are frozen dataclasses with at least these fields.
+
+    Attributes:
+        data: a label for the data set, used in tables and file names.
+        iw_samples: importance samples per test example (a multiple of :data:`IW_CHUNK`).
+        mode: ``"basic"`` or ``"aggressive"``.
+    """
+
+    data: str
+    iw_samples: int
+    mode: str
+
+    def check_common(self, positive: Sequence[str]) -> None:
+        """Raise ``ValueError`` unless the fields named in ``positive`` are positive integers,
+        ``iw_samples`` a multiple of :data:`IW_CHUNK`, ``mode`` one of :data:`MODES` and ``data`` a
+        label (:func:`check_label`)."""
+        for name in positive:
+            check_positive(name, getattr(self, name))
+        check_iw_samples(self.iw_samples)
+        check_choice("mode", self.mode, MODES)
+        check_label(self.data)
+
+    @property
+    def aggressive(self) -> bool:
+        return self.mode == "aggressive"
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, values: Dict[str, Any]) -> Any:
+        return cls(**values)
+
 
 _LIVE: "set[subprocess.Popen[str]]" = set()  # child processes running now (see kill_children)
 _LIVE_LOCK = threading.Lock()
