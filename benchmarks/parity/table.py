@@ -3,12 +3,12 @@ the issue asks for (ours at least the reference on aggressive MI and AU, IW-NLL 
 the spread over seeds)."""
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from ..core import tables
 from .spec import LEGACY_CLIP, MODES, SIDES
 
 __all__ = ["side_label", "aggregate", "verdicts", "format_table", "format_markdown", "write_json",
@@ -151,38 +151,31 @@ def _failed(results: Sequence[Dict[str, Any]]) -> List[str]:
 
 
 def format_table(results: Sequence[Dict[str, Any]], columns: Columns = COLUMNS) -> str:
-    """Plain-text table, then the verdict per data set and any failed runs."""
-    rows = [_header(columns)] + _rows(results, columns)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) if i >= 4 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in rows]
-    return "\n".join(lines + [""] + _verdict_lines(results, columns) + _failed(results))
+    """Plain-text table (numbers right-aligned), then the verdict per data set and any failed runs."""
+    table = tables.plain_table(_header(columns), _rows(results, columns), right_from=4)
+    return "\n".join([table, ""] + _verdict_lines(results, columns) + _failed(results))
 
 
 def format_markdown(results: Sequence[Dict[str, Any]], columns: Columns = COLUMNS) -> str:
     """The same as a Markdown table."""
-    header = _header(columns)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in _rows(results, columns)]
+    table = tables.markdown_table(_header(columns), _rows(results, columns))
     extra = _verdict_lines(results, columns) + _failed(results)
-    return "\n".join(lines + ([""] + [f"- {line}" for line in extra] if extra else []))
+    return "\n".join([table] + ([""] + [f"- {line}" for line in extra] if extra else []))
 
 
 def write_json(path: PathLike, results: Sequence[Dict[str, Any]], settings: Dict[str, Any], *,
                columns: Columns = COLUMNS, fmt: str = FORMAT, extra: Optional[Dict[str, Any]] = None) -> None:
     """``{"format", "settings", "results", "summary", "verdicts"}`` (and ``extra``'s keys), written
-    atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    atomically (non-finite numbers as they are: ``NaN``, ``Infinity``)."""
     payload = {"format": fmt, "settings": settings, "results": list(results),
                "summary": aggregate(results, columns), "verdicts": verdicts(results, columns), **(extra or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(path)
+    tables.write_json(path, payload, nonfinite_as_null=False)
 
 
 def read_json(path: PathLike, fmt: str = FORMAT) -> Dict[str, Any]:
-    payload = json.loads(Path(path).read_text())
-    if payload.get("format") != fmt:
-        raise ValueError(f"{path}: format {payload.get('format')!r}, expected {fmt!r}")
-    return payload
+    """The document written by :func:`write_json`.
+
+    Raises:
+        ValueError: its format is not ``fmt``.
+    """
+    return tables.read_json(path, fmt)
