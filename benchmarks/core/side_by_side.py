@@ -41,10 +41,11 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Proto
 
 from .reference import Line, ReferenceOutputError, reference_env, reference_seeds
 
-__all__ = ["MODES", "SIDES", "IW_CHUNK", "REPO_ROOT", "SpecBase", "check_positive", "check_choice", "check_iw_samples",
-           "check_label", "run_command", "kill_children", "run_reference_script", "ours_env",
-           "run_ours_process", "ours_parser", "run_spec_file", "make_result", "TwoSides", "run_all", "guarded", "relabel", "ResultLog", "Tables", "new_parser",
-           "add_run_arguments", "print_results", "show_json", "start", "run_settings", "run_specs"]
+__all__ = ["MODES", "SIDES", "IW_CHUNK", "REPO_ROOT", "SpecBase", "check_positive", "check_choice",
+           "check_iw_samples", "check_label", "run_command", "kill_children", "run_reference_script", "ours_env",
+           "run_ours_process", "ours_parser", "run_spec_file", "make_result", "TwoSides", "run_all", "guarded",
+           "relabel", "ResultLog", "Tables", "new_parser", "add_run_arguments", "print_results", "show_json",
+           "start", "run_settings", "run_specs"]
 
 PathLike = Union[str, Path]
 Result = Dict[str, Any]
@@ -55,7 +56,6 @@ SIDES = ("reference", "ours")
 IW_CHUNK = 100
 #: the repository's root: our side's child process runs there, with it on ``PYTHONPATH``
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 
 # ---------------------------------------------------------------- specs
@@ -120,11 +120,11 @@ class SpecBase:
         return cls(**values)
 
 
+# ---------------------------------------------------------------- processes
 _LIVE: "set[subprocess.Popen[str]]" = set()  # child processes running now (see kill_children)
 _LIVE_LOCK = threading.Lock()
 
 
-# ---------------------------------------------------------------- processes
 def kill_children() -> int:
     """Kill every child process :func:`run_command` has running (when the harness is stopped);
     returns how many."""
@@ -440,6 +440,7 @@ def add_run_arguments(p: argparse.ArgumentParser, *, jobs: int, out: str,
 
 
 def print_results(results: Sequence[Result], markdown: bool, tables: Tables) -> None:
+    """The harness's table of ``results``, as Markdown with ``markdown``."""
     print(tables.format_markdown(results) if markdown else tables.format_table(results))
 
 
@@ -484,17 +485,16 @@ def run_settings(args: argparse.Namespace, argv: Optional[Sequence[str]], seeds:
 
 
 def run_specs(args: argparse.Namespace, specs: Sequence[Any], settings: Dict[str, Any], work: Path, out: Path, *,
-              run_all: Callable[..., List[Result]], tables: Tables, describe: Callable[[Result], str],
+              runner: Callable[..., List[Result]], tables: Tables, describe: Callable[[Result], str],
               note: str = "") -> List[Result]:
-    """Every spec on every side of ``args.sides`` through the harness's ``run_all``
-    (``args.jobs`` at a time, under ``work/runs``, with the command line's reference directory,
+    """Every spec on every side of ``args.sides`` through the harness's ``runner`` (its ``run_all``:
+    ``args.jobs`` at a time, under ``work/runs``, with the command line's reference directory,
     interpreters and time limit), the JSON file ``out`` rewritten after each (:class:`ResultLog`),
     the table printed at the end; returns the results. ``note`` goes into the first line printed."""
     log = ResultLog(out, settings, tables.write_json, describe)
     print(f"{len(specs) * len(args.sides)} runs, {args.jobs} at a time; {note}scratch {work}; JSON {out}", flush=True)
-    results = guarded(lambda: run_all(specs, args.sides, work / "runs", jobs=args.jobs,
-                                      reference_dir=args.reference_dir, python=args.python,
-                                      reference_python=args.reference_python, timeout=args.timeout,
-                                      on_result=log))
+    results = guarded(lambda: runner(specs, args.sides, work / "runs", jobs=args.jobs,
+                                     reference_dir=args.reference_dir, python=args.python,
+                                     reference_python=args.reference_python, timeout=args.timeout, on_result=log))
     print_results(results, args.markdown, tables)
     return results

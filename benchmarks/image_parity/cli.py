@@ -95,7 +95,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
         parser.error(str(err))
     settings = run_settings(args, argv, seeds, work, data_sizes=sizes)
     return run_specs(args, specs, settings, work, Path(args.out) / f"image_parity_{args.name}.json",
-                     run_all=run_all, tables=table, describe=_describe, note=f"data {sizes}; ")
+                     runner=run_all, tables=table, describe=_describe, note=f"data {sizes}; ")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -86,7 +86,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     settings = run_settings(args, argv, seeds, work,
                             cuts={"train": args.max_train, "valid": args.max_valid, "test": args.max_test},
                             max_length=args.max_length, max_vocab=args.max_vocab)
-    return run_specs(args, specs, settings, work, Path(args.out) / f"parity_{args.name}.json", run_all=run_all,
+    return run_specs(args, specs, settings, work, Path(args.out) / f"parity_{args.name}.json", runner=run_all,
                      tables=table, describe=_describe)
 
 
