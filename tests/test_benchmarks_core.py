@@ -218,3 +218,30 @@ def test_tables_align_and_json_round_trips(tmp_path):
     assert read_json(path, "f/1")["v"][0] == 1.0
     with pytest.raises(ValueError, match="expected 'g/1'"):
         read_json(path, "g/1")
+
+
+# ---------------------------------------------------------------- side by side
+_GUARDED = '''
+import os, signal, sys, threading, time
+from benchmarks.core.side_by_side import guarded, run_all, run_command
+
+def sleeper(spec, side, work):
+    return run_command([sys.executable, "-c", "import time; time.sleep(60)"], ".", {})
+
+threading.Timer(1.0, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+start = time.time()
+try:
+    guarded(lambda: run_all([(None, "a", None), (None, "b", None)], sleeper, jobs=2))
+except SystemExit as stop:
+    print("stopped", stop.code, round(time.time() - start))
+'''
+
+
+def test_a_terminated_harness_kills_its_runs_and_exits():
+    """SIGTERM while runs are under way: the children are killed and the harness exits 128 + 15 at
+    once, instead of waiting for them (each would sleep 60 s)."""
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", _GUARDED], capture_output=True, text=True, timeout=50)
+    words = out.stdout.split()
+    assert words[:2] == ["stopped", "143"], out.stdout + out.stderr
+    assert int(words[2]) < 30

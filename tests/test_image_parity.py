@@ -15,6 +15,8 @@ import pytest
 import torch
 from torch import nn
 
+from benchmarks.core.reference import ReferenceOutputError
+from benchmarks.core.side_by_side import make_result
 from benchmarks.image_parity import cli, launcher
 from benchmarks.image_parity.data import prepare_data
 from benchmarks.image_parity.ours import RandomImageBatches, run_ours
@@ -25,8 +27,6 @@ from benchmarks.image_parity.spec import PAPER_SIZES, ImageRunSpec
 from benchmarks.image_parity.table import (add_derived, format_markdown, format_table, paired_differences,
                                            read_json, time_ratios)
 from benchmarks.image_parity.trace import BatchPlan, pair_tensors, trace
-from benchmarks.parity.reference import ReferenceOutputError
-from benchmarks.parity.table import make_result
 from examples.image.experiment import build_vae
 from examples.image.presets import Preset
 

@@ -17,17 +17,17 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.core.reference import CONFIG_NAME, ReferenceOutputError, reference_env
+from benchmarks.core.side_by_side import make_result
 from benchmarks.parity import cli
 from benchmarks.parity.batches import RandomBatches, ShuffledBatches, equal_length_batches
 from benchmarks.parity.data import prepare_splits
 from benchmarks.parity.ours import MAX_INNER_STEPS, build_vocab, run_ours
-from benchmarks.parity.reference import (CONFIG_NAME, ReferenceOutputError, parse_reference_output,
-                                         prepare_reference, reference_command, reference_env, run_reference,
-                                         write_config)
+from benchmarks.parity.reference import (parse_reference_output, prepare_reference, reference_command,
+                                         run_reference, write_config)
 from benchmarks.parity.runner import run_side
 from benchmarks.parity.spec import RunSpec, reference_seeds
-from benchmarks.parity.table import (aggregate, format_markdown, format_table, make_result, read_json, verdicts,
-                                     write_json)
+from benchmarks.parity.table import aggregate, format_markdown, format_table, read_json, verdicts, write_json
 
 # What the reference prints, in its format (numbers made up for this test): an aggressive run of
 # 3 epochs that leaves the aggressive phase at the end of epoch 1, then the final evaluation.
@@ -391,7 +391,7 @@ def test_run_command_stamps_lines_and_kill_children_ends_runs(tmp_path):
     import threading
     import time
 
-    from benchmarks.parity.reference import kill_children, run_command
+    from benchmarks.core.side_by_side import kill_children, run_command
 
     code, lines, wall = run_command([sys.executable, "-c", "print('a'); print('b')"], tmp_path, {"PATH": "/usr/bin"})
     assert code == 0 and [t for _, t in lines] == ["a", "b"] and all(s <= wall for s, _ in lines)
@@ -552,7 +552,8 @@ def test_summarise_trace_reports_mean_max_and_first_divergence():
 
 
 def test_side_label_and_relabel_put_clip_variants_beside_ours():
-    from benchmarks.parity.table import relabel, side_label
+    from benchmarks.core.side_by_side import relabel
+    from benchmarks.parity.table import side_label
     ref = _result("reference", "aggressive", 1, 1.4, 2, 47.0)
     ref2 = _result("reference", "aggressive", 2, 1.5, 2, 47.2)
     default = [_result("ours", "aggressive", s, mi, 2, 47.5) for s, mi in ((1, 1.6), (2, 1.5))]

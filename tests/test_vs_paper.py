@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
+from benchmarks.core.paper_modules import load_from_paper
 from benchmarks.vs_paper import cli
-from benchmarks.vs_paper.ours import build_ours, copy_weights, make_trainer, our_epoch
+from benchmarks.vs_paper.ours import build_ours, make_trainer, our_epoch
 from benchmarks.vs_paper.reference import MAX_SUB_ITER, PaperLoop, load_reference
 from benchmarks.vs_paper.sizes import BOS, EOS, FIRST_WORD, SIZES, Size, token_batches
 from benchmarks.vs_paper.table import (FORMAT, TARGETS, format_markdown, format_table, make_row, read_json,
@@ -201,16 +202,16 @@ def _tiny_size():
                 iw_sentences=6, iw_samples=100, reps=1)
 
 
-def test_copy_weights_gives_the_same_model_and_names_mismatches():
+def test_load_from_paper_gives_the_same_model_and_names_mismatches():
     size = _tiny_size()
     torch.manual_seed(0)
     a, b = build_ours(size), build_ours(size)
-    copy_weights(b, a)
+    load_from_paper(a, b)
     for (name, p), (_, q) in zip(a.named_parameters(), b.named_parameters()):
         assert torch.equal(p, q), name
     other = build_ours(Size(**{**size.to_dict(), "hidden_dim": 9}))
     with pytest.raises(KeyError, match="has no parameters"):
-        copy_weights(other, a)
+        load_from_paper(a, other)
 
 
 class _PaperStyle(nn.Module):

@@ -10,7 +10,9 @@ Modules: :mod:`.spec` (what a run is), :mod:`.data` (the ``torch.save`` file bot
 :mod:`.reference` (prepare, run and parse the paper's script), :mod:`.ours` (the same run with the
 image example), :mod:`.runner` (processes, one at a time), :mod:`.table` (the text harness's table
 with image columns and time ratios), :mod:`.trace` (update-by-update comparison from the same
-start). See :mod:`.cli` for the options.
+start). See :mod:`.cli` for the options. What this harness and :mod:`benchmarks.parity` do alike
+(processes, ``--jobs``, the results JSON, the shared options) is written once in
+:mod:`benchmarks.core.side_by_side`.
 """
 from .spec import MODES, PAPER_SIZES, SIDES, ImageRunSpec
 

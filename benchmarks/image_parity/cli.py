@@ -13,33 +13,21 @@ Examples (docs/results.md, "Side by side with the paper's image code", has the o
 from __future__ import annotations
 
 import argparse
-import signal
-import sys
-import tempfile
-import threading
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from benchmarks.parity.cli import _terminate
-from benchmarks.parity.reference import kill_children
-from benchmarks.parity.spec import reference_seeds
-from benchmarks.parity.table import relabel
-
+from ..core.side_by_side import add_run_arguments, new_parser, run_settings, run_specs, show_json, start
+from . import table
 from .data import prepare_data
 from .runner import run_all
-from .spec import MODES, OURS_CLIP, OURS_INIT, PAPER_SIZES, SIDES, ImageRunSpec
-from .table import format_markdown, format_table, read_json, write_json
+from .spec import OURS_CLIP, OURS_INIT, PAPER_SIZES, ImageRunSpec
 
 __all__ = ["build_parser", "main"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m benchmarks.image_parity", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--reference-dir", help="a checkout of the paper's code (vae-lagging-encoder); never modified")
-    p.add_argument("--data", help="'bundled' (the 5,000 MNIST digits) or any file examples.image reads "
-                                  "(the paper's omniglot.pt...)")
-    p.add_argument("--name", help="label of the data set in the table and the JSON file name")
+    p = new_parser("python -m benchmarks.image_parity", __doc__,
+                   "'bundled' (the 5,000 MNIST digits) or any file examples.image reads (the paper's omniglot.pt...)")
     p.add_argument("--max-train", type=int, help="keep the first N training images")
     p.add_argument("--max-valid", type=int, help="keep the first N validation images")
     p.add_argument("--max-test", type=int, help="keep the first N test images (the reference needs at least "
@@ -61,19 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ours-init", choices=OURS_INIT, default="own",
                    help="our side's initial weights: its own (default) or the paper's under the same seed "
                         "(then both sides start from the same weights; needs --reference-dir)")
-    p.add_argument("--seeds", type=int, nargs="+", help="default: the reference's first three seeds")
-    p.add_argument("--modes", nargs="+", choices=MODES, default=list(MODES))
-    p.add_argument("--sides", nargs="+", choices=SIDES, default=list(SIDES))
-    p.add_argument("--jobs", type=int, default=1, help="runs at a time (each with one thread)")
-    p.add_argument("--timeout", type=float, default=None, help="seconds per run before it is killed")
-    p.add_argument("--python", default=sys.executable, help="interpreter for both sides")
-    p.add_argument("--reference-python", help="interpreter for the reference (default: --python)")
-    p.add_argument("--work-dir", help="scratch directory (default: a new temporary one, kept)")
-    p.add_argument("--out", default="benchmarks/results/image_parity", help="directory of the JSON file")
-    p.add_argument("--from-json", nargs="+", help="print the table of these JSON files instead of running")
-    p.add_argument("--data-label", help="with --from-json: show every run under this data label")
-    p.add_argument("--markdown", action="store_true", help="print a Markdown table")
-    return p
+    return add_run_arguments(p, jobs=1, out="benchmarks/results/image_parity")
 
 
 def check_reference_sizes(sizes: Dict[str, int], batch_size: int) -> None:
@@ -88,30 +64,20 @@ def check_reference_sizes(sizes: Dict[str, int], batch_size: int) -> None:
                          f"{sizes['test']} images make {batches['test']} of {batch_size}")
 
 
-def _print(results: List[Dict[str, Any]], markdown: bool) -> None:
-    print(format_markdown(results) if markdown else format_table(results))
+def _describe(result: Dict[str, Any]) -> str:
+    m = result["metrics"]
+    return (f"iw_nll {m['iw_nll']:.2f} kl {m['kl']:.2f} mi {m['mi']:.3f} au {m['au']} "
+            f"train {result['train_seconds']:.0f}s")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.from_json:
-        results = [r for path in args.from_json for r in read_json(path)["results"]]
-        if args.data_label:
-            results = relabel(results, args.data_label)
-        _print(results, args.markdown)
-        return results
-    if not args.data or not args.name:
-        parser.error("--data and --name are required (or --from-json)")
-    if ("reference" in args.sides or args.ours_init == "reference") and not args.reference_dir:
-        parser.error("--reference-dir is required for the reference side and for --ours-init reference")
-    seeds = args.seeds
-    if seeds is None:
-        if not args.reference_dir:
-            parser.error("--seeds is required without --reference-dir")
-        seeds = reference_seeds(Path(args.reference_dir) / "image.py")[:3]
-    work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="image-parity-"))
-    work.mkdir(parents=True, exist_ok=True)
+        return show_json(args, table)
+    seeds, work = start(parser, args, script="image.py", scratch_prefix="image-parity-",
+                        needs_reference="reference" in args.sides or args.ours_init == "reference",
+                        reference_error="--reference-dir is required for the reference side and for --ours-init reference")
     data_file = work / "data" / f"{args.name}.pt"
     try:
         sizes = prepare_data(args.data, data_file, max_train=args.max_train, max_valid=args.max_valid,
@@ -127,40 +93,9 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:
             check_reference_sizes(sizes, args.batch_size)
     except (ValueError, FileNotFoundError) as err:
         parser.error(str(err))
-    settings = {"argv": list(sys.argv[1:] if argv is None else argv), "data": args.data, "name": args.name,
-                "data_sizes": sizes, "seeds": seeds, "modes": args.modes, "sides": args.sides, "jobs": args.jobs,
-                "threads_per_run": 1, "work_dir": str(work),
-                "reference_dir": str(Path(args.reference_dir).resolve()) if args.reference_dir else None}
-    out = Path(args.out) / f"image_parity_{args.name}.json"
-    done: List[Dict[str, Any]] = []
-    lock = threading.Lock()
-
-    def on_result(result: Dict[str, Any]) -> None:
-        with lock:
-            done.append(result)
-            write_json(out, done, settings)
-            status = f"error: {result['error'].splitlines()[0]}" if result.get("error") else (
-                f"iw_nll {result['metrics']['iw_nll']:.2f} kl {result['metrics']['kl']:.2f} "
-                f"mi {result['metrics']['mi']:.3f} au {result['metrics']['au']} "
-                f"train {result['train_seconds']:.0f}s")
-            print(f"[{len(done)}] {result['data']} {result['mode']} {result['side']} seed {result['seed']}: "
-                  f"{status}", flush=True)
-
-    print(f"{len(specs) * len(args.sides)} runs, {args.jobs} at a time; data {sizes}; scratch {work}; JSON {out}",
-          flush=True)
-    previous = signal.signal(signal.SIGTERM, _terminate) if threading.current_thread() is threading.main_thread() else None
-    try:
-        results = run_all(specs, args.sides, work / "runs", jobs=args.jobs, reference_dir=args.reference_dir,
-                          python=args.python, reference_python=args.reference_python, timeout=args.timeout,
-                          on_result=on_result)
-    except BaseException:  # Ctrl-C or SIGTERM: no run outlives the harness
-        kill_children()
-        raise
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
-    _print(results, args.markdown)
-    return results
+    settings = run_settings(args, argv, seeds, work, data_sizes=sizes)
+    return run_specs(args, specs, settings, work, Path(args.out) / f"image_parity_{args.name}.json",
+                     runner=run_all, tables=table, describe=_describe, note=f"data {sizes}; ")
 
 
 if __name__ == "__main__":  # pragma: no cover

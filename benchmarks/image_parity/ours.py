@@ -23,8 +23,6 @@ Run one spec in its own process: ``python -m benchmarks.image_parity.ours SPEC.j
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import tempfile
 import time
@@ -38,6 +36,7 @@ from examples.image.presets import Preset
 
 from aggressive_vi import LRDecayOnPlateau
 
+from ..core.side_by_side import ours_parser, run_spec_file
 from .spec import CLIP, IW_CHUNK, LR, LR_PATIENCE, MAX_INNER_STEPS, MI_PATIENCE, WINDOW, ImageRunSpec
 
 __all__ = ["RandomImageBatches", "EpochClock", "preset_of", "run_ours", "main"]
@@ -164,21 +163,14 @@ def run_ours(spec: ImageRunSpec, *, threads: Optional[int] = 1, verbose: bool = 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.image_parity.ours",
-                                     description="Run our side of one image side-by-side spec (JSON) and write its result.")
-    parser.add_argument("spec", help="a JSON file holding an ImageRunSpec's fields")
-    parser.add_argument("out", help="where to write the result JSON")
-    parser.add_argument("--threads", type=int, default=1)
+    parser = ours_parser("python -m benchmarks.image_parity.ours",
+                         "Run our side of one image side-by-side spec (JSON) and write its result.",
+                         "a JSON file holding an ImageRunSpec's fields")
     parser.add_argument("--reference-dir", help="the paper's code, for ours_init='reference'")
     args = parser.parse_args(argv)
-    with open(args.spec) as fh:
-        spec = ImageRunSpec.from_dict(json.load(fh))
-    w0, c0 = _clocks()
-    result = run_ours(spec, threads=args.threads, reference_dir=args.reference_dir)
-    result["process_wall_seconds"], result["process_cpu_seconds"] = time.perf_counter() - w0, time.process_time() - c0
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=1)
-    return result
+    return run_spec_file(args.spec, args.out, ImageRunSpec.from_dict,
+                         lambda spec: run_ours(spec, threads=args.threads, reference_dir=args.reference_dir),
+                         {"process_wall_seconds": time.perf_counter, "process_cpu_seconds": time.process_time})
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -31,27 +31,23 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from benchmarks.parity.reference import (ReferenceOutputError, prepare_reference, reference_env,
-                                         run_command)
-from benchmarks.parity.spec import reference_seeds
-
+from ..core import reference as paper
+from ..core.reference import (ACTIVE_UNITS, CONFIG_NAME, FLOAT, TRAIN_LOG, Line, as_lines, copy_reference,
+                              final_evaluation, task_id)
+from ..core.side_by_side import run_reference_script
 from . import launcher
 from .spec import ImageRunSpec
 
 __all__ = ["prepare_image_reference", "write_config", "image_reference_command", "run_image_reference",
-           "parse_image_output", "split_cpu_stamp", "CONFIG_NAME", "NEEDED", "LAUNCHER_NAME"]
+           "parse_image_output", "split_cpu_stamp", "NEEDED", "LAUNCHER_NAME"]
 
 PathLike = Union[str, Path]
-CONFIG_NAME = "parity"
 LAUNCHER_NAME = "run_image.py"
 NEEDED = ("image.py", "logger.py", "modules", "config")
 
-_F = r"(-?[0-9.]+(?:e[-+]?\d+)?|nan|inf|-inf)"
-_TEST = re.compile(rf"^TEST --- avg_loss: {_F}, kl: {_F}, mi: {_F}, recon: {_F}, nll: {_F}")
-_VAL = re.compile(rf"^VAL --- avg_loss: {_F}, kl: {_F}, mi: {_F}, recon: {_F}, nll: {_F}")
-_AU = re.compile(r"^(\d+) active units")
-_IW = re.compile(rf"^iw nll: {_F}")
-_TRAIN_LOG = re.compile(r"^epoch: (\d+), iter: (\d+), .*time elapsed ([0-9.]+)s")
+_TEST = re.compile(rf"^TEST --- avg_loss: {FLOAT}, kl: {FLOAT}, mi: {FLOAT}, recon: {FLOAT}, nll: {FLOAT}")
+_VAL = re.compile(rf"^VAL --- avg_loss: {FLOAT}, kl: {FLOAT}, mi: {FLOAT}, recon: {FLOAT}, nll: {FLOAT}")
+_IW = re.compile(rf"^iw nll: {FLOAT}")
 _KL_WEIGHT = re.compile(r"^kl weight ")
 _STOP = re.compile(r"^STOP BURNING")
 _BATCHES = re.compile(r"^Train data: (\d+) batches")
@@ -65,7 +61,7 @@ def prepare_image_reference(reference_dir: PathLike, work_dir: PathLike) -> Path
     Raises:
         FileNotFoundError: ``reference_dir`` lacks ``image.py`` or one of the packages it imports.
     """
-    copy = prepare_reference(reference_dir, work_dir, needed=NEEDED)
+    copy = copy_reference(reference_dir, work_dir, NEEDED)
     shutil.copy2(launcher.__file__, copy / LAUNCHER_NAME)
     return copy
 
@@ -87,9 +83,7 @@ def write_config(copy_dir: PathLike, spec: ImageRunSpec) -> Path:
     if not spec.paper_sizes:
         params["parity_sizes"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.sizes().items()
                                   if k != "latent_maps"}
-    path = Path(copy_dir) / "config" / f"config_{CONFIG_NAME}.py"
-    path.write_text("# written by benchmarks.image_parity for one side-by-side run\nparams = " + repr(params) + "\n")
-    return path
+    return paper.write_config(copy_dir, params, "benchmarks.image_parity")
 
 
 def image_reference_command(spec: ImageRunSpec, copy_dir: PathLike, python: str = sys.executable) -> List[str]:
@@ -98,12 +92,9 @@ def image_reference_command(spec: ImageRunSpec, copy_dir: PathLike, python: str 
     Raises:
         ValueError: ``spec.seed`` is not one of the script's seeds.
     """
-    seeds = reference_seeds(Path(copy_dir) / "image.py")
-    if spec.seed not in seeds:
-        raise ValueError(f"seed {spec.seed} is not one the reference can run with; its seeds (by --taskid) "
-                         f"are {seeds}")
     return [python, LAUNCHER_NAME, "--dataset", CONFIG_NAME, "--aggressive", "1" if spec.aggressive else "0",
-            "--kl_start", "1.0", "--taskid", str(seeds.index(spec.seed)), "--iw_nsamples", str(spec.iw_samples)]
+            "--kl_start", "1.0", "--taskid", str(task_id(Path(copy_dir) / "image.py", spec.seed)),
+            "--iw_nsamples", str(spec.iw_samples)]
 
 
 def run_image_reference(spec: ImageRunSpec, reference_dir: PathLike, work_dir: PathLike, *,
@@ -115,18 +106,10 @@ def run_image_reference(spec: ImageRunSpec, reference_dir: PathLike, work_dir: P
         ReferenceOutputError: the script failed or printed no final numbers.
     """
     spec.check_files()
-    work = Path(work_dir)
-    copy_dir = prepare_image_reference(reference_dir, work)
+    copy_dir = prepare_image_reference(reference_dir, work_dir)
     write_config(copy_dir, spec)
-    command = image_reference_command(spec, copy_dir, python)
-    log_path = work / "reference.log"
-    code, lines, wall = run_command(command, copy_dir, reference_env(), log_path, timeout)
-    tail = "\n".join(text for _, text in lines[-15:])
-    if code != 0:
-        raise ReferenceOutputError(f"the reference exited with code {code}: {' '.join(command)} (in {copy_dir})\n{tail}")
-    parsed = parse_image_output(lines, aggressive=spec.aggressive)
-    parsed.update(wall_seconds=wall, log=str(log_path), command=" ".join(command[1:]))
-    return parsed
+    return run_reference_script(image_reference_command(spec, copy_dir, python), copy_dir, work_dir,
+                                lambda lines: parse_image_output(lines, aggressive=spec.aggressive), timeout)
 
 
 def split_cpu_stamp(text: str) -> Tuple[Optional[float], str]:
@@ -137,7 +120,7 @@ def split_cpu_stamp(text: str) -> Tuple[Optional[float], str]:
     return float(m.group(1)), text[m.end():]
 
 
-def parse_image_output(output: Union[str, Sequence[Tuple[Optional[float], str]]], *,
+def parse_image_output(output: Union[str, Sequence[Line]], *,
                        aggressive: bool) -> Dict[str, Any]:
     """Numbers from what ``image.py`` printed: a string, or ``(wall seconds, line)`` pairs.
 
@@ -156,34 +139,22 @@ def parse_image_output(output: Union[str, Sequence[Tuple[Optional[float], str]]]
     Raises:
         ReferenceOutputError: no final ``TEST``, active-units or ``iw nll:`` line.
     """
-    if isinstance(output, str):
-        raw: List[Tuple[Optional[float], str]] = [(None, t) for t in output.splitlines()]
-    else:
-        raw = [(t, text) for t, text in output]
     walls: List[Optional[float]] = []
     cpus: List[Optional[float]] = []
     texts: List[str] = []
-    for wall, text in raw:
+    for wall, text in as_lines(output):
         cpu, rest = split_cpu_stamp(text.strip())
         walls.append(wall)
         cpus.append(cpu)
         texts.append(rest.strip())
     tests = [i for i, t in enumerate(texts) if _TEST.match(t)]
-    if not tests:
-        raise ReferenceOutputError("the reference's output has no 'TEST --- ...' line")
-    final = tests[-1]
-    au_idx = next((i for i in range(final + 1, len(texts)) if _AU.match(texts[i])), None)
-    if au_idx is None:
-        raise ReferenceOutputError("the reference's output has no 'N active units' line after its last TEST line")
-    iw_idx = next((i for i in range(au_idx + 1, len(texts)) if _IW.match(texts[i])), None)
-    if iw_idx is None:
-        raise ReferenceOutputError("the reference's output has no 'iw nll: X' line after its final test")
+    final, au_idx, iw_idx = final_evaluation(texts, _TEST, _IW, "iw nll: X")
     test = [float(v) for v in _TEST.match(texts[final]).groups()]  # type: ignore[union-attr]
     metrics = {"neg_elbo": test[0], "kl": test[1], "mi": test[2], "reconstruction": test[3],
-               "au": int(_AU.match(texts[au_idx]).group(1)),  # type: ignore[union-attr]
+               "au": int(ACTIVE_UNITS.match(texts[au_idx]).group(1)),  # type: ignore[union-attr]
                "iw_nll": float(_IW.match(texts[iw_idx]).group(1))}  # type: ignore[union-attr]
     vals = [i for i, t in enumerate(texts) if _VAL.match(t) and i < final]
-    epoch_ends = [next((j for j in range(i + 1, len(texts)) if _AU.match(texts[j])), i) for i in vals]
+    epoch_ends = [next((j for j in range(i + 1, len(texts)) if ACTIVE_UNITS.match(texts[j])), i) for i in vals]
     kl_lines = [i for i, t in enumerate(texts) if _KL_WEIGHT.match(t)]
     stop = next((i for i, t in enumerate(texts) if _STOP.match(t)), None)
     if not aggressive:
@@ -207,7 +178,7 @@ def parse_image_output(output: Union[str, Sequence[Tuple[Optional[float], str]]]
         "val_neg_elbo": [float(_VAL.match(texts[i]).group(1)) for i in vals],  # type: ignore[union-attr]
         "train_batches": batches,
     }
-    first_log = next((i for i, t in enumerate(texts) if _TRAIN_LOG.match(t)), None)
+    first_log = next((i for i, t in enumerate(texts) if TRAIN_LOG.match(t)), None)
     in_loop_tests = [i for i in tests if i < final]
     for clock, stamps in (("", walls), ("_cpu", cpus)):
         times = _timings(stamps, texts, first_log, epoch_ends, in_loop_tests, final, au_idx, iw_idx,
@@ -226,7 +197,7 @@ def _timings(stamps: Sequence[Optional[float]], texts: Sequence[str], first_log:
         return none
     s = [float(v) if v is not None else float("nan") for v in stamps]
     if clock_is_wall:  # the script's own clock starts just before its first batch
-        start = s[first_log] - float(_TRAIN_LOG.match(texts[first_log]).group(3))  # type: ignore[union-attr]
+        start = s[first_log] - float(TRAIN_LOG.match(texts[first_log]).group(3))  # type: ignore[union-attr]
     else:  # CPU: from the last line printed before the loop ("Test data: N batches"; the models'
         # construction, a fraction of a second, falls inside)
         start = s[first_log - 1] if first_log > 0 and stamps[first_log - 1] is not None else s[first_log]

@@ -1,65 +1,33 @@
 """Run image specs on either side, each in its own process with one thread, ``jobs`` at a time
-(default 1: on a shared machine, runs side by side would slow each other and skew the times)."""
+(default 1: on a shared machine, runs side by side would slow each other and skew the times;
+:mod:`benchmarks.core.side_by_side` does the running, this module says what runs a spec)."""
 from __future__ import annotations
 
-import json
-import sys
-import traceback
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
-from benchmarks.parity.reference import kill_children, run_command
-from benchmarks.parity.runner import REPO_ROOT, _ours_env
-from benchmarks.parity.table import make_result
-
+from ..core import side_by_side
 from .reference import run_image_reference
-from .spec import SIDES, ImageRunSpec
+from .spec import ImageRunSpec
 
-__all__ = ["run_ours_process", "run_image_side", "task_order", "run_all"]
+__all__ = ["TWO_SIDES", "run_image_side", "task_order", "run_all"]
 
 PathLike = Union[str, Path]
 
 
-def run_ours_process(spec: ImageRunSpec, work_dir: PathLike, *, python: str = sys.executable,
-                     timeout: Optional[float] = None, reference_dir: Optional[PathLike] = None) -> Dict[str, Any]:
-    """:func:`benchmarks.image_parity.ours.run_ours` in a child process, as the reference runs."""
-    work = Path(work_dir)
-    work.mkdir(parents=True, exist_ok=True)
-    spec_path, out_path = work / "spec.json", work / "ours.json"
-    spec_path.write_text(json.dumps(spec.to_dict(), indent=1))
-    if out_path.exists():
-        out_path.unlink()
-    command = [python, "-m", "benchmarks.image_parity.ours", str(spec_path), str(out_path), "--threads", "1"]
+def _ours_args(spec: ImageRunSpec, reference_dir: Optional[PathLike]) -> List[str]:
+    """Our side starting from the paper's weights needs the paper's code."""
     if spec.ours_init == "reference" and reference_dir is not None:
-        command += ["--reference-dir", str(Path(reference_dir).resolve())]
-    code, lines, wall = run_command(command, REPO_ROOT, _ours_env(), work / "ours.log", timeout)
-    if code != 0 or not out_path.is_file():
-        tail = "\n".join(text for _, text in lines[-15:])
-        raise RuntimeError(f"our side exited with code {code}: {' '.join(command)}\n{tail}")
-    result = json.loads(out_path.read_text())
-    result.update(wall_seconds=wall, log=str(work / "ours.log"))
-    return result
+        return ["--reference-dir", str(Path(reference_dir).resolve())]
+    return []
 
 
-def run_image_side(spec: ImageRunSpec, side: str, work_dir: PathLike, *, reference_dir: Optional[PathLike] = None,
-                   python: str = sys.executable, reference_python: Optional[str] = None,
-                   timeout: Optional[float] = None) -> Dict[str, Any]:
-    """One run; returns its record (``benchmarks.parity.table.make_result``). A failure is recorded
-    under ``"error"`` instead of raised."""
-    if side not in SIDES:
-        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-    try:
-        if side == "reference":
-            if reference_dir is None:
-                raise ValueError("the reference side needs --reference-dir (a checkout of the paper's code)")
-            outcome = run_image_reference(spec, reference_dir, work_dir, python=reference_python or python,
-                                          timeout=timeout)
-        else:
-            outcome = run_ours_process(spec, work_dir, python=python, timeout=timeout, reference_dir=reference_dir)
-    except Exception as err:  # recorded, so one broken run does not lose the others
-        outcome = {"error": f"{type(err).__name__}: {err}", "traceback": traceback.format_exc()[-2000:]}
-    return make_result(spec.to_dict(), side, outcome)
+#: the paper's image.py (through the launcher) on one side, ``python -m benchmarks.image_parity.ours``
+#: on the other
+TWO_SIDES = side_by_side.TwoSides(run_image_reference, "benchmarks.image_parity.ours", _ours_args)
+#: ``run_image_side(spec, side, work_dir, *, reference_dir=None, python=sys.executable, reference_python=None,
+#: timeout=None)``: one run (:meth:`benchmarks.core.side_by_side.TwoSides.run`)
+run_image_side = TWO_SIDES.run
 
 
 def task_order(specs: Sequence[ImageRunSpec], sides: Sequence[str]) -> List[Tuple[ImageRunSpec, str]]:
@@ -73,28 +41,9 @@ def task_order(specs: Sequence[ImageRunSpec], sides: Sequence[str]) -> List[Tupl
 
 
 def run_all(specs: Sequence[ImageRunSpec], sides: Sequence[str], work_root: PathLike, *, jobs: int = 1,
-            reference_dir: Optional[PathLike] = None, python: str = sys.executable,
-            reference_python: Optional[str] = None, timeout: Optional[float] = None,
-            on_result: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
-    """Every (spec, side) in :func:`task_order`, ``jobs`` at a time; ``on_result`` as each finishes."""
-    if jobs < 1:
-        raise ValueError(f"jobs must be >= 1, got {jobs}")
+            on_result: Optional[Callable[[Dict[str, Any]], None]] = None, **launch: Any) -> List[Dict[str, Any]]:
+    """Every (spec, side) in :func:`task_order`, ``jobs`` at a time; ``on_result`` as each finishes.
+    ``launch``: :func:`run_image_side`'s ``reference_dir``, ``python``, ``reference_python``, ``timeout``."""
     tasks = [(spec, side, Path(work_root) / f"{spec.data}-{spec.mode}-{side}-{spec.seed}-{spec.ours_clip}-{spec.ours_init}")
              for spec, side in task_order(specs, sides)]
-    results: List[Dict[str, Any]] = []
-    pool = ThreadPoolExecutor(max_workers=jobs)
-    try:
-        futures = [pool.submit(run_image_side, spec, side, work, reference_dir=reference_dir, python=python,
-                               reference_python=reference_python, timeout=timeout)
-                   for spec, side, work in tasks]
-        for future in as_completed(futures):
-            result = future.result()
-            results.append(result)
-            if on_result is not None:
-                on_result(result)
-    except BaseException:  # Ctrl-C / SIGTERM: start nothing more, and end the runs under way
-        pool.shutdown(wait=False, cancel_futures=True)
-        kill_children()
-        raise
-    pool.shutdown()
-    return results
+    return TWO_SIDES.run_all(tasks, jobs=jobs, on_result=on_result, **launch)

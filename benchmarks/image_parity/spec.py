@@ -16,22 +16,19 @@ epochs without a better validation loss, and the test numbers taken at the best 
 """
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, Tuple
 
+from ..core.side_by_side import IW_CHUNK, MODES, SIDES, SpecBase, check_choice, check_positive
+
 __all__ = ["ImageRunSpec", "MODES", "SIDES", "OURS_CLIP", "OURS_INIT", "IW_CHUNK", "PAPER_SIZES", "WINDOW", "MAX_INNER_STEPS",
            "LR", "CLIP", "MI_PATIENCE", "LR_PATIENCE"]
 
-MODES = ("basic", "aggressive")
-SIDES = ("reference", "ours")
 #: our side's clipping (``AggressiveTrainer(clip_scope=...)``): the library's default or the paper's
 OURS_CLIP = ("joint", "network")
 #: our side's initial weights: its own, or the paper's (the same as the reference run's)
 OURS_INIT = ("own", "reference")
-#: the reference evaluates IW-NLL in chunks of this many samples and needs a multiple of it
-IW_CHUNK = 100
 WINDOW = 10
 MAX_INNER_STEPS = 99
 LR = 1e-3
@@ -45,13 +42,8 @@ PAPER_SIZES: Dict[str, Any] = {
 }
 
 
-def _positive(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-
-
 @dataclass(frozen=True)
-class ImageRunSpec:
+class ImageRunSpec(SpecBase):
     """One run of one implementation.
 
     Attributes:
@@ -96,13 +88,12 @@ class ImageRunSpec:
     def __post_init__(self) -> None:
         object.__setattr__(self, "encoder_channels", tuple(self.encoder_channels))
         object.__setattr__(self, "decoder_kernel_sizes", tuple(self.decoder_kernel_sizes))
-        for name in ("latent_dim", "encoder_hidden", "decoder_channels", "latent_maps", "batch_size", "epochs",
-                     "iw_samples"):
-            _positive(name, getattr(self, name))
+        self.check_common(("latent_dim", "encoder_hidden", "decoder_channels", "latent_maps", "batch_size", "epochs",
+                           "iw_samples"))
         if not self.encoder_channels:
             raise ValueError("encoder_channels must name at least one residual block")
         for c in self.encoder_channels:
-            _positive("encoder_channels[i]", c)
+            check_positive("encoder_channels[i]", c)
         if len(self.decoder_kernel_sizes) < 3:
             raise ValueError(f"decoder_kernel_sizes needs at least 3 blocks (the paper's skip links), got "
                              f"{list(self.decoder_kernel_sizes)}")
@@ -112,21 +103,8 @@ class ImageRunSpec:
                                  f"{list(self.decoder_kernel_sizes)}")
         if self.decoder_channels % 2:
             raise ValueError(f"decoder_channels must be even (its blocks halve it), got {self.decoder_channels}")
-        if self.iw_samples % IW_CHUNK:
-            raise ValueError(f"iw_samples must be a multiple of {IW_CHUNK} (the reference draws its "
-                             f"importance samples {IW_CHUNK} at a time), got {self.iw_samples}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
-        if self.ours_clip not in OURS_CLIP:
-            raise ValueError(f"ours_clip must be one of {OURS_CLIP}, got {self.ours_clip!r}")
-        if self.ours_init not in OURS_INIT:
-            raise ValueError(f"ours_init must be one of {OURS_INIT}, got {self.ours_init!r}")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.data):
-            raise ValueError(f"data must be a label of letters, digits, '_', '.', '-', got {self.data!r}")
-
-    @property
-    def aggressive(self) -> bool:
-        return self.mode == "aggressive"
+        check_choice("ours_clip", self.ours_clip, OURS_CLIP)
+        check_choice("ours_init", self.ours_init, OURS_INIT)
 
     def sizes(self) -> Dict[str, Any]:
         """The model sizes (the keys of :data:`PAPER_SIZES`)."""
@@ -146,7 +124,3 @@ class ImageRunSpec:
         d["encoder_channels"] = list(self.encoder_channels)
         d["decoder_kernel_sizes"] = list(self.decoder_kernel_sizes)
         return d
-
-    @classmethod
-    def from_dict(cls, values: Dict[str, Any]) -> "ImageRunSpec":
-        return cls(**values)

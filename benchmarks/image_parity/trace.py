@@ -36,9 +36,7 @@ clipping (a diagnostic variant of the paper's update, not the paper's), to tell 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
-import sys
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
@@ -51,6 +49,7 @@ from aggressive_vi import AggressiveTrainer, Callback, ConstantKL, FixedSteps
 from examples.image.datasets import load_images
 from examples.image.experiment import build_vae
 
+from ..core.reference import import_reference
 from . import launcher
 from .ours import preset_of
 from .reference import prepare_image_reference
@@ -130,14 +129,9 @@ class _InnerStream:
 
 # ------------------------------------------------------------------------------------ the two models
 def load_reference_modules(reference_dir: str, scratch: str) -> Any:
-    """Copy the checkout's image code to ``scratch`` and import its ``modules`` package."""
-    copy = prepare_image_reference(reference_dir, scratch)
-    sys.path.insert(0, str(copy))
-    sys.dont_write_bytecode = True
-    try:
-        return importlib.import_module("modules")
-    finally:
-        sys.path.remove(str(copy))
+    """Copy the checkout's image code to ``scratch`` and import its ``modules`` package
+    (:func:`benchmarks.core.reference.import_reference`)."""
+    return import_reference(prepare_image_reference(reference_dir, scratch), ("modules",))["modules"]
 
 
 def build_reference_vae(modules: Any, spec: ImageRunSpec) -> nn.Module:

@@ -6,7 +6,9 @@
 Modules, one job each: :mod:`.spec` (what a run is), :mod:`.data` (the plain-text files both sides
 read), :mod:`.reference` (prepare, run and parse the paper's script), :mod:`.ours` (the same run with
 this library), :mod:`.batches` (the reference's batching for our trainer), :mod:`.runner` (processes,
-``jobs`` at a time), :mod:`.table` (table, verdicts, JSON). See :mod:`.cli` for the options.
+``jobs`` at a time), :mod:`.table` (table, verdicts, JSON). See :mod:`.cli` for the options. What this
+harness and :mod:`benchmarks.image_parity` do alike (processes, ``--jobs``, the results JSON, the
+shared options) is written once in :mod:`benchmarks.core.side_by_side`.
 """
 from .spec import MODES, SIDES, RunSpec, reference_seeds
 

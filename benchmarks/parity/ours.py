@@ -20,8 +20,6 @@ Run one spec in its own process: ``python -m benchmarks.parity.ours SPEC.json OU
 """
 from __future__ import annotations
 
-import argparse
-import json
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence
@@ -34,6 +32,7 @@ from examples.text.corpus import TextDataset, Vocab, count_predicted_tokens, rea
 from examples.text.experiment import build_vae, json_safe
 from examples.text.presets import Preset
 
+from ..core.side_by_side import ours_parser, run_spec_file
 from .batches import RandomBatches, ShuffledBatches, equal_length_batches
 from .clipping import joint_clip_backward
 from .spec import IW_CHUNK, RunSpec
@@ -113,20 +112,12 @@ def run_ours(spec: RunSpec, *, threads: Optional[int] = 1) -> Dict[str, Any]:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.parity.ours",
-                                     description="Run our side of one side-by-side spec (JSON) and write its result.")
-    parser.add_argument("spec", help="a JSON file holding a RunSpec's fields")
-    parser.add_argument("out", help="where to write the result JSON")
-    parser.add_argument("--threads", type=int, default=1)
+    parser = ours_parser("python -m benchmarks.parity.ours",
+                         "Run our side of one side-by-side spec (JSON) and write its result.",
+                         "a JSON file holding a RunSpec's fields")
     args = parser.parse_args(argv)
-    with open(args.spec) as fh:
-        spec = RunSpec.from_dict(json.load(fh))
-    start = time.perf_counter()
-    result = run_ours(spec, threads=args.threads)
-    result["wall_seconds"] = time.perf_counter() - start
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=1)
-    return result
+    return run_spec_file(args.spec, args.out, RunSpec.from_dict, lambda spec: run_ours(spec, threads=args.threads),
+                         {"wall_seconds": time.perf_counter})
 
 
 if __name__ == "__main__":  # pragma: no cover

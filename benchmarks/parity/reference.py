@@ -20,55 +20,29 @@ evaluation it runs after epoch 0) and the IW-NLL time.
 """
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
-from ..core.reference import TEXT_NEEDED, copy_reference
-from .spec import RunSpec, reference_seeds
+from ..core import reference as paper
+from ..core.reference import (ACTIVE_UNITS, CONFIG_NAME, FLOAT, TEXT_NEEDED, TRAIN_LOG, Line, as_lines,
+                              copy_reference, final_evaluation, task_id)
+from ..core.side_by_side import run_reference_script
+from .spec import RunSpec
 
-__all__ = ["kill_children", "run_command", "prepare_reference", "write_config", "reference_command", "run_reference",
-           "parse_reference_output", "ReferenceOutputError", "CONFIG_NAME", "Line"]
+__all__ = ["prepare_reference", "write_config", "reference_command", "run_reference", "parse_reference_output"]
 
 PathLike = Union[str, Path]
-CONFIG_NAME = "parity"  # --dataset value; the config module is config/config_parity.py
-Line = Tuple[Optional[float], str]  # (seconds since the process started, or None; the text)
 _NEEDED = (*TEXT_NEEDED, "config")
 
-_FLOAT = r"(-?[0-9.]+(?:e[-+]?\d+)?|nan|inf|-inf)"
-_TEST = re.compile(rf"^TEST --- avg_loss: {_FLOAT}, kl: {_FLOAT}, mi: {_FLOAT}, recon: {_FLOAT}, "
-                   rf"nll: {_FLOAT}, ppl: {_FLOAT}")
-_VAL = re.compile(rf"^VAL --- avg_loss: {_FLOAT}, kl: {_FLOAT}, mi: {_FLOAT}")
-_AU = re.compile(r"^(\d+) active units")
-_IW = re.compile(rf"^iw nll: {_FLOAT}, iw ppl: {_FLOAT}")
-_IW_PROGRESS = re.compile(r"^iw nll computing")
-_TRAIN_LOG = re.compile(r"^epoch: (\d+), iter: (\d+), .*time elapsed ([0-9.]+)s")
-_PRE_MI = re.compile(rf"^pre mi:{_FLOAT}\. cur mi:{_FLOAT}")
+_TEST = re.compile(rf"^TEST --- avg_loss: {FLOAT}, kl: {FLOAT}, mi: {FLOAT}, recon: {FLOAT}, "
+                   rf"nll: {FLOAT}, ppl: {FLOAT}")
+_VAL = re.compile(rf"^VAL --- avg_loss: {FLOAT}, kl: {FLOAT}, mi: {FLOAT}")
+_IW = re.compile(rf"^iw nll: {FLOAT}, iw ppl: {FLOAT}")
+_PRE_MI = re.compile(rf"^pre mi:{FLOAT}\. cur mi:{FLOAT}")
 _TRAIN_SIZE = re.compile(r"^Train data: (\d+) samples")
 _VOCAB = re.compile(r"^finish reading datasets, vocab size is (\d+)")
-
-
-_LIVE: "set[subprocess.Popen[str]]" = set()  # child processes running now (see kill_children)
-_LIVE_LOCK = threading.Lock()
-
-
-def kill_children() -> int:
-    """Kill every child process :func:`run_command` has running (when the harness is stopped);
-    returns how many."""
-    with _LIVE_LOCK:
-        procs = list(_LIVE)
-    for proc in procs:
-        proc.kill()
-    return len(procs)
-
-
-class ReferenceOutputError(RuntimeError):
-    """The reference's output lacks a line the harness needs (it crashed, or its format changed)."""
 
 
 def prepare_reference(reference_dir: PathLike, work_dir: PathLike, needed: Sequence[str] = _NEEDED) -> Path:
@@ -97,9 +71,7 @@ def write_config(copy_dir: PathLike, spec: RunSpec) -> Path:
         "train_data": str(Path(spec.train).resolve()), "val_data": str(Path(spec.valid).resolve()),
         "test_data": str(Path(spec.test).resolve()),
     }
-    path = Path(copy_dir) / "config" / f"config_{CONFIG_NAME}.py"
-    path.write_text("# written by benchmarks.parity for one side-by-side run\nparams = " + repr(params) + "\n")
-    return path
+    return paper.write_config(copy_dir, params, "benchmarks.parity")
 
 
 def reference_command(spec: RunSpec, copy_dir: PathLike, python: str = sys.executable) -> List[str]:
@@ -108,65 +80,17 @@ def reference_command(spec: RunSpec, copy_dir: PathLike, python: str = sys.execu
     Raises:
         ValueError: ``spec.seed`` is not one of the script's seeds.
     """
-    seeds = reference_seeds(Path(copy_dir) / "text.py")
-    if spec.seed not in seeds:
-        raise ValueError(f"seed {spec.seed} is not one the reference can run with; its seeds (by --taskid) "
-                         f"are {seeds}")
     return [python, "text.py", "--dataset", CONFIG_NAME, "--aggressive", "1" if spec.aggressive else "0",
             "--kl_start", repr(float(spec.kl_start)), "--warm_up", str(spec.warm_up),
-            "--taskid", str(seeds.index(spec.seed)), "--iw_nsamples", str(spec.iw_samples)]
-
-
-def reference_env(base: Optional[Dict[str, str]] = None) -> Dict[str, str]:
-    """One thread, no GPU, unbuffered output, and none of this project on the path."""
-    env = dict(os.environ if base is None else base)
-    env.pop("PYTHONPATH", None)
-    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", PYTHONUNBUFFERED="1")
-    return env
-
-
-def run_command(command: Sequence[str], cwd: PathLike, env: Dict[str, str], log_path: Optional[PathLike] = None,
-                timeout: Optional[float] = None) -> Tuple[int, List[Line], float]:
-    """Run ``command``, stamping each line of its (merged) output with the seconds since start.
-
-    Returns ``(exit code, lines, wall seconds)``; after ``timeout`` seconds the process is killed
-    (exit code -9).
-    """
-    start = time.perf_counter()
-    lines: List[Line] = []
-    proc = subprocess.Popen(list(command), cwd=str(cwd), env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, bufsize=1)
-    with _LIVE_LOCK:
-        _LIVE.add(proc)
-    timer = threading.Timer(timeout, proc.kill) if timeout is not None else None
-    if timer is not None:
-        timer.start()
-    log = open(log_path, "w") if log_path is not None else None
-    try:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            stamp = time.perf_counter() - start
-            lines.append((stamp, raw.rstrip("\n")))
-            if log is not None:
-                log.write(f"{stamp:10.3f} {raw}")
-                log.flush()
-        code = proc.wait()
-    finally:
-        with _LIVE_LOCK:
-            _LIVE.discard(proc)
-        if timer is not None:
-            timer.cancel()
-        if log is not None:
-            log.close()
-    return code, lines, time.perf_counter() - start
+            "--taskid", str(task_id(Path(copy_dir) / "text.py", spec.seed)), "--iw_nsamples", str(spec.iw_samples)]
 
 
 def run_reference(spec: RunSpec, reference_dir: PathLike, work_dir: PathLike, *, python: str = sys.executable,
                   timeout: Optional[float] = None) -> Dict[str, Any]:
     """Copy the checkout, write the config, run the script and parse what it printed.
 
-    Returns a result dict (see :func:`benchmarks.parity.table.make_result`): ``metrics`` (test ``kl``,
-    ``mi``, ``au``, ``iw_nll``, ``iw_ppl``, ``neg_elbo``), ``train_seconds``, ``iw_seconds``,
+    Returns a result dict (see :func:`benchmarks.core.side_by_side.make_result`): ``metrics`` (test
+    ``kl``, ``mi``, ``au``, ``iw_nll``, ``iw_ppl``, ``neg_elbo``), ``train_seconds``, ``iw_seconds``,
     ``wall_seconds``, ``aggressive_epochs``, ``epochs_run``, ``log`` (the path of its output).
 
     Raises:
@@ -174,24 +98,10 @@ def run_reference(spec: RunSpec, reference_dir: PathLike, work_dir: PathLike, *,
             last lines of its output).
     """
     spec.check_files()
-    work = Path(work_dir)
-    copy_dir = prepare_reference(reference_dir, work)
+    copy_dir = prepare_reference(reference_dir, work_dir)
     write_config(copy_dir, spec)
-    command = reference_command(spec, copy_dir, python)
-    log_path = work / "reference.log"
-    code, lines, wall = run_command(command, copy_dir, reference_env(), log_path, timeout)
-    tail = "\n".join(text for _, text in lines[-15:])
-    if code != 0:
-        raise ReferenceOutputError(f"the reference exited with code {code}: {' '.join(command)} (in {copy_dir})\n{tail}")
-    parsed = parse_reference_output(lines)
-    parsed.update(wall_seconds=wall, log=str(log_path), command=" ".join(command[1:]))
-    return parsed
-
-
-def _as_lines(output: Union[str, Sequence[Line]]) -> List[Line]:
-    if isinstance(output, str):
-        return [(None, text) for text in output.splitlines()]
-    return [(t, text) for t, text in output]
+    return run_reference_script(reference_command(spec, copy_dir, python), copy_dir, work_dir,
+                                parse_reference_output, timeout)
 
 
 def parse_reference_output(output: Union[str, Sequence[Line]]) -> Dict[str, Any]:
@@ -209,23 +119,13 @@ def parse_reference_output(output: Union[str, Sequence[Line]]) -> Dict[str, Any]
     Raises:
         ReferenceOutputError: no final ``TEST``, active-units or ``iw nll:`` line.
     """
-    lines = _as_lines(output)
+    lines = as_lines(output)
     texts = [text.strip() for _, text in lines]
-    test_idx = [i for i, t in enumerate(texts) if _TEST.match(t)]
-    iw_idx = [i for i, t in enumerate(texts) if _IW.match(t)]
-    if not test_idx:
-        raise ReferenceOutputError("the reference's output has no 'TEST --- ...' line")
-    final = test_idx[-1]
-    au_idx = next((i for i in range(final + 1, len(texts)) if _AU.match(texts[i])), None)
-    if au_idx is None:
-        raise ReferenceOutputError("the reference's output has no 'N active units' line after its last TEST line")
-    iw_after = [i for i in iw_idx if i > au_idx]
-    if not iw_after:
-        raise ReferenceOutputError("the reference's output has no 'iw nll: X, iw ppl: Y' line after its final test")
+    final, au_idx, iw_idx = final_evaluation(texts, _TEST, _IW, "iw nll: X, iw ppl: Y")
     test = [float(v) for v in _TEST.match(texts[final]).groups()]  # type: ignore[union-attr]
-    iw = [float(v) for v in _IW.match(texts[iw_after[0]]).groups()]  # type: ignore[union-attr]
+    iw = [float(v) for v in _IW.match(texts[iw_idx]).groups()]  # type: ignore[union-attr]
     metrics = {"neg_elbo": test[0], "kl": test[1], "mi": test[2], "reconstruction": test[3], "ppl": test[5],
-               "au": int(_AU.match(texts[au_idx]).group(1)),  # type: ignore[union-attr]
+               "au": int(ACTIVE_UNITS.match(texts[au_idx]).group(1)),  # type: ignore[union-attr]
                "iw_nll": iw[0], "iw_ppl": iw[1]}
     out: Dict[str, Any] = {
         "metrics": metrics,
@@ -237,7 +137,7 @@ def parse_reference_output(output: Union[str, Sequence[Line]]) -> Dict[str, Any]
         "train_seconds": None, "iw_seconds": None,
     }
     if all(t is not None for t, _ in lines):
-        out["train_seconds"], out["iw_seconds"] = _timings(lines, texts, final, au_idx, iw_after[0])
+        out["train_seconds"], out["iw_seconds"] = _timings(lines, texts, final, au_idx, iw_idx)
     return out
 
 
@@ -252,10 +152,10 @@ def _first_int(pattern: "re.Pattern[str]", texts: Sequence[str]) -> Optional[int
 def _timings(lines: Sequence[Line], texts: Sequence[str], final: int, au_idx: int,
              iw_idx: int) -> Tuple[Optional[float], Optional[float]]:
     stamps = [float(t) for t, _ in lines]  # type: ignore[arg-type]
-    first_log = next((i for i, t in enumerate(texts) if _TRAIN_LOG.match(t)), None)
+    first_log = next((i for i, t in enumerate(texts) if TRAIN_LOG.match(t)), None)
     train = None
     if first_log is not None and final > 0:
-        elapsed = float(_TRAIN_LOG.match(texts[first_log]).group(3))  # type: ignore[union-attr]
+        elapsed = float(TRAIN_LOG.match(texts[first_log]).group(3))  # type: ignore[union-attr]
         start = stamps[first_log] - elapsed  # its clock starts just before the first batch
         end = stamps[final - 1]  # the loop's last line; the final test follows the best-model reload
         in_loop_tests = sum(stamps[i] - stamps[i - 1] for i in range(first_log + 1, final)

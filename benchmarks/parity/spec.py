@@ -16,17 +16,15 @@ model), and testing the model of the best validation epoch.
 """
 from __future__ import annotations
 
-import re
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Union
+from typing import Any, Dict, Union
+
+from ..core.reference import reference_seeds
+from ..core.side_by_side import IW_CHUNK, MODES, SIDES, SpecBase, check_choice, check_positive
 
 __all__ = ["RunSpec", "MODES", "SIDES", "OURS_CLIP", "reference_seeds", "IW_CHUNK"]
 
-MODES = ("basic", "aggressive")
-SIDES = ("reference", "ours")
-#: The reference evaluates IW-NLL in chunks of this many samples and needs a multiple of it.
-IW_CHUNK = 100
 #: our side's clipping in aggressive steps (benchmarks.parity.clipping.CLIP_MODES)
 OURS_CLIP = ("joint", "network", "inner-joint")
 #: what ``ours_clip`` meant in specs written while the library clipped per network by default
@@ -35,7 +33,7 @@ PathLike = Union[str, Path]
 
 
 @dataclass(frozen=True)
-class RunSpec:
+class RunSpec(SpecBase):
     """One run of one implementation.
 
     Attributes:
@@ -82,29 +80,13 @@ class RunSpec:
     warm_up: int = 10
 
     def __post_init__(self) -> None:
-        for name in ("embed_dim", "hidden_dim", "latent_dim", "batch_size", "epochs", "iw_samples"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.iw_samples % IW_CHUNK:
-            raise ValueError(f"iw_samples must be a multiple of {IW_CHUNK} (the reference draws its "
-                             f"importance samples {IW_CHUNK} at a time), got {self.iw_samples}")
-        if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        self.check_common(("embed_dim", "hidden_dim", "latent_dim", "batch_size", "epochs", "iw_samples"))
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if not 0.0 <= self.kl_start <= 1.0:
             raise ValueError(f"kl_start must be in [0, 1], got {self.kl_start!r}")
-        if isinstance(self.warm_up, bool) or not isinstance(self.warm_up, int) or self.warm_up < 1:
-            raise ValueError(f"warm_up must be a positive integer, got {self.warm_up!r}")
-        if self.ours_clip not in OURS_CLIP:
-            raise ValueError(f"ours_clip must be one of {OURS_CLIP}, got {self.ours_clip!r}")
-        if not re.fullmatch(r"[A-Za-z0-9_.-]+", self.data):
-            raise ValueError(f"data must be a label of letters, digits, '_', '.', '-', got {self.data!r}")
-
-    @property
-    def aggressive(self) -> bool:
-        return self.mode == "aggressive"
+        check_positive("warm_up", self.warm_up)
+        check_choice("ours_clip", self.ours_clip, OURS_CLIP)
 
     @property
     def annealed(self) -> bool:
@@ -119,27 +101,7 @@ class RunSpec:
             if not Path(path).is_file():
                 raise FileNotFoundError(f"the {split} file {path} does not exist")
 
-    def to_dict(self) -> Dict[str, Any]:
-        return asdict(self)
-
     @classmethod
     def from_dict(cls, values: Dict[str, Any]) -> "RunSpec":
         clip = values.get("ours_clip")
         return cls(**dict(values, ours_clip=LEGACY_CLIP.get(clip, clip)))
-
-
-_SEED_SET = re.compile(r"^\s*seed_set\s*=\s*\[([0-9,\s]+)\]", re.MULTILINE)
-
-
-def reference_seeds(text_py: PathLike) -> List[int]:
-    """The seeds the reference script can run with, in ``--taskid`` order, read from its source
-    (it ignores ``--seed`` and uses ``seed_set[taskid]``).
-
-    Raises:
-        ValueError: the script has no ``seed_set = [...]`` line.
-    """
-    source = Path(text_py).read_text()
-    match = _SEED_SET.search(source)
-    if match is None:
-        raise ValueError(f"{text_py}: no 'seed_set = [...]' line; cannot map seeds to --taskid")
-    return [int(s) for s in match.group(1).replace(",", " ").split()]

@@ -3,15 +3,15 @@ the issue asks for (ours at least the reference on aggressive MI and AU, IW-NLL 
 the spread over seeds)."""
 from __future__ import annotations
 
-import json
 import math
 import statistics
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
+from ..core import tables
 from .spec import LEGACY_CLIP, MODES, SIDES
 
-__all__ = ["make_result", "side_label", "relabel", "aggregate", "verdicts", "format_table", "format_markdown", "write_json",
+__all__ = ["side_label", "aggregate", "verdicts", "format_table", "format_markdown", "write_json",
            "read_json", "FORMAT", "COLUMNS"]
 
 FORMAT = "benchmarks.parity/1"
@@ -24,14 +24,6 @@ COLUMNS: Tuple[Tuple[str, str, str], ...] = (
 _INTS = {"au", "aggressive_epochs", "epochs_run"}
 PathLike = Union[str, Path]
 Columns = Sequence[Tuple[str, str, str]]
-
-
-def make_result(spec: Dict[str, Any], side: str, outcome: Dict[str, Any]) -> Dict[str, Any]:
-    """A run's record: the spec's identity and settings, then what the side returned."""
-    if side not in SIDES:
-        raise ValueError(f"side must be one of {SIDES}, got {side!r}")
-    return {"data": spec["data"], "mode": spec["mode"], "seed": spec["seed"], "side": side,
-            "spec": dict(spec), **outcome}
 
 
 def side_label(result: Dict[str, Any]) -> str:
@@ -50,12 +42,6 @@ def side_label(result: Dict[str, Any]) -> str:
     if spec.get("ours_init", "own") != "own":  # the image harness: our side from the paper's weights
         parts.append(f"{spec['ours_init']}-init")
     return "/".join(["ours"] + parts)
-
-
-def relabel(results: Iterable[Dict[str, Any]], data: str) -> List[Dict[str, Any]]:
-    """Copies of ``results`` with the data label ``data`` (to compare runs made under different
-    ``--name``s on the same files in one table)."""
-    return [{**r, "data": data} for r in results]
 
 
 def _value(result: Dict[str, Any], key: str) -> Optional[float]:
@@ -165,38 +151,31 @@ def _failed(results: Sequence[Dict[str, Any]]) -> List[str]:
 
 
 def format_table(results: Sequence[Dict[str, Any]], columns: Columns = COLUMNS) -> str:
-    """Plain-text table, then the verdict per data set and any failed runs."""
-    rows = [_header(columns)] + _rows(results, columns)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.rjust(w) if i >= 4 else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths)))
-             for row in rows]
-    return "\n".join(lines + [""] + _verdict_lines(results, columns) + _failed(results))
+    """Plain-text table (numbers right-aligned), then the verdict per data set and any failed runs."""
+    table = tables.plain_table(_header(columns), _rows(results, columns), right_from=4)
+    return "\n".join([table, ""] + _verdict_lines(results, columns) + _failed(results))
 
 
 def format_markdown(results: Sequence[Dict[str, Any]], columns: Columns = COLUMNS) -> str:
     """The same as a Markdown table."""
-    header = _header(columns)
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in _rows(results, columns)]
+    table = tables.markdown_table(_header(columns), _rows(results, columns))
     extra = _verdict_lines(results, columns) + _failed(results)
-    return "\n".join(lines + ([""] + [f"- {line}" for line in extra] if extra else []))
+    return "\n".join([table] + ([""] + [f"- {line}" for line in extra] if extra else []))
 
 
 def write_json(path: PathLike, results: Sequence[Dict[str, Any]], settings: Dict[str, Any], *,
                columns: Columns = COLUMNS, fmt: str = FORMAT, extra: Optional[Dict[str, Any]] = None) -> None:
     """``{"format", "settings", "results", "summary", "verdicts"}`` (and ``extra``'s keys), written
-    atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    atomically (non-finite numbers as they are: ``NaN``, ``Infinity``)."""
     payload = {"format": fmt, "settings": settings, "results": list(results),
                "summary": aggregate(results, columns), "verdicts": verdicts(results, columns), **(extra or {})}
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=1))
-    tmp.replace(path)
+    tables.write_json(path, payload, nonfinite_as_null=False)
 
 
 def read_json(path: PathLike, fmt: str = FORMAT) -> Dict[str, Any]:
-    payload = json.loads(Path(path).read_text())
-    if payload.get("format") != fmt:
-        raise ValueError(f"{path}: format {payload.get('format')!r}, expected {fmt!r}")
-    return payload
+    """The document written by :func:`write_json`.
+
+    Raises:
+        ValueError: its format is not ``fmt``.
+    """
+    return tables.read_json(path, fmt)

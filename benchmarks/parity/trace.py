@@ -33,7 +33,7 @@ from aggressive_vi import AggressiveTrainer, Engine, ConstantKL, FixedSteps
 from examples.text.experiment import build_vae
 from examples.text.presets import Preset
 
-from ..core.paper_update import PaperStep, paper_catch_up, paper_update
+from ..core.paper_update import Forward, PaperStep, elbo_loss, paper_catch_up, paper_loss, paper_update
 from ..core.reference import import_reference, paper_vae
 from .clipping import CLIP_MODES, joint_clip_backward
 from .reference import prepare_reference
@@ -197,12 +197,14 @@ def _ours_step(trainer: AggressiveTrainer, engine: NormRecorder, x: torch.Tensor
             "inner": steps}
 
 
-def _ref_eval(vae: nn.Module, batches: Sequence[torch.Tensor]) -> float:
+def _val_loss(vae: nn.Module, batches: Sequence[torch.Tensor], forward: Forward = paper_loss) -> float:
+    """The mean -ELBO per sentence over ``batches``, in eval mode: the paper's model through its
+    ``loss`` (:func:`~benchmarks.core.paper_update.paper_loss`), ours through ``elbo_loss``."""
     vae.eval()
     total = n = 0.0
     with torch.no_grad():
         for x in batches:
-            loss, _, _ = vae.loss(x, 1.0, nsamples=1)
+            loss, _, _ = forward(vae, x, 1.0)
             total += float(loss.sum())
             n += x.size(0)
     vae.train()
@@ -301,7 +303,7 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
                       flush=True)
             step += 1
         epoch += 1
-        vr, vo = _ref_eval(ref_vae, val_batches), _ref_eval_ours(ours, val_batches)
+        vr, vo = _val_loss(ref_vae, val_batches), _val_loss(ours, val_batches, elbo_loss)
         val_rows.append({"epoch": epoch - 1, "ref_val_loss": vr, "ours_val_loss": vo})
         print(f"-- after epoch {epoch - 1}: validation -ELBO ref {vr:.4f}, ours {vo:.4f}", flush=True)
     summary: Dict[str, Any] = summarise_trace(rows)
@@ -319,18 +321,6 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, Any]:
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=1))
     return result
-
-
-def _ref_eval_ours(vae: nn.Module, batches: Sequence[torch.Tensor]) -> float:
-    vae.eval()
-    total = n = 0.0
-    with torch.no_grad():
-        for x in batches:
-            terms = vae.elbo(x, kl_weight=1.0)
-            total += float(terms.loss.sum())
-            n += x.size(0)
-    vae.train()
-    return total / n
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,8 +7,8 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
 
-from ..core.paper_modules import protocol_vae
-from .ours import build_ours, copy_weights, make_trainer, our_epoch, our_iw_nll
+from ..core.paper_modules import load_from_paper, protocol_vae
+from .ours import build_ours, make_trainer, our_epoch, our_iw_nll
 from .reference import PaperLoop, Reference, build_reference_vae, reference_iw_nll
 from .sizes import Size, token_batches
 from .table import make_row
@@ -37,7 +37,7 @@ class _Pair:
             self.ours = protocol_vae(copy.deepcopy(self.reference))
         else:
             self.ours = build_ours(size)
-            copy_weights(self.ours, self.reference)
+            load_from_paper(self.reference, self.ours)
         self._ref_state = copy.deepcopy(self.reference.state_dict())
         self._our_state = copy.deepcopy(self.ours.state_dict())
         self.seed = seed

@@ -12,7 +12,6 @@ from __future__ import annotations
 from typing import Any, Dict, Optional, Sequence
 
 import torch
-from torch import nn
 
 from aggressive_vi import VAE, AggressiveTrainer, Always, ConstantKL, estimators
 from benchmarks.parity.batches import RandomBatches, ShuffledBatches
@@ -21,31 +20,16 @@ from examples.text.models import LSTMDecoder, LSTMEncoder
 from .reference import CLIP, MAX_SUB_ITER, WINDOW
 from .sizes import Size
 
-__all__ = ["build_ours", "copy_weights", "make_trainer", "our_epoch", "our_iw_nll"]
+__all__ = ["build_ours", "make_trainer", "our_epoch", "our_iw_nll"]
 
 
 def build_ours(size: Size) -> VAE:
-    """Our LSTM VAE at ``size`` (weights to be copied from the reference with :func:`copy_weights`)."""
+    """Our LSTM VAE at ``size`` (weights to be copied from the reference with
+    :func:`benchmarks.core.paper_modules.load_from_paper`)."""
     enc = LSTMEncoder(size.vocab_size, size.embed_dim, size.hidden_dim, size.latent_dim)
     dec = LSTMDecoder(size.vocab_size, size.embed_dim, size.hidden_dim, size.latent_dim,
                       dropout_in=0.5, dropout_out=0.5)
     return VAE(enc, dec)
-
-
-def copy_weights(ours: VAE, reference: nn.Module) -> None:
-    """Load the reference VAE's encoder and decoder weights into ours (the parameter names agree:
-    ``embed``, ``lstm``, ``linear``; ``embed``, ``trans_linear``, ``lstm``, ``pred_linear``).
-
-    Raises:
-        KeyError: a parameter of ours has no counterpart of the same shape in the reference.
-    """
-    for mine, theirs in ((ours.encoder, reference.encoder), (ours.decoder, reference.decoder)):
-        source = theirs.state_dict()
-        wanted = mine.state_dict()
-        missing = [k for k, v in wanted.items() if k not in source or source[k].shape != v.shape]
-        if missing:
-            raise KeyError(f"reference {type(theirs).__name__} has no parameters {missing} of our shapes")
-        mine.load_state_dict({k: source[k] for k in wanted})
 
 
 def make_trainer(vae: VAE, aggressive: bool, fixed_steps: int = 0) -> AggressiveTrainer:
