@@ -304,3 +304,35 @@ def test_every_view_of_the_model_a_phase_trains_keeps_the_threshold():
     nets = TrainingNetworks(wrapped, ddp=False)
     assert nets.synchronised
     assert all(view.kl_threshold is threshold for view in (nets.inner, nets.decoder, nets.joint, nets.plain))
+
+
+def test_the_captured_inner_step_trains_the_thresholded_objective_bitwise_like_the_eager_one(monkeypatch):
+    """The captured inner step reads the KL weight from a device buffer and must neither read the
+    host nor bake in a Python value: the thresholded loss reads nothing, and replayed on its static
+    buffers (EagerGraphs, the CPU stand-in for CUDA graphs) it trains the same model as the eager step."""
+    from aggressive_vi import Engine, FixedSteps
+    from aggressive_vi._impl import captured
+
+    def train(cuda_graph):
+        torch.manual_seed(0)
+        vae = VAE(MLPEncoder(), BernoulliDecoder(), kl_threshold=FreeBits(LAMBDA))
+        trainer = AggressiveTrainer(vae, torch.optim.SGD(vae.encoder.parameters(), lr=0.05, momentum=0.5),
+                                    torch.optim.SGD(vae.decoder.parameters(), lr=0.05, momentum=0.5),
+                                    stopping=FixedSteps(10 ** 6), window=3, max_inner_steps=12,
+                                    engine=Engine(cuda_graph=cuda_graph), kl_schedule=LinearKLAnnealing(0.1, 1.0))
+        trainer.fit(DataLoader(binary_data(40), batch_size=8, shuffle=True,
+                               generator=torch.Generator().manual_seed(1)), epochs=1)
+        return trainer
+
+    from test_host_syncs import HostReads
+
+    vae = VAE(MLPEncoder(), BernoulliDecoder(), kl_threshold=FreeBits(LAMBDA))
+    with HostReads().counting() as reads:  # what a graph could not capture
+        vae.elbo(binary_data(8), kl_weight=torch.tensor(0.5)).loss.mean().backward()
+        FreeBits(LAMBDA, per_dimension=False)(torch.rand(8, 3))
+    assert reads.count == 0
+    eager = train(False)
+    monkeypatch.setattr(captured, "graphs_for", lambda device: captured.EagerGraphs())
+    graph = train(True)
+    assert graph.algorithm.engine.captured.replays > 0
+    assert all(torch.equal(a, b) for a, b in zip(eager.model.parameters(), graph.model.parameters()))
