@@ -1,7 +1,8 @@
 """The rows of the comparison and what one run may spend at each ``--scale``.
 
 ``cpu``: picked from timed single runs on the shared 2-core development machine so that the whole
-command fits in about an hour at ``--jobs 1`` (docs/results.md has the measured time):
+command fits in about an hour at ``--jobs 1`` (it took 53 minutes, one thread, at load 4-7; see
+docs/results.md):
 
 * synthetic: one epoch over 2,000 sentences (125 decoder updates), SGD lr 1.0, validation and test
   on 500 sentences, IW-NLL with 100 samples on the first 200; the aggressive phase lasts the epoch;
