@@ -9,8 +9,9 @@ from .checkpoint import Checkpoint, CheckpointError, latest_checkpoint
 from .faults import NonFiniteError
 from .history import EpochRecord, History
 from .model import VAE, ELBOTerms
-from .protocols import Decoder, Encoder, KLSchedule, StoppingCriterion, TrainingEvent
+from .protocols import Decoder, Encoder, KLSchedule, KLThreshold, StoppingCriterion, TrainingEvent
 from .schedules import ConstantKL, CyclicalKLAnnealing, LinearKLAnnealing
+from .free_bits import FreeBits
 from .lr_decay import LRDecayOnPlateau
 from .stopping import Always, AnyOf, FixedEpochs, FixedSteps, MIPlateau
 from .tensorboard_logger import TensorBoardLogger
@@ -32,6 +33,7 @@ __all__ = [
     "Decoder",
     "StoppingCriterion",
     "KLSchedule",
+    "KLThreshold",
     "TrainingEvent",
     "MIPlateau",
     "FixedSteps",
@@ -42,6 +44,7 @@ __all__ = [
     "ConstantKL",
     "LinearKLAnnealing",
     "CyclicalKLAnnealing",
+    "FreeBits",
     "History",
     "EpochRecord",
     "Callback",

@@ -43,8 +43,9 @@ class StepInfo:
         epoch: 0-based epoch.
         step: decoder updates so far, this one included.
         batch_index: index of the minibatch within the epoch.
-        loss: weighted negative ELBO of the batch, nats per example (a 0-d tensor, not synced to
-            the host: call ``.item()`` only when you need the number).
+        loss: the batch's training objective (weighted negative ELBO, with the model's
+            ``kl_threshold`` applied), nats per example (a 0-d tensor, not synced to the host: call
+            ``.item()`` only when you need the number).
         kl: mean KL of the batch (0-d tensor), nats per example.
         kl_weight: the KL weight used.
         aggressive: whether an inner loop preceded this update.

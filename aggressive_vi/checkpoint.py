@@ -203,7 +203,7 @@ def upgrade(state: Dict[str, Any], source: str = "the state dict") -> Dict[str, 
 
 
 #: Options whose change makes a resumed run differ from the one that was saved.
-ALGORITHM_OPTIONS = ("max_inner_steps", "catch_up", "clip_grad_norm", "clip_scope", "n_samples")
+ALGORITHM_OPTIONS = ("max_inner_steps", "catch_up", "clip_grad_norm", "clip_scope", "n_samples", "kl_threshold")
 
 
 def check_config(saved: Optional[Dict[str, Any]], current: Dict[str, Any], source: str, *,

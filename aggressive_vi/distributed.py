@@ -173,7 +173,7 @@ def data_parallel(model: nn.Module, **ddp_kwargs: Any) -> nn.Module:
         encoder = nn.parallel.DistributedDataParallel(encoder, **ddp_kwargs)
     if not _is_wrapped(decoder):
         decoder = DistributedDecoder(decoder, **ddp_kwargs)
-    return VAE(encoder, decoder)
+    return VAE(encoder, decoder, kl_threshold=vae.kl_threshold)
 
 
 class TrainingNetworks:
@@ -195,7 +195,8 @@ class TrainingNetworks:
         from .model import VAE, as_vae
 
         vae = as_vae(model)
-        self.plain = VAE(unwrap(vae.encoder), unwrap(vae.decoder))
+        threshold = vae.kl_threshold  # every view trains the model's objective
+        self.plain = VAE(unwrap(vae.encoder), unwrap(vae.decoder), kl_threshold=threshold)
         encoder, decoder = vae.encoder, vae.decoder
         if ddp is None:
             ddp = is_distributed()
@@ -208,6 +209,7 @@ class TrainingNetworks:
         if not self.synchronised:
             self.inner = self.decoder = self.joint = vae
             return
-        self.joint = vae if (encoder is vae.encoder and decoder is vae.decoder) else VAE(encoder, decoder)
-        self.inner = VAE(encoder, self.plain.decoder)
-        self.decoder = VAE(self.plain.encoder, decoder)
+        self.joint = (vae if (encoder is vae.encoder and decoder is vae.decoder)
+                      else VAE(encoder, decoder, kl_threshold=threshold))
+        self.inner = VAE(encoder, self.plain.decoder, kl_threshold=threshold)
+        self.decoder = VAE(self.plain.encoder, decoder, kl_threshold=threshold)

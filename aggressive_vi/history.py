@@ -17,9 +17,10 @@ class EpochRecord:
     Attributes:
         epoch: 0-based index.
         steps: decoder updates taken in this epoch (one per training minibatch).
-        loss: weighted negative ELBO, ``reconstruction + kl_weight * kl``.
+        loss: the training objective, ``reconstruction + kl_weight * kl`` (the weighted negative
+            ELBO; with the model's ``kl_threshold``, its thresholded KL in place of ``kl``).
         reconstruction: -E_q[log p(x|z)].
-        kl: KL(q(z|x) || p(z)).
+        kl: KL(q(z|x) || p(z)) (the true KL, thresholded or not in the loss).
         kl_weight: the KL weight at the epoch's last step.
         aggressive: whether the epoch began in the aggressive phase.
         aggressive_steps: decoder updates in this epoch that were preceded by an inner loop.

@@ -74,6 +74,7 @@ from ._impl.gate import finite_flag
 from ._impl.loaders import check_inner_source, model_device, move_to_device
 from ._impl.rng import rng_state, set_rng_state
 from ._impl.streams import InnerStream
+from .checkpoint import check_config
 from .distributed import TrainingNetworks, all_gather_object, is_distributed, rank, world_size
 from .metrics import ValidationMetrics, validation_or_default
 from .protocols import KLSchedule, StoppingCriterion
@@ -407,12 +408,18 @@ class AggressiveVI(StepDriver, Callback):
 
     def load_state_dict(self, state: Dict[str, Any]) -> None:
         """Restore :meth:`state_dict` (also the layout of version 0.1, with the step's state at the top
-        level); the inner stream is replayed at the next ``on_train_start``."""
+        level); the inner stream is replayed at the next ``on_train_start``.
+
+        Raises:
+            CheckpointError: the checkpoint was saved with other algorithm options or another
+                ``kl_threshold`` on the model (each named with its saved and current value).
+        """
         algorithm = state.get("algorithm")
         if algorithm is None:  # 0.1's layout
             algorithm = {"updates": state["step"], "is_aggressive": state["is_aggressive"],
                          "left_aggressive_at": state.get("left_aggressive_at"), "stopping": state.get("stopping"),
                          "stopping_type": state.get("stopping_type"), "kl_schedule": state.get("kl_schedule")}
+        check_config(algorithm.get("config"), self.algorithm.config(), "the Lightning checkpoint")
         self.algorithm.load_state_dict(algorithm, "the Lightning checkpoint")
         self.epochs_decided = int(state.get("epochs_decided", 0))
         self._restore = {"inner_stream": state.get("inner_stream"), "inner_local": state.get("inner_local")}

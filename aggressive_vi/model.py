@@ -14,8 +14,9 @@ import torch
 from torch import nn
 
 from ._impl.loaders import InputFn, extract_input
+from .protocols import KLThreshold
 
-__all__ = ["VAE", "ELBOTerms", "as_vae", "gaussian_kl_to_standard_normal"]
+__all__ = ["VAE", "ELBOTerms", "as_vae", "gaussian_kl_to_standard_normal", "gaussian_kl_per_dimension"]
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
@@ -23,8 +24,11 @@ _LOG_2PI = math.log(2.0 * math.pi)
 class ELBOTerms(NamedTuple):
     """Per-example terms of the (weighted) negative ELBO, each ``[batch]``, in nats.
 
-    ``loss = reconstruction + kl_weight * kl`` where ``reconstruction = -E_q[log p(x|z)]`` (averaged
-    over the ``n_samples`` draws) and ``kl = KL(q(z|x) || N(0, I))`` in closed form.
+    ``loss`` is the training objective: ``reconstruction + kl_weight * kl``, or, on a model with a
+    ``kl_threshold``, ``reconstruction + kl_weight * kl_threshold(KL per dimension)``.
+    ``reconstruction = -E_q[log p(x|z)]`` (averaged over the ``n_samples`` draws) and
+    ``kl = KL(q(z|x) || N(0, I))`` in closed form are always the true terms: the negative ELBO is
+    ``reconstruction + kl``, whatever the loss.
     """
 
     loss: torch.Tensor
@@ -32,9 +36,14 @@ class ELBOTerms(NamedTuple):
     kl: torch.Tensor
 
 
+def gaussian_kl_per_dimension(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mean, exp(logvar)) || N(0, 1)) of each dimension: ``[batch, latent_dim]``, nats."""
+    return 0.5 * (mean.pow(2) + logvar.exp() - logvar - 1.0)
+
+
 def gaussian_kl_to_standard_normal(mean: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     """KL(N(mean, exp(logvar)) || N(0, I)) summed over the last dimension: ``[batch]``, nats."""
-    return 0.5 * (mean.pow(2) + logvar.exp() - logvar - 1.0).sum(dim=-1)
+    return gaussian_kl_per_dimension(mean, logvar).sum(dim=-1)
 
 
 def at_least_fp32(t: torch.Tensor) -> torch.Tensor:
@@ -75,17 +84,27 @@ class VAE(nn.Module):
             it is a tensor, its first element when it is a tuple/list, ``batch["x"]`` when it is a
             dict; e.g. ``get_input=lambda b: (b["input_ids"], b["attention_mask"])`` for a Hugging
             Face batch. A module that is not a ``VAE`` may define a ``get_input`` method instead.
+        kl_threshold: what the training loss uses in place of the KL term (default ``None``: the KL
+            itself), e.g. :class:`~aggressive_vi.FreeBits` ``(0.25)``; any
+            :class:`~aggressive_vi.protocols.KLThreshold`. It changes ``ELBOTerms.loss`` only; the
+            reported KL, ELBO and every estimator stay the true ones (see :mod:`aggressive_vi.free_bits`
+            for why it lives on the model).
 
     The prior is N(0, I). Every call checks the shapes the user's modules return, so a mistake in a
     custom module fails with a message that names it instead of broadcasting silently.
     """
 
-    def __init__(self, encoder: nn.Module, decoder: nn.Module, *, get_input: Optional[InputFn] = None) -> None:
+    def __init__(self, encoder: nn.Module, decoder: nn.Module, *, get_input: Optional[InputFn] = None,
+                 kl_threshold: Optional[KLThreshold] = None) -> None:
         super().__init__()
         if get_input is not None and not callable(get_input):
             raise TypeError(f"get_input must be callable, get_input(batch) -> model input; got "
                             f"{type(get_input).__name__}")
+        if kl_threshold is not None and not callable(kl_threshold):
+            raise TypeError(f"kl_threshold must be callable, kl_threshold(kl [batch, latent_dim]) -> [batch], "
+                            f"e.g. FreeBits(0.25); got {type(kl_threshold).__name__}")
         self.get_input: InputFn = get_input if get_input is not None else extract_input
+        self.kl_threshold: Optional[KLThreshold] = kl_threshold
         if not isinstance(encoder, nn.Module):
             raise TypeError(f"encoder must be a torch.nn.Module; got {type(encoder).__name__}")
         if not isinstance(decoder, nn.Module):
@@ -198,10 +217,12 @@ class VAE(nn.Module):
 
     # ------------------------------------------------------------------ objective
     def elbo(self, x: Any, kl_weight: float = 1.0, n_samples: int = 1) -> ELBOTerms:
-        """Per-example terms of the negative ELBO (the training loss), each ``[batch]`` nats.
+        """Per-example terms of the negative ELBO and the training loss, each ``[batch]`` nats.
 
         ``loss = -E_q[log p(x|z)] + kl_weight * KL(q(z|x) || p(z))``, the expectation estimated with
-        ``n_samples`` reparameterised draws, the KL in closed form.
+        ``n_samples`` reparameterised draws, the KL in closed form; with a ``kl_threshold`` the loss's
+        KL term is ``kl_threshold(KL per dimension)`` (the returned ``kl`` is still the true KL).
+        ``kl_weight`` may be a float or a 0-d tensor.
         """
         mean, logvar = self.encode(x)
         return self.elbo_given(x, mean, logvar, kl_weight=kl_weight, n_samples=n_samples)
@@ -214,12 +235,29 @@ class VAE(nn.Module):
         kl_weight: float = 1.0,
         n_samples: int = 1,
     ) -> ELBOTerms:
-        """``elbo`` from an already computed q(z|x) (``mean, logvar: [batch, latent_dim]``)."""
+        """``elbo`` from an already computed q(z|x) (``mean, logvar: [batch, latent_dim]``).
+
+        Raises:
+            ValueError: the ``kl_threshold`` returned something other than a ``[batch]`` tensor.
+        """
         z = self.reparameterize(mean, logvar, n_samples)
         reconstruction = -at_least_fp32(self.log_likelihood(x, z)).mean(dim=1)
         with full_precision(z.device.type):
-            kl = gaussian_kl_to_standard_normal(at_least_fp32(mean), at_least_fp32(logvar))
-            return ELBOTerms(reconstruction + kl_weight * kl, reconstruction, kl)
+            per_dimension = gaussian_kl_per_dimension(at_least_fp32(mean), at_least_fp32(logvar))
+            kl = per_dimension.sum(dim=-1)
+            trained = kl if self.kl_threshold is None else self._thresholded(per_dimension)
+            return ELBOTerms(reconstruction + kl_weight * trained, reconstruction, kl)
+
+    def _thresholded(self, per_dimension: torch.Tensor) -> torch.Tensor:
+        """The ``kl_threshold``'s KL term for ``per_dimension: [batch, latent_dim]``, checked: ``[batch]``."""
+        assert self.kl_threshold is not None
+        out = self.kl_threshold(per_dimension)
+        expected = (per_dimension.shape[0],)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != expected:
+            raise ValueError(
+                f"kl_threshold {self.kl_threshold!r} must return the KL term per example, [batch] = "
+                f"{list(expected)}, for a KL of shape {tuple(per_dimension.shape)}; got {_describe(out)}")
+        return out
 
     def forward(self, x: Any, kl_weight: float = 1.0, n_samples: int = 1) -> ELBOTerms:
         """Same as :meth:`elbo`, so the VAE can be wrapped in ``DistributedDataParallel``."""

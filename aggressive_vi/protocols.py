@@ -21,6 +21,7 @@ __all__ = [
     "Encoder",
     "Decoder",
     "KLSchedule",
+    "KLThreshold",
     "StoppingCriterion",
     "TrainingEvent",
     "Trainer",
@@ -57,6 +58,21 @@ class KLSchedule(Protocol):
     """
 
     def __call__(self, step: int, steps_per_epoch: int) -> float: ...
+
+
+class KLThreshold(Protocol):
+    """What the training loss uses in place of the KL term (``VAE(..., kl_threshold=...)``).
+
+    Called with ``kl``, KL(q(z|x) || N(0, I)) per example and latent dimension, ``[batch, latent_dim]``
+    in nats, it returns the KL term of each example's loss, ``[batch]`` in nats; the loss is
+    ``reconstruction + kl_weight * threshold(kl)``. Only the loss sees it: the reported KL and ELBO
+    stay the true ones. Use tensor operations only (no ``.item()``, no Python branch on a tensor's
+    value) so that the captured CUDA-graph inner step can run it. A stateless object, so nothing to
+    checkpoint; its ``repr`` is recorded with a checkpoint's options and checked on resume.
+    Example: :class:`~aggressive_vi.FreeBits`.
+    """
+
+    def __call__(self, kl: torch.Tensor) -> torch.Tensor: ...
 
 
 @dataclass(frozen=True)

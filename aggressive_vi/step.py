@@ -433,10 +433,12 @@ class AggressiveStep:
 
     # ------------------------------------------------------------------ state
     def config(self) -> Dict[str, Any]:
-        """The algorithm options that a checkpoint records (checked when it is loaded)."""
+        """The algorithm options that a checkpoint records (checked when it is loaded), with the
+        model's ``kl_threshold`` (part of the objective trained)."""
         return {"max_inner_steps": self.max_inner_steps, "catch_up": repr(self.catch_up),
                 "clip_grad_norm": self.clip_grad_norm, "clip_scope": self.clip_scope,
-                "n_samples": self.n_samples, "on_nonfinite": self.on_nonfinite}
+                "n_samples": self.n_samples, "on_nonfinite": self.on_nonfinite,
+                "kl_threshold": repr(self.vae.kl_threshold)}
 
     def state_dict(self) -> Dict[str, Any]:
         """The phase, the update count, the stopping criterion's and KL schedule's states, the engine's

@@ -22,7 +22,8 @@ class LitVAE(pl.LightningModule):
 
     def __init__(self, lr: float = 1e-2, watch_decoder: bool = False, **options: Any) -> None:
         super().__init__()
-        self.vae = VAE(MLPEncoder(), BernoulliDecoder(), get_input=options.pop("get_input", None))
+        self.vae = VAE(MLPEncoder(), BernoulliDecoder(), get_input=options.pop("get_input", None),
+                       kl_threshold=options.pop("kl_threshold", None))
         self.automatic_optimization = False
         self.lr = lr
         self.aggressive = AggressiveVI(self.vae, **options)

@@ -14,6 +14,9 @@ data and epoch budget:
   ``-log p(x | z=0)`` by the loop in :func:`train_ar_baseline`; its NLL is exact and its KL, MI
   and AU are zero by construction (it has no latent variable).
 
+``--rows`` also takes the rows of ``python -m benchmarks.remedies`` (``cyclical``, ``free_bits``,
+``aggressive_free_bits``; see :mod:`benchmarks.reproduce.rows`).
+
 and reports on the test split IW-NLL (``--iw-samples`` importance samples, 500 by default), KL, MI,
 AU and training wall time relative to the basic VAE of the same seed, as mean and standard deviation
 over seeds. Writes ``OUT/reproduce_<data>.json`` (settings, budget, every per-seed number and
@@ -27,7 +30,9 @@ CPU-sized synthetic data with Adam 1e-3 (see ``examples.synthetic.study`` for wh
 ``--epochs``, ``--max-train``, ``--max-eval``, ``--max-iw`` and ``--max-aggressive-epochs`` cap the
 budget for this machine (defaults per data set in :data:`DEFAULTS`; docs/results.md says why);
 ``--max-train all`` and ``--max-eval all`` lift the cap on a split.
-``--window`` and ``--max-inner-steps`` override the inner loop's window test and cap.
+``--window`` and ``--max-inner-steps`` override the inner loop's window test and cap; ``--preset paper``
+trains the examples' paper-sized text and image models (synthetic: the paper's split sizes), and
+``--optimizer sgd`` the synthetic rows with the paper's SGD.
 ``--fixed-aggressive-epochs N`` replaces the MI-plateau rule by exactly N aggressive epochs (to see
 what the rule's decision costs). ``--select best`` evaluates each run's best validation epoch (-ELBO;
 exact NLL for the AR row) instead of its last, as the paper's code does before testing.
@@ -41,15 +46,16 @@ exact NLL for the AR row) instead of its last, as the paper's code does before t
 #   tables.py    aggregate over seeds; text and Markdown tables
 #   figures.py   MI/KL curves from the JSON
 #   cli.py       argument parsing and main (``python -m benchmarks.reproduce`` runs it)
-from .datasets import DATASETS, DEFAULTS, SELECTIONS, SETUPS, SYNTHETIC_DATA_SEED, Budget, Setup
+from .datasets import DATASETS, DEFAULTS, OPTIMIZERS, PRESETS, SELECTIONS, SETUPS, SYNTHETIC_DATA_SEED, Budget, Setup
 from .figures import plot_curves
-from .rows import BETA, KL_START, ROW_LABELS, ROWS
+from .rows import ALL_ROWS, BETA, KL_START, ROW_LABELS, ROWS
 from .runner import LatentCurve, exact_nll_at_zero, run_one, train_ar_baseline
 from .study import FORMAT, run_study
 from .tables import METRICS, aggregate, format_markdown, format_table
-from .cli import ALL, budgets_from_args, build_parser, main  # noqa: E402  (last: it uses all the above)
+from .cli import ALL, add_budget_flags, budgets_from_args, build_parser, main  # noqa: E402  (last: it uses all the above)
 
 __all__ = ["ROWS", "ROW_LABELS", "DATASETS", "Budget", "Setup", "run_one", "train_ar_baseline", "aggregate",
            "format_table", "run_study", "budgets_from_args", "main", "FORMAT", "METRICS", "SELECTIONS",
            "DEFAULTS", "SETUPS", "SYNTHETIC_DATA_SEED", "BETA", "KL_START", "LatentCurve", "exact_nll_at_zero",
-           "format_markdown", "plot_curves", "ALL", "build_parser"]
+           "format_markdown", "plot_curves", "ALL", "build_parser", "ALL_ROWS", "add_budget_flags", "PRESETS",
+           "OPTIMIZERS"]

@@ -23,9 +23,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from aggressive_vi import VAE, AnyOf, FixedEpochs, MIPlateau
 
-__all__ = ["DATASETS", "SELECTIONS", "Budget", "DEFAULTS", "Setup", "SETUPS", "SYNTHETIC_DATA_SEED"]
+__all__ = ["DATASETS", "SELECTIONS", "PRESETS", "OPTIMIZERS", "Budget", "DEFAULTS", "Setup", "SETUPS",
+           "SYNTHETIC_DATA_SEED"]
 
 DATASETS = ("synthetic", "text", "image")
+#: ``Budget.preset``: the examples' ``cpu`` sizes, or the paper's (text and image models; synthetic splits).
+PRESETS = ("cpu", "paper")
+#: ``Budget.optimizer`` of the synthetic data: Adam lr 1e-3, or the paper's SGD lr 1.0.
+OPTIMIZERS = ("adam", "sgd")
 #: ``Budget.select``: evaluate the model of the last epoch, or that of the epoch with the best validation
 #: loss (-ELBO for the VAE rows, exact NLL for the AR row), as the paper's code does before testing.
 SELECTIONS = ("last", "best")
@@ -47,6 +52,8 @@ class Budget:
     fixed_aggressive_epochs: Optional[int] = None  # aggressive rows: FixedEpochs(n) instead of the MI rule
     window: Optional[int] = None  # inner-loop window test length; None: the data set's (text: the preset's)
     max_inner_steps: Optional[int] = None  # inner-loop cap; None: the data set's
+    preset: str = "cpu"  # text and image: the examples' preset; synthetic: split sizes (CPU or the paper's)
+    optimizer: str = "adam"  # synthetic only: "adam" (lr 1e-3, as the Table 1 rows ran) or "sgd" (lr 1.0)
 
     def __post_init__(self) -> None:
         for name in ("epochs", "iw_samples", "curve_points"):
@@ -57,6 +64,10 @@ class Budget:
             raise ValueError(f"warm_up must be >= 0 epochs, got {self.warm_up!r}")
         if self.select not in SELECTIONS:
             raise ValueError(f"select must be one of {SELECTIONS}, got {self.select!r}")
+        if self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {PRESETS}, got {self.preset!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         for name, least in (("max_train", 2), ("max_eval", 2), ("max_aggressive_epochs", 1), ("max_iw", 1),
                             ("fixed_aggressive_epochs", 1), ("window", 1), ("max_inner_steps", 1)):
             value = getattr(self, name)
@@ -123,14 +134,15 @@ def _synthetic_tokens(n_train: int, n_valid: int, n_test: int):
 
 
 def _setup_synthetic(budget: Budget, seed: int) -> Setup:
-    from examples.synthetic.data import CPU_SPLIT_SIZES, N_SPECIALS, PAD_ID
+    from examples.synthetic.data import CPU_SPLIT_SIZES, N_SPECIALS, PAD_ID, PAPER_SPLIT_SIZES
     from examples.synthetic.study import StudyConfig, build_vae, make_optimizer
 
-    n_train = _cut(CPU_SPLIT_SIZES["train"], budget.max_train)
-    n_eval = _cut(CPU_SPLIT_SIZES["valid"], budget.max_eval)
+    sizes = PAPER_SPLIT_SIZES if budget.preset == "paper" else CPU_SPLIT_SIZES
+    n_train = _cut(sizes["train"], budget.max_train)
+    n_eval = _cut(sizes["valid"], budget.max_eval)
     vocab_size, train_x, valid_x, test_x = _synthetic_tokens(n_train, n_eval, n_eval)
     config = StudyConfig(seed=seed, n_train=n_train, n_valid=n_eval, n_test=n_eval,
-                         n_points=1, epochs=budget.epochs, optimizer="adam")
+                         n_points=1, epochs=budget.epochs, optimizer=budget.optimizer)
     torch.manual_seed(seed)
     vae = build_vae(vocab_size + N_SPECIALS, config)
 
@@ -146,7 +158,8 @@ def _setup_synthetic(budget: Budget, seed: int) -> Setup:
         window=config.window, max_inner_steps=config.max_inner_steps,
         count_tokens=lambda x: (x != PAD_ID).sum(dim=1) - 1,
         settings={"model": "examples.synthetic.study.build_vae (LSTM 50/50, nz=1, dropout 0.5)",
-                  "optimizer": "Adam lr 1e-3 (both networks)", "batch_size": config.batch_size,
+                  "optimizer": ("SGD lr 1.0" if budget.optimizer == "sgd" else "Adam lr 1e-3") + " (both networks)",
+                  "batch_size": config.batch_size,
                   "stopping": _stopping_text("MIPlateau(patience=1, cumulative=False)", budget.max_aggressive_epochs),
                   "window": config.window,
                   "max_inner_steps": config.max_inner_steps, "eval_batch_size": 100,
@@ -172,7 +185,7 @@ def _setup_text(budget: Budget, seed: int) -> Setup:
     from examples.text.experiment import build_vae
     from examples.text.presets import get_preset
 
-    preset = get_preset("cpu")
+    preset = get_preset(budget.preset)
     data = _text_data(preset.max_vocab)
     train = _head(data.splits["train"], budget.max_train)
     valid = _head(data.splits["valid"], budget.max_eval)
@@ -192,7 +205,7 @@ def _setup_text(budget: Budget, seed: int) -> Setup:
         iw_loader=make_loader(_head(test, budget.max_iw), eb, shuffle=False), iw_chunk=50,
         make_stopping=stopping, window=preset.window, max_inner_steps=preset.max_inner_steps,
         count_tokens=lambda x: count_predicted_tokens(x, Vocab.pad_id),
-        settings={"model": "examples.text preset cpu", "preset": preset.to_dict(),
+        settings={"model": f"examples.text preset {budget.preset}", "preset": preset.to_dict(),
                   "optimizer": f"SGD lr {preset.lr} (both networks)", "batch_size": preset.batch_size,
                   "stopping": f"MIPlateau(patience=1) then, at most, {cap} aggressive epochs",
                   "window": preset.window, "max_inner_steps": preset.max_inner_steps, "eval_batch_size": eb,
@@ -213,7 +226,7 @@ def _setup_image(budget: Budget, seed: int) -> Setup:
     from examples.image.experiment import build_vae, make_loaders, subset
     from examples.image.presets import get_preset
 
-    preset = get_preset("cpu")
+    preset = get_preset(budget.preset)
     splits = subset(_image_splits(), budget.max_train, budget.max_eval)
     torch.manual_seed(seed)
     vae = build_vae(preset)
@@ -224,7 +237,7 @@ def _setup_image(budget: Budget, seed: int) -> Setup:
         iw_loader=DataLoader(binarize_fixed(splits.test, 1)[: budget.max_iw], batch_size=10), iw_chunk=100,
         make_stopping=_capped(lambda: MIPlateau(patience=5, cumulative=True), budget.max_aggressive_epochs),
         window=10, max_inner_steps=100,
-        settings={"model": "examples.image preset cpu (ResNet encoder, PixelCNN decoder)",
+        settings={"model": f"examples.image preset {budget.preset} (ResNet encoder, PixelCNN decoder)",
                   "preset": preset.to_dict(), "optimizer": "Adam lr 1e-3 (both networks)",
                   "batch_size": preset.batch_size,
                   "stopping": _stopping_text("MIPlateau(patience=5, cumulative=True)", budget.max_aggressive_epochs),

@@ -18,7 +18,8 @@ def plot_curves(doc: Dict[str, Any], path: Path, rows: Sequence[str] = ("basic",
     import matplotlib.pyplot as plt
 
     colours = {"basic": "tab:blue", "anneal": "tab:green", "beta": "tab:purple", "aggressive": "tab:red",
-               "aggressive_anneal": "tab:orange"}
+               "aggressive_anneal": "tab:orange", "cyclical": "tab:olive", "free_bits": "tab:cyan",
+               "aggressive_free_bits": "tab:brown"}
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
     for row in rows:
         runs = [r for r in doc["runs"] if r["row"] == row and r.get("curve")]

@@ -15,11 +15,11 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 import torch
 from torch import nn
 
-from aggressive_vi import AggressiveTrainer, LRDecayOnPlateau, estimators
+from aggressive_vi import VAE, AggressiveTrainer, LRDecayOnPlateau, estimators
 from examples.text.experiment import json_safe  # NaN/inf -> null for strict JSON
 
 from .datasets import SELECTIONS, SETUPS, Budget, Setup
-from .rows import ROWS, is_aggressive, kl_schedule_for, stopping_for
+from .rows import ALL_ROWS, is_aggressive, kl_schedule_for, kl_threshold_for, stopping_for
 
 __all__ = ["exact_nll_at_zero", "train_ar_baseline", "LatentCurve", "run_one"]
 
@@ -124,8 +124,8 @@ def run_one(data: str, row: str, seed: int, budget: Budget, threads: Optional[in
     """Train and evaluate one (data set, row, seed). Returns metrics, per-epoch history and times."""
     if data not in SETUPS:
         raise ValueError(f"data must be one of {sorted(SETUPS)}, got {data!r}")
-    if row not in ROWS:
-        raise ValueError(f"row must be one of {list(ROWS)}, got {row!r}")
+    if row not in ALL_ROWS:
+        raise ValueError(f"row must be one of {list(ALL_ROWS)}, got {row!r}")
     if threads:
         torch.set_num_threads(threads)
     setup = SETUPS[data](budget, seed)
@@ -152,11 +152,16 @@ def run_one(data: str, row: str, seed: int, budget: Budget, threads: Optional[in
         nlls = [h["val_nll"] for h in history]
         extra = {"evaluated_epoch": nlls.index(min(nlls)) if budget.select == "best" else len(nlls) - 1}
     else:
+        threshold = kl_threshold_for(row)
+        if threshold is not None:  # the same networks, trained on the thresholded objective
+            setup.vae = VAE(setup.vae.encoder, setup.vae.decoder, get_input=setup.vae.get_input,
+                            kl_threshold=threshold)
         vae = setup.vae
         aggressive = is_aggressive(row)
+        schedule = kl_schedule_for(row, budget)
         trainer = AggressiveTrainer(
             vae, setup.make_optimizer(vae.encoder.parameters()), setup.make_optimizer(vae.decoder.parameters()),
-            stopping=stopping_for(setup, budget), kl_schedule=kl_schedule_for(row, budget), aggressive=aggressive,
+            stopping=stopping_for(setup, budget), kl_schedule=schedule, aggressive=aggressive,
             window=setup.window, max_inner_steps=setup.max_inner_steps, clip_grad_norm=5.0)
         total_steps = budget.epochs * len(setup.train_loader)
         curve = LatentCurve(setup.val_loader, every=max(1, math.ceil(total_steps / budget.curve_points)))
@@ -176,6 +181,7 @@ def run_one(data: str, row: str, seed: int, budget: Budget, threads: Optional[in
         metrics = _evaluate_vae(setup, budget.iw_samples)
         # the decoder update at which the trainer left the aggressive phase (None: it never did)
         extra = {"curve": curve.points, "left_aggressive_at": hist.left_aggressive_at,
+                 "kl_schedule": repr(schedule), "kl_threshold": repr(threshold),
                  "window": trainer.algorithm.catch_up.window, "max_inner_steps": trainer.algorithm.max_inner_steps,
                  "steps_per_epoch": len(setup.train_loader),
                  "evaluated_epoch": best.best_epoch if best is not None else len(history) - 1}

@@ -1,5 +1,6 @@
 """The study loop: every (data set, row, seed) in order or in a process pool, and the JSON document
-``OUT/reproduce_<data>.json`` rewritten after every finished run (a killed study leaves what finished)."""
+``OUT/<stem>_<data>.json`` (stem ``reproduce`` unless told) rewritten after every finished run (a
+killed study leaves what finished)."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ import torch
 from examples.text.experiment import json_safe  # NaN/inf -> null for strict JSON
 
 from .datasets import Budget
-from .rows import ROW_LABELS, ROWS, is_aggressive
+from .rows import ALL_ROWS, ROW_LABELS, ROWS, is_aggressive
 from .runner import run_one
 from .tables import aggregate, format_table
 
@@ -27,7 +28,7 @@ def _write(path: Path, data: str, budget: Budget, seeds: Sequence[int], rows: Se
            runs: List[Dict[str, Any]], expected: int, command: str) -> Dict[str, Any]:
     """Write (atomically) and return the JSON document of one data set: budget, settings, the summary
     over seeds (:func:`aggregate`) and every finished run, ``complete`` once all ``expected`` are in."""
-    runs = sorted(runs, key=lambda r: (ROWS.index(r["row"]), r["seed"]))
+    runs = sorted(runs, key=lambda r: (ALL_ROWS.index(r["row"]), r["seed"]))
     summary = aggregate(runs)
     doc = {"format": FORMAT, "data": data, "budget": asdict(budget), "seeds": list(seeds), "rows": list(rows),
            "row_labels": {r: ROW_LABELS[r] for r in rows}, "complete": len(runs) == expected,
@@ -53,9 +54,9 @@ def _cost(data: str, row: str) -> int:
 
 def run_study(datasets: Sequence[str], seeds: Sequence[int], out: Path, budgets: Dict[str, Budget], *,
               rows: Sequence[str] = ROWS, jobs: int = 1, threads: Optional[int] = None, command: str = "",
-              log: Callable[[str], None] = print) -> Dict[str, Dict[str, Any]]:
+              log: Callable[[str], None] = print, stem: str = "reproduce") -> Dict[str, Dict[str, Any]]:
     """Run every (data set, row, seed); ``jobs`` processes at once (each ``threads`` torch threads).
-    Returns ``{data: json document}``; writes ``out/reproduce_<data>.json`` after every finished run."""
+    Returns ``{data: json document}``; writes ``out/<stem>_<data>.json`` after every finished run."""
     out.mkdir(parents=True, exist_ok=True)
     tasks = [(d, r, s, budgets[d], threads) for d in datasets for r in rows for s in seeds]
     # one data set after another (a study cut short leaves whole data sets), longest runs first
@@ -68,7 +69,7 @@ def run_study(datasets: Sequence[str], seeds: Sequence[int], out: Path, budgets:
     def finish(result: Dict[str, Any]) -> None:
         d = result["data"]
         done[d].append(result)
-        docs[d] = _write(out / f"reproduce_{d}.json", d, budgets[d], seeds, rows, done[d], expected, command)
+        docs[d] = _write(out / f"{stem}_{d}.json", d, budgets[d], seeds, rows, done[d], expected, command)
         m = result["metrics"]
         log(f"[{time.perf_counter() - start:7.0f}s] {d:9s} {result['row']:18s} seed {result['seed']}: "
             f"IW-NLL {m['iw_nll']:.2f} KL {m['kl']:.2f} MI {m['mi']:.2f} AU {m['au']} "

@@ -5,7 +5,7 @@ from __future__ import annotations
 import statistics
 from typing import Any, Dict, Sequence
 
-from .rows import ROW_LABELS, ROWS
+from .rows import ALL_ROWS, ROW_LABELS
 
 __all__ = ["METRICS", "aggregate", "format_table", "format_markdown"]
 
@@ -27,7 +27,7 @@ def aggregate(runs: Sequence[Dict[str, Any]]) -> Dict[str, Dict[str, Any]]:
     (absent when that basic run is missing)."""
     basic = {r["seed"]: r["train_seconds"] for r in runs if r["row"] == "basic"}
     out: Dict[str, Dict[str, Any]] = {}
-    for row in ROWS:
+    for row in ALL_ROWS:
         mine = sorted((r for r in runs if r["row"] == row), key=lambda r: r["seed"])
         if not mine:
             continue
@@ -47,7 +47,7 @@ def format_table(summary: Dict[str, Dict[str, Any]], title: str = "") -> str:
     width = max(len(v) for v in ROW_LABELS.values()) + 2
     lines = [title] if title else []
     lines.append("row".ljust(width) + "".join(f"{name:>16}" for name, _, _ in cols) + "  seeds")
-    for row in ROWS:
+    for row in ALL_ROWS:
         if row not in summary:
             continue
         cells = []
@@ -64,7 +64,7 @@ def format_markdown(doc: Dict[str, Any]) -> str:
     summary = doc["summary"]
     head = ["row", "IW-NLL", "-ELBO", "KL", "MI", "AU", "time / basic", "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in ROWS:
+    for row in ALL_ROWS:
         if row not in summary:
             continue
         cell = summary[row]
