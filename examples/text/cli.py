@@ -10,7 +10,9 @@
 decoder updates; the last two are kept), with the vocabulary, preset and options of the run;
 ``--resume`` continues exactly from the latest. At the end ``model.pt`` (the best model by
 validation ELBO with its vocabulary and preset: ``evaluate`` and ``generate`` load it) and
-``metrics.json`` (test split).
+``metrics.json`` (test split). Stopped by Ctrl-C or SIGTERM, it checkpoints at the next decoder
+update and exits with one line saying where the checkpoint is and how to resume (exit status 130
+after SIGINT, 143 after SIGTERM).
 """
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ from ..devices import DEVICE_HELP, device_option, make_generator, module_device,
 from ..run_spec import RunSpec, check_resume, resume_point
 from . import generation
 from .corpus import Vocab
-from .experiment import (MODEL_FILE, build_vae, evaluate, format_table, json_safe, load_data, load_model,
-                         save_model, sentences_to_batch)
+from .experiment import (MODEL_FILE, Interrupted, build_vae, evaluate, format_table, json_safe, load_data,
+                         load_model, save_model, sentences_to_batch)
 from .presets import PRESETS, Preset, get_preset
 from .tokens import tokenize
 
@@ -123,7 +125,12 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
                                bucket_widths=widths, drop_last=widths is not None)
     val_loader = data.loader("valid", preset.eval_batch_size, shuffle=False, pin_memory=pin)
     start = time.perf_counter()
-    history = trainer.fit(train_loader, val_loader=val_loader, epochs=preset.epochs, resume_from=resume_from)
+    try:
+        history = trainer.fit(train_loader, val_loader=val_loader, epochs=preset.epochs, resume_from=resume_from)
+    except KeyboardInterrupt as err:  # the Checkpoint callback has saved where fit stopped
+        saved = trainer.last_checkpoint
+        raise Interrupted("SIGTERM" if "SIGTERM" in str(err) else "SIGINT",
+                          None if saved is None else f"checkpoint {saved}") from err
     train_time = time.perf_counter() - start
     history.to_json(str(out / "history.json"))
     save_model(out / MODEL_FILE, vae, data.vocab, preset,
@@ -332,4 +339,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
             raise
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: one line, not a traceback
+        if argv is not None:
+            raise
+        stop = err if isinstance(err, Interrupted) else Interrupted("SIGINT", None)
+        print(stop.line(sys.argv[1:]), file=sys.stderr, flush=True)
+        raise SystemExit(stop.exit_code) from None
 
