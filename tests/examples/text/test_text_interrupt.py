@@ -1,6 +1,6 @@
-"""What ``python -m examples.text train`` does when stopped by Ctrl-C (SIGINT) or
-SIGTERM: it checkpoints, prints one line naming the checkpoint and the command that resumes from it
-(no traceback), and exits with 130 or 143."""
+"""What ``python -m examples.text train`` and ``compare`` do when stopped by Ctrl-C (SIGINT) or
+SIGTERM: they checkpoint, print one line naming the checkpoint and the command that resumes from it
+(no traceback), and exit with 130 or 143."""
 import os
 import random
 import signal
@@ -62,3 +62,22 @@ def test_train_stopped_by_a_signal_says_where_its_checkpoint_is(corpus, tmp_path
     saved = last.split("checkpoint ", 1)[1].split(";")[0]
     assert Path(saved).is_file() and saved == latest_checkpoint(out / "checkpoints")
     assert last.endswith("resume with: python -m examples.text " + " ".join(argv) + " --resume")
+
+
+def test_compare_stopped_by_sigterm_stops_both_runs_at_a_checkpoint(corpus, tmp_path):
+    out = tmp_path / "both"
+    argv = ["compare", "--data", str(corpus), "--preset", "tiny", "--epochs", "10000", "--save-every", "1",
+            "--out", str(out)]
+    proc = start(argv, tmp_path)
+    wait_for_checkpoints(proc, out / "aggressive" / "checkpoints", out / "basic" / "checkpoints")
+    proc.send_signal(signal.SIGTERM)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    assert "Traceback" not in stdout + stderr
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted by SIGTERM: checkpoints in {out / 'aggressive' / 'checkpoints'} and "
+        f"{out / 'basic' / 'checkpoints'}; resume with: python -m examples.text {' '.join(argv)} --resume")
+    for mode in ("aggressive", "basic"):  # each run said where its own checkpoint is
+        prefix = f"{mode:<10} | interrupted by SIGTERM: checkpoint {out / mode / 'checkpoints'}"
+        assert any(line.startswith(prefix) for line in stdout.splitlines()), stdout
+    assert not (out / "compare.json").exists()
