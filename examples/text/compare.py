@@ -26,7 +26,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -147,12 +147,13 @@ class _Runs:
     def __init__(self, commands: Dict[str, List[str]], prefixes: Dict[str, str], env: Dict[str, str]) -> None:
         self.commands, self.prefixes, self.env = commands, prefixes, env
         self.started: Dict[str, subprocess.Popen] = {}
-        self.failed: List[tuple] = []
+        self.failed: List[Tuple[str, int]] = []  # (mode, exit status) of runs that failed on their own
         self.signal_name: Optional[str] = None
+        self._signum: Optional[int] = None
+        self._previous: Dict[int, Any] = {}
         self._lock = threading.Lock()
 
     def __enter__(self) -> "_Runs":
-        self._previous = {}
         if threading.current_thread() is threading.main_thread():
             for signum in (signal.SIGINT, signal.SIGTERM):
                 self._previous[signum] = signal.signal(signum, self._forward)
@@ -161,10 +162,11 @@ class _Runs:
     def __exit__(self, *exc: Any) -> None:
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
+        self._previous.clear()
 
     def _forward(self, signum: int, frame: Any) -> None:
         if self.signal_name is None:
-            self.signal_name = signal.Signals(signum).name
+            self.signal_name, self._signum = signal.Signals(signum).name, signum
         self._send(signum)
 
     def _send(self, signum: int) -> None:
@@ -179,6 +181,8 @@ class _Runs:
                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                     text=True, bufsize=1, start_new_session=True)
             procs[mode] = self.started[mode] = proc
+            if self._signum is not None:  # a signal came while it was starting
+                proc.send_signal(self._signum)
             pump = threading.Thread(target=self._pump, args=(proc, self.prefixes[mode]), daemon=True)
             pump.start()
             pumps.append(pump)
