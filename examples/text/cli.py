@@ -1,5 +1,6 @@
-"""``python -m examples.text train|evaluate|generate``: the paper's text VAE from the command line.
+"""``python -m examples.text compare|train|evaluate|generate``: the paper's text VAE from the command line.
 
+    python -m examples.text compare --out runs/compare      # the same model trained both ways, side by side
     python -m examples.text train --data bundled --preset cpu --epochs 6 --out runs/text
     python -m examples.text train --data bundled --preset cpu --epochs 8 --out runs/text --resume
     python -m examples.text evaluate --checkpoint runs/text --iw-samples 500
@@ -10,7 +11,13 @@
 decoder updates; the last two are kept), with the vocabulary, preset and options of the run;
 ``--resume`` continues exactly from the latest. At the end ``model.pt`` (the best model by
 validation ELBO with its vocabulary and preset: ``evaluate`` and ``generate`` load it) and
-``metrics.json`` (test split).
+``metrics.json`` (test split). Stopped by Ctrl-C or SIGTERM, it checkpoints at the next decoder
+update and exits with one line saying where the checkpoint is and how to resume (exit status 130
+after SIGINT, 143 after SIGTERM).
+
+``compare`` runs ``train`` twice on the same data, model and seed, aggressively and the basic way
+(two processes, one thread each; see :mod:`examples.text.compare`), into ``OUT/aggressive`` and
+``OUT/basic``, and prints the two side by side.
 """
 from __future__ import annotations
 
@@ -29,10 +36,10 @@ from aggressive_vi.metrics import ValidationMetrics
 
 from ..devices import DEVICE_HELP, device_option, make_generator, module_device, pin_memory
 from ..run_spec import RunSpec, check_resume, resume_point
-from . import generation
+from . import compare, generation
 from .corpus import Vocab
-from .experiment import (MODEL_FILE, build_vae, evaluate, format_table, json_safe, load_data, load_model,
-                         save_model, sentences_to_batch)
+from .experiment import (MODEL_FILE, Interrupted, build_vae, evaluate, format_table, json_safe, load_data,
+                         load_model, save_model, sentences_to_batch)
 from .presets import PRESETS, Preset, get_preset
 from .tokens import tokenize
 
@@ -62,7 +69,8 @@ def run_spec(args: argparse.Namespace, preset: Preset, vocab: Vocab) -> RunSpec:
     """What must not change when a run is resumed: the vocabulary, the preset after the
     command-line overrides (but ``epochs`` and ``iw_samples``), the data and the options that
     shape training."""
-    sizes = {k: v for k, v in preset.to_dict().items() if k not in RESUMABLE_PRESET_FIELDS}
+    sizes = {k: v for k, v in preset.to_dict().items() if k not in RESUMABLE_PRESET_FIELDS
+             and not (k == "max_length" and v is None)}  # as before max_length was a preset field
     options = {k: _plain_args(args)[k] for k in ("data", "labels", "max_length", "seed", "aggressive",
                                                    "precision", "bucket_widths")}
     return RunSpec({"example": "text", "preset_name": args.preset, "preset": sizes, "options": options,
@@ -83,11 +91,12 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
         batch_size=args.batch_size, max_vocab=args.max_vocab, max_aggressive_epochs=args.max_aggressive_epochs,
         embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, latent_dim=args.latent_dim, window=args.window,
         max_inner_steps=args.max_inner_steps, mi_estimator=args.mi_estimator,
-        switch_k_stderr=args.switch_k_stderr, switch_min_epochs=args.switch_min_epochs)
+        switch_k_stderr=args.switch_k_stderr, switch_min_epochs=args.switch_min_epochs,
+        max_length=args.max_length)
     out = Path(args.out)
     checkpoints = out / "checkpoints"
     resume_from = resume_point(checkpoints, args.resume)
-    data = load_data(args.data, max_vocab=preset.max_vocab, labels=args.labels, max_length=args.max_length)
+    data = load_data(args.data, max_vocab=preset.max_vocab, labels=args.labels, max_length=preset.max_length)
     spec = run_spec(args, preset, data.vocab)
     if resume_from is not None:
         check_resume(resume_from, spec)  # before anything is loaded: a clear error on other settings
@@ -123,7 +132,12 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
                                bucket_widths=widths, drop_last=widths is not None)
     val_loader = data.loader("valid", preset.eval_batch_size, shuffle=False, pin_memory=pin)
     start = time.perf_counter()
-    history = trainer.fit(train_loader, val_loader=val_loader, epochs=preset.epochs, resume_from=resume_from)
+    try:
+        history = trainer.fit(train_loader, val_loader=val_loader, epochs=preset.epochs, resume_from=resume_from)
+    except KeyboardInterrupt as err:  # the Checkpoint callback has saved where fit stopped
+        saved = trainer.last_checkpoint
+        raise Interrupted("SIGTERM" if "SIGTERM" in str(err) else "SIGINT",
+                          None if saved is None else f"checkpoint {saved}") from err
     train_time = time.perf_counter() - start
     history.to_json(str(out / "history.json"))
     save_model(out / MODEL_FILE, vae, data.vocab, preset,
@@ -145,13 +159,30 @@ def train(args: argparse.Namespace) -> Dict[str, Any]:
     return metrics
 
 
+# ---------------------------------------------------------------------------------------- compare
+def compare_cmd(args: argparse.Namespace) -> Dict[str, Any]:
+    forwarded: List[str] = []  # the options given (other than --out and --resume), for both runs
+    for action in add_train_options(argparse.ArgumentParser(), both_modes=True):
+        value = getattr(args, action.dest)
+        if action.dest in ("out", "resume"):
+            continue
+        default = value == action.default or (isinstance(action.default, str) and str(value) == action.default)
+        if default and action.dest not in ("preset", "seed"):  # those two always, for the reader
+            continue
+        if action.nargs == 0:  # a flag (store_true)
+            forwarded.append(action.option_strings[0])
+        else:
+            forwarded += [action.option_strings[0], str(value)]
+    return compare.run(forwarded, out=Path(args.out), jobs=args.jobs, resume=args.resume, preset=args.preset)
+
+
 # ---------------------------------------------------------------------------------------- evaluate
 def evaluate_cmd(args: argparse.Namespace) -> Dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     vae, vocab, preset, ckpt = load_model(args.checkpoint, map_location=args.device)
     data_arg = args.data or ckpt["data"]
-    data = load_data(data_arg, vocab=vocab, labels=args.labels)
+    data = load_data(data_arg, vocab=vocab, labels=args.labels, max_length=preset.max_length)
     torch.manual_seed(args.seed)
     loader = data.loader(args.split, args.batch_size or preset.eval_batch_size, shuffle=False,
                          pin_memory=pin_memory(args.device))
@@ -219,54 +250,77 @@ def generate_cmd(args: argparse.Namespace) -> List[str]:
 
 
 # ---------------------------------------------------------------------------------------- parser
+def add_train_options(parser: argparse.ArgumentParser, *, both_modes: bool = False) -> List[argparse.Action]:
+    """Add the options of ``train`` to ``parser``; returns them. ``compare`` (``both_modes``) takes
+    them all but ``--aggressive``, ``--threads`` and ``--no-progress``, and passes them on to both of
+    its runs."""
+    added: List[argparse.Action] = []
+    option = lambda *names, **kwargs: added.append(parser.add_argument(*names, **kwargs))  # noqa: E731
+    option("--data", default="bundled", help="bundled | DIR | PREFIX (PREFIX.train.txt ...); the synthetic data: "
+           "python -m examples.synthetic --write-data DIR, then --data DIR")
+    option("--labels", action="store_true", help="lines are label<TAB>text (Yelp)")
+    option("--max-length", type=int, default=None,
+           help="drop sentences (every split) of more tokens than this (preset quick: 12; others: none)")
+    option("--preset", default="quick" if both_modes else "cpu", choices=sorted(PRESETS),
+           help="hyper-parameters (examples/text/presets.py); paper: the paper's sizes")
+    if not both_modes:
+        option("--aggressive", default="on", choices=["on", "off"])
+    option("--kl-start", type=float, default=None, help="initial KL weight (preset: 1.0 = no annealing)")
+    option("--warm-up", type=float, default=None, help="epochs of KL annealing up to 1")
+    option("--epochs", type=int, default=None)
+    option("--batch-size", type=int, default=None)
+    option("--max-vocab", type=int, default=None)
+    option("--embed-dim", type=int, default=None)
+    option("--hidden-dim", type=int, default=None)
+    option("--latent-dim", type=int, default=None)
+    option("--window", type=int, default=None, help="inner steps per window of the catch-up test")
+    option("--max-inner-steps", type=int, default=None)
+    option("--max-aggressive-epochs", type=int, default=None)
+    option("--mi-estimator", default=None, choices=["minibatch", "dataset"],
+           help="validation MI the switch reads (paper: minibatch; cpu preset: dataset)")
+    option("--switch-k-stderr", type=float, default=None,
+           help="a rise of validation MI counts only above this many standard errors (paper: 0)")
+    option("--switch-min-epochs", type=int, default=None,
+           help="aggressive for at least this many epochs (paper: 0)")
+    option("--iw-samples", type=int, default=None, help="importance samples in the final evaluation")
+    option("--out", required=True, help="where to write: OUT/aggressive/, OUT/basic/ and OUT/compare.json"
+           if both_modes else "where to write (history.json, checkpoints/, model.pt, metrics.json)")
+    option("--seed", type=int, default=783435)
+    if not both_modes:  # compare: one thread per run with --jobs 2, torch's default with --jobs 1
+        option("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    option("--resume", action="store_true",
+           help="continue exactly from the latest checkpoint in OUT/checkpoints (same options; "
+                "--epochs and --iw-samples may change)")
+    option("--save-every", type=_positive, default=None, metavar="STEPS",
+           help="also checkpoint every STEPS decoder updates (default: at epoch ends only)")
+    if not both_modes:  # compare: the runs print their epoch lines, no bar
+        option("--no-progress", action="store_true")
+    option("--device", type=device_option, default="cpu", help=DEVICE_HELP)
+    option("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
+           help="autocast of the training forward passes (Engine(precision))")
+    option("--inner-step", default="eager", choices=["eager", "cuda_graph"],
+           help="cuda_graph: replay the inner step as a CUDA graph (one GPU; pair with --bucket-widths)")
+    option("--bucket-widths", default=None, metavar="W1,W2,...",
+           help="pad training batches to the smallest of these widths (tokens incl. <s> and </s>) "
+                "and drop a short last batch: a few static shapes for --inner-step cuda_graph")
+    return added
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m examples.text", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train a text VAE, then evaluate it on the test split")
-    t.add_argument("--data", default="bundled", help="bundled | DIR | PREFIX (PREFIX.train.txt ...); the synthetic data: "
-                   "python -m examples.synthetic --write-data DIR, then --data DIR")
-    t.add_argument("--labels", action="store_true", help="lines are label<TAB>text (Yelp)")
-    t.add_argument("--max-length", type=int, default=None, help="drop sentences longer than this")
-    t.add_argument("--preset", default="cpu", choices=sorted(PRESETS))
-    t.add_argument("--aggressive", default="on", choices=["on", "off"])
-    t.add_argument("--kl-start", type=float, default=None, help="initial KL weight (preset: 1.0 = no annealing)")
-    t.add_argument("--warm-up", type=float, default=None, help="epochs of KL annealing up to 1")
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--batch-size", type=int, default=None)
-    t.add_argument("--max-vocab", type=int, default=None)
-    t.add_argument("--embed-dim", type=int, default=None)
-    t.add_argument("--hidden-dim", type=int, default=None)
-    t.add_argument("--latent-dim", type=int, default=None)
-    t.add_argument("--window", type=int, default=None, help="inner steps per window of the catch-up test")
-    t.add_argument("--max-inner-steps", type=int, default=None)
-    t.add_argument("--max-aggressive-epochs", type=int, default=None)
-    t.add_argument("--mi-estimator", default=None, choices=["minibatch", "dataset"],
-                   help="validation MI the switch reads (paper: minibatch; cpu preset: dataset)")
-    t.add_argument("--switch-k-stderr", type=float, default=None,
-                   help="a rise of validation MI counts only above this many standard errors (paper: 0)")
-    t.add_argument("--switch-min-epochs", type=int, default=None,
-                   help="aggressive for at least this many epochs (paper: 0)")
-    t.add_argument("--iw-samples", type=int, default=None, help="importance samples in the final evaluation")
-    t.add_argument("--out", required=True)
-    t.add_argument("--seed", type=int, default=783435)
-    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
-    t.add_argument("--resume", action="store_true",
-                   help="continue exactly from the latest checkpoint in OUT/checkpoints (same options; "
-                        "--epochs and --iw-samples may change)")
-    t.add_argument("--save-every", type=_positive, default=None, metavar="STEPS",
-                   help="also checkpoint every STEPS decoder updates (default: at epoch ends only)")
-    t.add_argument("--no-progress", action="store_true")
-    t.add_argument("--device", type=device_option, default="cpu", help=DEVICE_HELP)
-    t.add_argument("--precision", default="fp32", choices=["fp32", "bf16", "fp16"],
-                   help="autocast of the training forward passes (Engine(precision))")
-    t.add_argument("--inner-step", default="eager", choices=["eager", "cuda_graph"],
-                   help="cuda_graph: replay the inner step as a CUDA graph (one GPU; pair with --bucket-widths)")
-    t.add_argument("--bucket-widths", default=None, metavar="W1,W2,...",
-                   help="pad training batches to the smallest of these widths (tokens incl. <s> and </s>) "
-                        "and drop a short last batch: a few static shapes for --inner-step cuda_graph")
+    add_train_options(t)
     t.set_defaults(func=train)
+
+    c = sub.add_parser("compare", help="train the same model aggressively and the basic way, side by side",
+                       description=compare.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_train_options(c, both_modes=True)
+    c.add_argument("--jobs", type=int, default=2, choices=[1, 2],
+                   help="2: both runs at once, one thread each (default); 1: one after the other")
+    c.set_defaults(func=compare_cmd)
 
     e = sub.add_parser("evaluate", help="IW-NLL, PPL, KL, MI, AU of a checkpoint")
     e.add_argument("--checkpoint", required=True, help=f"run directory or its {MODEL_FILE}")
@@ -332,4 +386,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Any:
             raise
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from err
+    except KeyboardInterrupt as err:  # Ctrl-C or SIGTERM: one line, not a traceback
+        if argv is not None:
+            raise
+        stop = err if isinstance(err, Interrupted) else Interrupted("SIGINT", None)
+        print(stop.line(sys.argv[1:]), file=sys.stderr, flush=True)
+        raise SystemExit(stop.exit_code) from None
 

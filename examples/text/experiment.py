@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Union
@@ -18,7 +19,8 @@ from .models import LSTMDecoder, LSTMEncoder, init_paper_
 from .presets import Preset
 
 __all__ = ["TextData", "load_data", "build_vae", "evaluate", "format_table", "save_model",
-           "load_model", "json_safe", "sentences_to_batch", "MODEL_FORMAT", "MODEL_FILE"]
+           "load_model", "json_safe", "sentences_to_batch", "Interrupted", "resume_command", "MODEL_FORMAT",
+           "MODEL_FILE"]
 
 MODEL_FORMAT = "examples.text/1"  # what save_model writes (not the library's trainer checkpoint)
 MODEL_FILE = "model.pt"
@@ -148,3 +150,31 @@ def json_safe(value: Any) -> Any:
 def sentences_to_batch(lines: List[List[str]], vocab: Vocab) -> torch.Tensor:
     """Token lists -> padded ``LongTensor [n, max_len + 2]`` (unknown words become ``<unk>``)."""
     return pad_batch([vocab.encode(tokens) for tokens in lines], vocab.pad_id, vocab.bos_id, vocab.eos_id)
+
+
+class Interrupted(KeyboardInterrupt):
+    """A command stopped by Ctrl-C (SIGINT) or SIGTERM; ``saved`` says what it saved first
+    (``"checkpoint PATH"``), ``None`` when nothing."""
+
+    def __init__(self, signal_name: str, saved: Optional[str]) -> None:
+        super().__init__(f"interrupted by {signal_name}")
+        self.signal_name = signal_name
+        self.saved = saved
+
+    @property
+    def exit_code(self) -> int:
+        """The shells' convention: 128 + the signal's number (130 after SIGINT, 143 after SIGTERM)."""
+        return 143 if self.signal_name == "SIGTERM" else 130
+
+    def line(self, argv: Sequence[str]) -> str:
+        """One line for the terminal: what was saved and the command (``argv``: this one's
+        arguments) that resumes from it."""
+        if self.saved is None:
+            return str(self)
+        return f"{self}: {self.saved}; resume with: {resume_command(argv)}"
+
+
+def resume_command(argv: Sequence[str]) -> str:
+    """``python -m examples.text ARGV --resume`` (``--resume`` added once), quoted for a shell."""
+    resume = list(argv) if "--resume" in argv else [*argv, "--resume"]
+    return "python -m examples.text " + shlex.join(resume)

@@ -74,6 +74,18 @@ def test_evaluate_reproduces_the_final_evaluation_of_train(trained):
         assert again[key] == metrics[key], key
 
 
+def test_max_length_is_part_of_the_preset_and_evaluate_applies_it(corpus_dir, tmp_path):
+    """--max-length drops long sentences from every split; the model's preset keeps it, so
+    evaluate scores the same sentences as train's own test evaluation."""
+    out = tmp_path / "short"
+    metrics = main(["train", "--data", str(corpus_dir / "toy"), "--preset", "tiny", "--epochs", "1", "--max-length", "4",
+                    "--iw-samples", "2", "--out", str(out), "--no-progress", "--seed", "1"])
+    assert 0 < metrics["n_sentences"] < 32  # sentences of 2 to 7 words, those over 4 dropped
+    assert torch.load(out / "model.pt", weights_only=True)["preset"]["max_length"] == 4
+    again = main(["evaluate", "--checkpoint", str(out), "--iw-samples", "2", "--seed", "1"])
+    assert again["n_sentences"] == metrics["n_sentences"] and again["iw_nll"] == metrics["iw_nll"]
+
+
 def test_evaluate_and_generate_load_the_checkpoint(trained, tmp_path, capsys):
     out = trained[0]
     metrics = main(["evaluate", "--checkpoint", str(out), "--iw-samples", "3", "--split", "valid"])
