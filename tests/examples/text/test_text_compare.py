@@ -3,26 +3,20 @@ model trained both ways, its lines, its table and its JSON."""
 import contextlib
 import io
 import json
-import random
 
 import pytest
+from toy_corpus import write_toy_corpus
 
 from aggressive_vi import latest_checkpoint
 from examples.text import compare
 from examples.text.cli import main
 
-WORDS = "the a cat dog sat ran on under mat log big small red blue".split()
 # 96 training sentences in batches of 16 (tiny preset): 6 decoder updates per epoch
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-    for split, n in (("train", 96), ("valid", 32), ("test", 32)):
-        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 7))) for _ in range(n)]
-        (root / f"toy.{split}.txt").write_text("\n".join(lines) + "\n")
-    return root / "toy"
+    return write_toy_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 @pytest.fixture(scope="module")

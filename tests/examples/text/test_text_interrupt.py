@@ -2,7 +2,6 @@
 SIGTERM: they checkpoint, print one line naming the checkpoint and the command that resumes from it
 (no traceback), and exit with 130 or 143."""
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -10,21 +9,16 @@ import time
 from pathlib import Path
 
 import pytest
+from toy_corpus import write_toy_corpus
 
 from aggressive_vi import latest_checkpoint
 
 REPO = Path(__file__).resolve().parents[3]
-WORDS = "the a cat dog sat ran on under mat log big small red blue".split()
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("corpus")
-    rng = random.Random(0)
-    for split, n in (("train", 96), ("valid", 32), ("test", 32)):
-        lines = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(2, 7))) for _ in range(n)]
-        (root / f"toy.{split}.txt").write_text("\n".join(lines) + "\n")
-    return root / "toy"
+    return write_toy_corpus(tmp_path_factory.mktemp("corpus"))
 
 
 def start(argv, tmp_path):
