@@ -419,9 +419,10 @@ class AggressiveTrainer(StepDriver):
         ``differentiable``).
 
         Args:
-            strict: refuse a state saved with other algorithm options (``max_inner_steps``,
-                ``catch_up``, ``clip_grad_norm``, ``clip_scope``, ``n_samples``): the run would not
-                continue as it began. ``False``: warn instead. Options that do not change the
+            strict: refuse a state saved with other algorithm options
+                (:data:`aggressive_vi.checkpoint.ALGORITHM_OPTIONS`: ``max_inner_steps``, ``catch_up``,
+                ``clip_grad_norm``, ``clip_scope``, ``n_samples``, the model's ``kl_threshold``): the
+                run would not continue as it began. ``False``: warn instead. Options that do not change the
                 algorithm (``on_nonfinite``, the engine, the validation's) only warn.
 
         Raises:
