@@ -35,10 +35,11 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 import torch
 from torch import nn
 
-from ._impl.checks import non_negative_float, positive_int, positive_int_or_none
+from ._impl.checks import non_negative_float, positive_int
 from ._impl.loaders import InputFn, model_device, move_to_device
+from ._impl.rows import RowBound
 from .distributed import all_gather_object, all_reduce_sum, collective_device, is_distributed
-from .model import VAE, as_vae, gaussian_kl_to_standard_normal
+from .model import VAE, as_vae, at_least_fp32, gaussian_kl_to_standard_normal
 
 __all__ = [
     "Metric", "PosteriorMetric", "evaluation_mode",
@@ -313,7 +314,8 @@ class ELBOEstimate:
 
 
 class ELBO(PosteriorMetric):
-    """Mean ELBO over the data with ``n_samples`` reparameterised draws per example."""
+    """Mean ELBO over the data with ``n_samples`` reparameterised draws per example (drawn at once;
+    the decoder scores them a slice at a time, as the IW-NLL's ``max_rows="auto"`` does)."""
 
     kl_sum: torch.Tensor
     reconstruction_sum: torch.Tensor
@@ -323,6 +325,7 @@ class ELBO(PosteriorMetric):
                  get_input: Optional[InputFn] = None) -> None:
         super().__init__(model, get_input=get_input)
         self.n_samples = positive_int("n_samples", n_samples)
+        self._rows = RowBound("auto")  # the decoder's rows per call, as the IW-NLL's default
         self.add_state("kl_sum", torch.zeros((), dtype=torch.float64))
         self.add_state("reconstruction_sum", torch.zeros((), dtype=torch.float64))
         self.add_state("count", 0)
@@ -330,9 +333,11 @@ class ELBO(PosteriorMetric):
     def update_posterior(self, mean: torch.Tensor, logvar: torch.Tensor, x: Any = None) -> None:
         if x is None:
             raise ValueError("ELBO.update_posterior needs x (the decoder scores it); got None")
-        terms = self._vae().elbo_given(x, mean, logvar, n_samples=self.n_samples)
-        self._accumulate("kl_sum", terms.kl.sum())
-        self._accumulate("reconstruction_sum", terms.reconstruction.sum())
+        vae = self._vae()
+        z = vae.reparameterize(mean, logvar, self.n_samples)  # [batch, n_samples, latent_dim], drawn once
+        log_px = self._rows.score(lambda chunk: vae.log_likelihood(x, chunk), z)  # [batch, n_samples]
+        self._accumulate("kl_sum", gaussian_kl_to_standard_normal(at_least_fp32(mean), at_least_fp32(logvar)).sum())
+        self._accumulate("reconstruction_sum", -log_px.double().mean(dim=1).sum())
         self.count += mean.shape[0]
 
     def compute(self) -> ELBOEstimate:
@@ -546,24 +551,6 @@ class ActiveUnits(PosteriorMetric):
 
 
 # ---------------------------------------------------------------------------- IW-NLL
-#: ``max_rows="auto"`` on the CPU: rows (``batch x samples``) per decoder call. Measured with the
-#: paper's own LSTM modules behind our protocols (vocabularies 1000 and 3000, hidden 50 and 128,
-#: 10 tokens): 64 rows ran 1.5-1.8x faster per sentence than 1,600, whose activations fall out of
-#: the cache (benchmarks/results/vs_paper_paper_modules_iw.json and docs/performance.md).
-CPU_ROWS = 64
-
-
-def rows_per_call(max_rows: Union[int, str, None], device: Optional[torch.device]) -> Optional[int]:
-    """The bound on decoder rows per call that ``max_rows`` means on ``device``: ``"auto"`` is
-    :data:`CPU_ROWS` on the CPU and no bound elsewhere (a GPU is fastest with large calls; lower
-    ``chunk_size`` or pass ``max_rows`` where memory is short); an int is itself; ``None``: no bound."""
-    if max_rows == "auto":
-        return CPU_ROWS if device is None or device.type == "cpu" else None
-    if max_rows is None:
-        return None
-    return positive_int("max_rows", max_rows)
-
-
 def iw_log_likelihood(
     model: nn.Module, x: Any, *, n_samples: int = 500, chunk_size: int = 100,
     max_rows: Union[int, str, None] = "auto",
@@ -576,21 +563,22 @@ def iw_log_likelihood(
     ``max_rows`` (at least one sample per call: the batch itself is not split). How the work is split
     never changes the draws, so the estimate does not depend on ``chunk_size`` or ``max_rows`` (up to
     floating-point rounding). ``max_rows="auto"`` (default) picks the rows from the device
-    (:func:`rows_per_call`); the decoder's memory grows with them (a text decoder's logits are
-    ``[rows, length, vocabulary]``). A lower bound on log p(x) in expectation that tightens as K
+    (:func:`~aggressive_vi._impl.rows.rows_per_call`: 64 on the CPU, 1,024 on a GPU, the samples per
+    call halved whenever a call runs out of device memory); the decoder's memory grows with the rows
+    (a text decoder's logits are ``[rows, length, vocabulary]``). An int bound is kept as given, out
+    of memory or not. A lower bound on log p(x) in expectation that tightens as K
     grows; exact for any K when q(z|x) is the true posterior. Does not change the model's mode or
     disable gradients: call inside :func:`evaluation_mode` (as :class:`IWNLL` does).
     """
     positive_int("n_samples", n_samples)
-    positive_int("chunk_size", chunk_size)
-    vae = as_vae(model)
+    return _iw_log_likelihood(as_vae(model), x, n_samples, RowBound(max_rows, chunk_size))
+
+
+def _iw_log_likelihood(vae: Any, x: Any, n_samples: int, rows: RowBound) -> torch.Tensor:
     mean, logvar = vae.encode(x)
-    rows = rows_per_call(max_rows, mean.device)
-    per_call = chunk_size if rows is None else max(1, min(chunk_size, rows // mean.shape[0]))
     z = vae.reparameterize(mean, logvar, n_samples)  # [batch, K, latent_dim], drawn once
     log_q = vae.log_q_given(z, mean, logvar)
-    log_joint = torch.cat([vae.log_joint(x, z[:, start:start + per_call].contiguous())
-                           for start in range(0, n_samples, per_call)], dim=1)
+    log_joint = rows.score(lambda chunk: vae.log_joint(x, chunk), z)
     return torch.logsumexp(log_joint - log_q, dim=1) - math.log(n_samples)
 
 
@@ -627,8 +615,8 @@ class IWNLL(Metric):
         n_samples: importance samples per example (the paper uses 500).
         chunk_size: samples per decoder call; lower it to save memory.
         max_rows: bound on ``batch x samples`` rows per decoder call; ``"auto"`` (default) chooses it
-            from the device, ``None``: no bound (see :func:`iw_log_likelihood`). The estimate does
-            not depend on it.
+            from the device and halves the samples per call when one runs out of device memory,
+            ``None``: no bound (see :func:`iw_log_likelihood`). The estimate does not depend on it.
         count_tokens: optional ``x -> number of tokens in the batch``, for
             :attr:`IWNLLResult.perplexity` (for text: words plus end-of-sentence symbols). It
             receives the model's input ``x`` (what ``get_input`` takes from the loader batch, already
@@ -648,9 +636,8 @@ class IWNLL(Metric):
         self.model = model
         self.n_samples = positive_int("n_samples", n_samples)
         self.chunk_size = positive_int("chunk_size", chunk_size)
-        if max_rows != "auto":
-            positive_int_or_none("max_rows", max_rows)
         self.max_rows = max_rows
+        self._rows = RowBound(max_rows, chunk_size)  # checks max_rows; keeps what an OOM taught it
         self.count_tokens = count_tokens
         self.get_input = get_input
         self.add_state("nll_sum", torch.zeros((), dtype=torch.float64))
@@ -666,8 +653,7 @@ class IWNLL(Metric):
 
     def update_input(self, x: Any) -> None:
         """Add one batch given the model's input ``x`` (already on the model's device)."""
-        ll = iw_log_likelihood(self.model, x, n_samples=self.n_samples, chunk_size=self.chunk_size,
-                               max_rows=self.max_rows)
+        ll = _iw_log_likelihood(as_vae(self.model), x, self.n_samples, self._rows)
         self._accumulate("nll_sum", -ll.sum())
         self.count += ll.shape[0]
         if self.count_tokens is not None:

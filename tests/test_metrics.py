@@ -234,7 +234,7 @@ def test_iw_max_rows_bounds_the_rows_of_each_decoder_call_and_keeps_the_exact_es
     rows.clear()
     estimators.iw_nll(model, [x], n_samples=5, max_rows=3)  # fewer rows than examples: 1 sample a call
     assert rows == [8] * 5
-    with pytest.raises(ValueError, match="max_rows must be a positive int or None; got 0"):
+    with pytest.raises(ValueError, match='max_rows must be "auto", a positive int or None; got 0'):
         estimators.iw_nll(model, [x], max_rows=0)
 
 
@@ -304,10 +304,12 @@ def test_the_iw_estimate_does_not_depend_on_how_the_samples_are_split():
 
 
 def test_auto_rows_bound_the_decoder_calls_on_the_cpu():
-    from aggressive_vi.metrics import CPU_ROWS, iw_log_likelihood, rows_per_call
+    from aggressive_vi._impl.rows import CPU_ROWS, GPU_ROWS, rows_per_call
+    from aggressive_vi.metrics import iw_log_likelihood
 
     assert rows_per_call("auto", torch.device("cpu")) == CPU_ROWS
-    assert rows_per_call("auto", torch.device("cuda", 0)) is None and rows_per_call(None, None) is None
+    assert rows_per_call("auto", torch.device("cuda", 0)) == GPU_ROWS > CPU_ROWS  # bounded on a GPU too
+    assert rows_per_call(None, None) is None
     assert rows_per_call(10, None) == 10
     decoder = BernoulliDecoder()
     seen = []
@@ -317,3 +319,82 @@ def test_auto_rows_bound_the_decoder_calls_on_the_cpu():
     with torch.no_grad():
         iw_log_likelihood(model, binary_data(16), n_samples=500)
     assert max(seen) <= CPU_ROWS and sum(seen) == 16 * 500
+
+
+class _MemoryBoundDecoder(BernoulliDecoder):
+    """Raises ``torch.OutOfMemoryError`` for calls of more than ``limit`` rows, as a GPU would."""
+
+    def __init__(self, limit):
+        super().__init__()
+        self.limit, self.calls = limit, []
+
+    def log_prob(self, x, z):
+        rows = z.shape[0] * z.shape[1]
+        self.calls.append(rows)
+        if rows > self.limit:
+            raise torch.OutOfMemoryError(f"{rows} rows")
+        return super().log_prob(x, z)
+
+
+def test_auto_rows_halve_on_out_of_memory_and_keep_the_estimate():
+    """Under max_rows="auto" a call that runs out of memory is retried with half the samples, and
+    the metric keeps the smaller slice for later batches; the draws are made before any call, so
+    the estimate equals an unsliced one's (to rounding)."""
+    from aggressive_vi._impl.rows import CPU_ROWS
+
+    x = binary_data(8)
+    torch.manual_seed(0)
+    reference = VAE(MLPEncoder(), BernoulliDecoder())
+    decoder = _MemoryBoundDecoder(limit=20)  # 8 examples: at most 2 samples per call fit
+    decoder.load_state_dict(reference.decoder.state_dict())
+    model = VAE(reference.encoder, decoder)
+    metric = metrics.IWNLL(model, n_samples=40)
+    torch.manual_seed(1)
+    metric.update(x)
+    first = list(decoder.calls)
+    assert first[0] == 8 * (CPU_ROWS // 8) and first.count(8 * 2) == 20  # 8 -> 4 -> 2 samples per call
+    assert metric._rows.halvings == 2
+    decoder.calls.clear()
+    metric.update(x)
+    assert set(decoder.calls) == {16}  # the second batch starts at what the first one learned
+    torch.manual_seed(1)
+    expected = estimators.iw_nll(reference, [x], n_samples=40, max_rows=None).nll
+    metric.reset()
+    torch.manual_seed(1)
+    metric.update(x)
+    assert metric.compute().nll == pytest.approx(expected, abs=1e-5)
+
+
+def test_an_int_row_bound_is_the_users_and_is_not_halved():
+    decoder = _MemoryBoundDecoder(limit=20)
+    model = VAE(MLPEncoder(), decoder)
+    with pytest.raises(torch.OutOfMemoryError):
+        estimators.iw_nll(model, [binary_data(8)], n_samples=40, max_rows=32)
+    assert decoder.calls == [32]
+    decoder.calls.clear()
+    one_sample = _MemoryBoundDecoder(limit=4)  # 8 rows at one sample each: nothing left to halve
+    with pytest.raises(torch.OutOfMemoryError):
+        estimators.iw_nll(VAE(MLPEncoder(), one_sample), [binary_data(8)], n_samples=40)
+    assert one_sample.calls[-1] == 8
+
+
+def test_the_elbo_metric_slices_its_samples_and_keeps_the_estimate():
+    """ELBO(n_samples=K) draws its K samples at once and scores them CPU_ROWS rows at a time: the
+    same seed gives the same estimate as the model's own elbo_given in one call."""
+    from aggressive_vi._impl.rows import CPU_ROWS
+
+    torch.manual_seed(0)
+    decoder = _MemoryBoundDecoder(limit=10 ** 9)
+    model = VAE(MLPEncoder(), decoder).eval()
+    x = binary_data(16)
+    metric = metrics.ELBO(model, n_samples=50)
+    with torch.no_grad():
+        mean, logvar = model.encode(x)
+        torch.manual_seed(3)
+        metric.update_posterior(mean, logvar, x)
+        assert max(decoder.calls) <= CPU_ROWS and sum(decoder.calls) == 16 * 50
+        torch.manual_seed(3)
+        terms = model.elbo_given(x, mean, logvar, n_samples=50)
+    result = metric.compute()
+    assert result.reconstruction == pytest.approx(terms.reconstruction.mean().item(), abs=1e-5)
+    assert result.kl == pytest.approx(terms.kl.mean().item(), abs=1e-6)
