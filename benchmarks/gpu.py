@@ -31,7 +31,9 @@ is recorded, the other sections still run) and each variant inside a section too
 * ``iw_nll``: the paper's IW-NLL loop (its ``nll_iw``, one sentence per call, 100 samples per chunk,
   on the paper's modules holding the trained weights) against our batched ``IWNLL`` (the same
   sentences sorted by length in padded batches; our model masks padding) in fp32, TF32 and bf16
-  autocast: sentences per second and the estimates.
+  autocast: sentences per second and the estimates; and ``user_decoder_rows``: our ``IWNLL`` on the
+  paper's own modules (a plain decoder) at ``max_rows`` auto, 256, 1024, 4096 and unbounded, with
+  the peak memory above the model's (checks the GPU bound of ``max_rows="auto"``).
 * ``precision``: the trained model's held-out negative ELBO in bf16 autocast against fp32 (the same
   draws), the LSTM's output dtype under bf16 autocast, and training curves in fp32, bf16 and fp16
   from the trained weights on the same bundled batches.
@@ -566,6 +568,7 @@ def iw_nll(ctx: Context) -> Dict[str, Any]:
             out[name] = {"nll": nll, "seconds": seconds, "sentences_per_s": len(sentences) / seconds, "flags": used}
         except Exception as exc:
             out[name] = _error(exc)
+    out["user_decoder_rows"] = _rows_sweep(paper, ctx.heldout, samples, chunk, device, ctx.seed)
     rate = {k: v["sentences_per_s"] for k, v in out.items() if isinstance(v, dict) and "sentences_per_s" in v}
     pairs = {"batched_fp32_vs_paper_loop_fp32": ("batched_fp32", "paper_loop_fp32"),
              "batched_tf32_vs_paper_loop_fp32": ("batched_tf32", "paper_loop_fp32"),
@@ -581,6 +584,40 @@ def iw_nll(ctx: Context) -> Dict[str, Any]:
             out[key] = nll[a] - nll[b]
     out["note"] = ("tf32/bf16 minus fp32: the same draws (same seed, same batches), so the difference is the "
                    "arithmetic's; paper loop minus batched: other draws, so it includes Monte Carlo noise")
+    return out
+
+
+def _rows_sweep(paper: nn.Module, batches: Sequence[torch.Tensor], samples: int, chunk: int,
+                device: torch.device, seed: int) -> Dict[str, Any]:
+    """Our ``IWNLL`` on the paper's own modules behind our protocols (a user's plain decoder, whose
+    logits ``[rows, length, vocabulary]`` are held at once) at several ``max_rows``: sentences per
+    second and peak memory above the model's, so that ``"auto"``'s GPU bound can be checked."""
+    user = protocol_vae(paper)
+    out: Dict[str, Any] = {}
+    for rows in ("auto", 256, 1024, 4096, None):
+        name = f"max_rows_{rows}"
+        try:
+            with torch.no_grad(), flags("fp32"):
+                metric = IWNLL(user, n_samples=samples, chunk_size=chunk, max_rows=rows)
+                metric.update(batches[0][:2])  # warm-up
+                metric.reset()
+                _sync(device)
+                base = torch.cuda.memory_allocated(device) if device.type == "cuda" else 0
+                if device.type == "cuda":
+                    torch.cuda.reset_peak_memory_stats(device)
+                torch.manual_seed(seed)
+                start = time.perf_counter()
+                for b in batches:
+                    metric.update(b)
+                nll = metric.compute().nll
+                _sync(device)
+                seconds = time.perf_counter() - start
+            peak = (torch.cuda.max_memory_allocated(device) - base) / 2 ** 20 if device.type == "cuda" else None
+            out[name] = {"nll": nll, "seconds": seconds, "peak_mib_above_model": peak,
+                         "halvings": metric._rows.halvings,
+                         "sentences_per_s": sum(b.shape[0] for b in batches) / seconds}
+        except Exception as exc:
+            out[name] = _error(exc)
     return out
 
 
@@ -703,6 +740,10 @@ def summary(name: str, section: Dict[str, Any]) -> str:
                 lines.append(f"  {k}: nll {v['nll']:.4f} nats, {v['sentences_per_s']:.2f} sentences/s")
             elif isinstance(v, dict) and "error" in v:
                 lines.append(f"  {k}: {v['error']}")
+        for k, v in section.get("user_decoder_rows", {}).items():
+            lines.append(f"  paper modules, {k}: " + (v["error"] if "error" in v else
+                         f"{v['sentences_per_s']:.2f} sentences/s, peak {_fmt(v['peak_mib_above_model'])} MiB, "
+                         f"nll {v['nll']:.4f}, halvings {v['halvings']}"))
         lines += [f"  speedup {k}: {_fmt(v)}" for k, v in section.get("speedup", {}).items()]
         lines += [f"  {k}: {_fmt(section[k])}" for k in section if k.endswith("_nats")]
     elif name == "precision":

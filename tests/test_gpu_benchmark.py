@@ -184,6 +184,10 @@ def test_the_gpu_script_runs_on_the_cpu_and_writes_every_section(stand_in, tmp_p
     assert iw["tf32_minus_fp32_nats"] == 0.0  # no TF32 on a CPU: the same draws give the same estimate
     assert iw["sentences"] == gpu.SIZES["quick"]["heldout"]
     assert set(iw["speedup"]) >= {"batched_fp32_vs_paper_loop_fp32", "batched_tf32_vs_paper_loop_fp32"}
+    sweep = iw["user_decoder_rows"]  # a plain decoder at several row bounds: the same draws, one estimate
+    assert set(sweep) == {"max_rows_auto", "max_rows_256", "max_rows_1024", "max_rows_4096", "max_rows_None"}
+    assert max(v["nll"] for v in sweep.values()) - min(v["nll"] for v in sweep.values()) < 1e-3
+    assert all(v["halvings"] == 0 and v["peak_mib_above_model"] is None for v in sweep.values())  # CPU
 
     prec = sections["precision"]
     assert len(prec["curves"]["fp32"]["loss"]) == gpu.SIZES["quick"]["precision_updates"]
