@@ -119,7 +119,7 @@ def iw_nll(
         n_samples: importance samples per example (the paper uses 500).
         chunk_size: samples per decoder call; lower it to save memory.
         max_rows: bound on ``batch x samples`` rows per decoder call (memory grows with it);
-            ``"auto"`` (default) chooses it from the device (64 rows on the CPU, 1,024 on a GPU, the
+            ``"auto"`` (default) chooses it from the device (64 rows on the CPU, 512 on a GPU, the
             samples per call halved whenever a call runs out of device memory); an int is kept as
             given; ``None``: no bound. The estimate does not
             depend on ``chunk_size`` or ``max_rows`` (all samples are drawn at once).

@@ -563,7 +563,7 @@ def iw_log_likelihood(
     ``max_rows`` (at least one sample per call: the batch itself is not split). How the work is split
     never changes the draws, so the estimate does not depend on ``chunk_size`` or ``max_rows`` (up to
     floating-point rounding). ``max_rows="auto"`` (default) picks the rows from the device
-    (:func:`~aggressive_vi._impl.rows.rows_per_call`: 64 on the CPU, 1,024 on a GPU, the samples per
+    (:func:`~aggressive_vi._impl.rows.rows_per_call`: 64 on the CPU, 512 on a GPU, the samples per
     call halved whenever a call runs out of device memory); the decoder's memory grows with the rows
     (a text decoder's logits are ``[rows, length, vocabulary]``). An int bound is kept as given, out
     of memory or not. A lower bound on log p(x) in expectation that tightens as K

@@ -296,3 +296,18 @@ def test_our_side_can_run_the_papers_own_modules_behind_our_protocols(monkeypatc
     assert [r["size"] for r in rows] == ["tiny/paper-modules"] and rows[0]["measure"] == "encoder_step"
     with pytest.raises(ValueError, match="modules must be one of"):
         measures._Pair(None, size, seed=0, modules="mine")
+
+
+def test_floor_splits_the_papers_operator_time_into_what_ours_also_runs():
+    """benchmarks.vs_paper.floor: an operator counts as shared when ours calls it at least as often as
+    the paper's loop does; the ceiling is the paper's total over that shared time."""
+    from benchmarks.vs_paper.floor import op_times, split_shared
+
+    paper = {"aten::mm": (60.0, 3), "aten::item": (10.0, 2), "aten::lstm": (30.0, 1)}
+    ours = {"aten::mm": (50.0, 3), "aten::item": (1.0, 1), "aten::isfinite": (5.0, 1), "aten::lstm": (30.0, 2)}
+    split = split_shared(paper, ours)
+    assert split["paper"] == 100.0 and split["ours"] == 86.0
+    assert split["shared"] == 90.0  # mm and lstm; item is called less often by ours
+    assert split["paper_only"] == ["aten::item"] and split["ours_only"] == ["aten::lstm", "aten::isfinite"]
+    times = op_times(lambda: torch.ones(3).mul_(2.0).sum(), rounds=3)  # the profiler's real keys
+    assert times["aten::mul_"][1] == 3 and times["aten::sum"][1] == 3 and times["aten::mul_"][0] >= 0

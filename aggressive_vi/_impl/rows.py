@@ -31,11 +31,13 @@ __all__ = ["CPU_ROWS", "GPU_ROWS", "RowBound", "rows_per_call"]
 CPU_ROWS = 64
 
 #: ``max_rows="auto"`` on a GPU (any device but the CPU): rows per decoder call before any
-#: out-of-memory halving. A text decoder's logits and their log-softmax take 2 x length x vocabulary
-#: x 4 bytes per row: at the paper's text size (vocabulary 20k, 12 tokens) about 1.8 MiB, so 1,024
-#: rows hold about 1.9 GiB where one call of 32 sentences x 100 samples would hold 5.9 GiB
-#: (measured: benchmarks/results/iw-memory-record.md). Not yet timed on a GPU (docs/gpu.md).
-GPU_ROWS = 1024
+#: out-of-memory halving. A plain text decoder's peak is about 2.1 x (tokens - 1) x vocabulary x 4
+#: bytes per row (its logits and their log-softmax at once): measured at the paper's text size
+#: (vocabulary 20k), 1.75 MiB per row at 12 tokens and 6.2 MiB at 40, so 512 rows peak near 0.9 and
+#: 3.1 GiB where one call of 32 sentences x 100 samples peaked at 5.5 GiB at 12 tokens
+#: (benchmarks/results/iw-memory-record.md). Enough rows to fill a GPU's matrix units; not yet
+#: timed on a GPU (``benchmarks.gpu`` sweeps the bound).
+GPU_ROWS = 512
 
 OutOfMemory = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
 
