@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aggressive_vi import VAE, estimators
-from aggressive_vi.metrics import rows_per_call
+from aggressive_vi._impl.rows import rows_per_call
 
 from .core.tables import plain_table, write_json
 
