@@ -180,3 +180,33 @@ def test_constant_kl_default_and_basic_from_the_start():
     x = binary_data(8)
     out = step(x, lambda: pytest.fail("basic training draws no fresh batch"))
     assert out.inner_steps == 0 and not out.aggressive and out.applied and out.terms.loss.shape == (8,)
+
+
+class _CountingSGD(torch.optim.SGD):
+    """An optimiser that overrides zero_grad (as a user's may, e.g. to log or to keep zeros)."""
+
+    def __init__(self, params, lr):
+        super().__init__(params, lr=lr)
+        self.cleared = 0
+
+    def zero_grad(self, set_to_none=True):
+        self.cleared += 1
+        super().zero_grad(set_to_none=set_to_none)
+
+
+@pytest.mark.parametrize("clip_scope", ["joint", "network"])
+def test_the_step_leaves_no_gradient_behind_and_calls_an_overridden_zero_grad(clip_scope):
+    """Gradients are cleared as zero_grad(set_to_none=True) clears them (a stock optimiser without
+    its profiler range); an optimiser whose class overrides zero_grad has it called."""
+    x = binary_data(8)
+    for make in (torch.optim.SGD, _CountingSGD):
+        torch.manual_seed(0)
+        vae = VAE(MLPEncoder(), BernoulliDecoder())
+        enc, dec = make(vae.encoder.parameters(), lr=0.1), make(vae.decoder.parameters(), lr=0.1)
+        step = AggressiveStep(vae, enc, dec, clip_scope=clip_scope, catch_up=FixedCount(3))
+        for p in vae.parameters():  # stale gradients from the user's own code
+            p.grad = torch.ones_like(p)
+        step(x, lambda: binary_data(8))  # three inner steps and a decoder update
+        assert all(p.grad is None for p in vae.parameters()), make.__name__
+        if make is _CountingSGD:
+            assert enc.cleared > 0 and dec.cleared > 0
