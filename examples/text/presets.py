@@ -5,7 +5,7 @@
   sentences of at most 12 tokens (2,618 / 246 / 256), a 1,000-word vocabulary, a small LSTM VAE
   (embedding 32, hidden 64, nz 8), 10 epochs with KL annealing from 0.1 over 6, and the paper's
   catch-up loop (window 15, cap 100) for 2 to 4 aggressive epochs. Chosen to show the method's
-  point in minutes on 2 CPU cores: aggressive training keeps 2 to 5 units active where the same
+  point in minutes on 2 CPU cores: aggressive training keeps 3 to 6 units active where the same
   model trained the basic way collapses (KL ~0, AU 0), in each of the 6 seeds checked
   (examples/text/README.md). At least 2 aggressive epochs: in one seed the encoder had not caught
   on after the first, the switch rule ended the phase there, and the latent collapsed.
