@@ -317,7 +317,7 @@ class AggressiveStep:
         finally:
             self._inner_seen = []
             self.inner_step = 0
-            _clear_grads(self.enc_opt)  # no stale encoder gradient outlives the loop
+            self.enc_opt.zero_grad(set_to_none=True)  # no stale encoder gradient outlives the loop
         return result
 
     def _at_inner_step(self, step: int) -> None:
@@ -347,9 +347,9 @@ class AggressiveStep:
         ``(summed loss, examples, applied, error)``. ``kl_weight``: a float, or ``None`` for the 0-d
         tensor the captured step reads."""
         joint = self.clip_scope == "joint"
-        _clear_grads(self.enc_opt)
+        self.enc_opt.zero_grad(set_to_none=True)
         if joint:
-            _clear_grads(self.dec_opt)
+            self.dec_opt.zero_grad(set_to_none=True)
         net = self.nets.joint if joint else self.nets.inner  # joint: both gradients (DDP-synced)
         with self._eng.autocast():
             weight: Any = self._kl_weight if kl_weight is None else kl_weight  # a tensor when captured
@@ -365,7 +365,7 @@ class AggressiveStep:
             elif error:
                 self._inner_ok.fill_(False)
         if joint:
-            _clear_grads(self.dec_opt)  # it served the joint norm only
+            self.dec_opt.zero_grad(set_to_none=True)  # it served the joint norm only
         return terms.loss.detach().sum().double(), terms.loss.shape[0], applied, error
 
     def decoder_update(self, x: Any, kl_weight: float) -> Tuple[ELBOTerms, bool]:
@@ -378,16 +378,16 @@ class AggressiveStep:
         self._check_bound()
         if self.clip_scope == "joint":  # the paper's: both gradients, joint norm clipped, decoder stepped
             result = self._both(x, kl_weight, stepped=self.dec_opt, phase="decoder")
-            _clear_grads(self.enc_opt)
-            _clear_grads(self.dec_opt)
+            self.enc_opt.zero_grad(set_to_none=True)
+            self.dec_opt.zero_grad(set_to_none=True)
             return result
         with self._eng.autocast():
             with torch.no_grad():
                 mean, logvar = self.nets.decoder.encode(x)
-            _clear_grads(self.dec_opt)
+            self.dec_opt.zero_grad(set_to_none=True)
             terms = self.nets.decoder.elbo_given(x, mean, logvar, kl_weight=kl_weight, n_samples=self.n_samples)
         applied = self._apply(terms.loss, self._dec_params, [self.dec_opt], [], "decoder", x)
-        _clear_grads(self.dec_opt)  # none left for the next inner loop to carry
+        self.dec_opt.zero_grad(set_to_none=True)  # none left for the next inner loop to carry
         return _detached(terms), applied
 
     def joint_update(self, x: Any, kl_weight: float) -> Tuple[ELBOTerms, bool]:
@@ -402,8 +402,8 @@ class AggressiveStep:
     def _both(self, x: Any, kl_weight: float, stepped: Optional[torch.optim.Optimizer],
               phase: str) -> Tuple[ELBOTerms, bool]:
         """Both networks' gradients, their joint norm clipped; ``stepped`` (``None``: both) stepped."""
-        _clear_grads(self.enc_opt)
-        _clear_grads(self.dec_opt)
+        self.enc_opt.zero_grad(set_to_none=True)
+        self.dec_opt.zero_grad(set_to_none=True)
         with self._eng.autocast():
             terms = self.nets.joint.elbo(x, kl_weight=kl_weight, n_samples=self.n_samples)
         optimizers = [self.enc_opt, self.dec_opt] if stepped is None else [stepped]
@@ -417,8 +417,8 @@ class AggressiveStep:
                                            max_norm=self.clip_grad_norm, phase=phase)
         if applied:
             return True
-        _clear_grads(self.enc_opt)
-        _clear_grads(self.dec_opt)
+        self.enc_opt.zero_grad(set_to_none=True)
+        self.dec_opt.zero_grad(set_to_none=True)
         if self.on_nonfinite == "raise" and error:
             self._raise_nonfinite(phase, loss, x)
         return False
@@ -508,20 +508,6 @@ def _checked_engine(engine: Optional[UpdateEngine]) -> Optional[UpdateEngine]:
         raise TypeError(f"engine must be an aggressive_vi.engines.Engine (or meet engines.UpdateEngine); "
                         f"got {type(engine).__name__}")
     return engine
-
-
-def _clear_grads(optimizer: torch.optim.Optimizer) -> None:
-    """``optimizer.zero_grad(set_to_none=True)``, without the profiler range that ``torch.optim`` opens
-    around it, when the optimiser's class keeps ``Optimizer.zero_grad`` (an inner step clears three
-    times where the paper's loop clears twice; within 1% of a small model's step, measured with
-    ``benchmarks.vs_paper --measures paired_steps``); an optimiser that overrides it is called."""
-    if type(optimizer).zero_grad is not torch.optim.Optimizer.zero_grad:
-        optimizer.zero_grad(set_to_none=True)
-        return
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            if p.grad is not None:
-                p.grad = None
 
 
 def _detached(terms: ELBOTerms) -> ELBOTerms:

@@ -196,8 +196,8 @@ class _CountingSGD(torch.optim.SGD):
 
 @pytest.mark.parametrize("clip_scope", ["joint", "network"])
 def test_the_step_leaves_no_gradient_behind_and_calls_an_overridden_zero_grad(clip_scope):
-    """Gradients are cleared as zero_grad(set_to_none=True) clears them (a stock optimiser without
-    its profiler range); an optimiser whose class overrides zero_grad has it called."""
+    """No gradient outlives a step (stale ones from the user's code included), and an optimiser
+    whose class overrides zero_grad has it called."""
     x = binary_data(8)
     for make in (torch.optim.SGD, _CountingSGD):
         torch.manual_seed(0)
