@@ -48,7 +48,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from aggressive_vi import VAE, estimators
-from aggressive_vi._impl.rows import rows_per_call
+from aggressive_vi._impl.rows import RowBound
 
 from .core.tables import plain_table, write_json
 
@@ -153,9 +153,7 @@ def sentences(batch: int, tokens: int, vocab: int, seed: int = 0) -> torch.Tenso
 
 def expected_rows(rows: RowsBound, batch: int, samples: int, chunk: int, device: torch.device) -> int:
     """Rows of the largest decoder call that ``iw_nll`` makes (as the library splits the samples)."""
-    bound = rows_per_call(rows, device)
-    per_call = chunk if bound is None else max(1, min(chunk, bound // batch))
-    return batch * min(per_call, samples)
+    return batch * RowBound(rows, chunk).samples_per_call(batch, samples, device)
 
 
 def logits_mib(rows: int, tokens: int, vocab: int) -> float:
