@@ -289,13 +289,13 @@ def test_our_side_can_run_the_papers_own_modules_behind_our_protocols(monkeypatc
 
     size = _tiny_size()
     monkeypatch.setattr(measures, "build_reference_vae", lambda ref, size, seed: _PaperModel(size))
-    pair = measures._Pair(None, size, seed=0, modules="paper")
+    pair = measures.ModelPair(None, size, seed=0, modules="paper")
     assert all(torch.equal(p, q) for p, q in zip(pair.reference.parameters(), pair.ours.parameters()))
     assert not any(p is q for p, q in zip(pair.reference.parameters(), pair.ours.parameters()))  # a copy
     rows = measures.measure_size(None, size, groups=["encoder_step"], modules="paper", log=lambda line: None)
     assert [r["size"] for r in rows] == ["tiny/paper-modules"] and rows[0]["measure"] == "encoder_step"
     with pytest.raises(ValueError, match="modules must be one of"):
-        measures._Pair(None, size, seed=0, modules="mine")
+        measures.ModelPair(None, size, seed=0, modules="mine")
 
 
 def test_floor_splits_the_papers_operator_time_into_what_ours_also_runs():

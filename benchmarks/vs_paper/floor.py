@@ -27,7 +27,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from ..core.tables import plain_table, write_json
-from .measures import _Pair
+from .measures import ModelPair
 from .ours import make_trainer, our_iw_nll
 from .reference import PaperLoop, load_reference, reference_iw_nll
 from .sizes import SIZES, Size, token_batches
@@ -61,7 +61,7 @@ def split_shared(paper: OpTimes, ours: OpTimes) -> Dict[str, float]:
 
 
 def _steps(size: Size, ref: Any, measure: str, rounds: int) -> Tuple[Callable[[], Any], Callable[[], Any], int]:
-    pair = _Pair(ref, size, 0, "paper")
+    pair = ModelPair(ref, size, 0, "paper")
     batches = token_batches(8, size.batch_size, size.length, size.vocab_size, seed=1)
     if measure == "iw_nll":
         sentence = torch.cat(token_batches(1, 6, size.length, size.vocab_size, seed=2))

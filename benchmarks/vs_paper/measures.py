@@ -15,7 +15,7 @@ from .table import make_row
 from ..core.timing import interleave, median
 from .timing import paired_steps
 
-__all__ = ["measure_size", "MEASURE_GROUPS", "MODULES"]
+__all__ = ["measure_size", "ModelPair", "MEASURE_GROUPS", "MODULES"]
 
 #: groups of measures that can be chosen with --measures
 MEASURE_GROUPS = ("encoder_step", "basic_epoch", "aggressive_epoch", "aggressive_update", "iw_nll", "paired_steps")
@@ -24,7 +24,7 @@ MEASURE_GROUPS = ("encoder_step", "basic_epoch", "aggressive_epoch", "aggressive
 MODULES = ("example", "paper")
 
 
-class _Pair:
+class ModelPair:
     """The two models with their initial weights, restored before every round. ``modules="paper"``:
     our side is a copy of the paper's own model behind our protocols
     (:func:`benchmarks.core.paper_modules.protocol_vae`)."""
@@ -74,7 +74,7 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
     unknown = sorted(set(groups) - set(MEASURE_GROUPS))
     if unknown:
         raise ValueError(f"measures must be among {MEASURE_GROUPS}, got {unknown}")
-    pair = _Pair(ref, size, seed, modules)
+    pair = ModelPair(ref, size, seed, modules)
     if modules == "paper":
         size = type(size)(**{**size.to_dict(), "name": f"{size.name}/paper-modules"})
     batches = token_batches(max(size.epoch_batches, size.fixed_updates, size.aggressive_batches), size.batch_size, size.length, size.vocab_size, seed=seed + 1)
@@ -180,7 +180,7 @@ def measure_size(ref: Reference, size: Size, *, groups: Sequence[str] = MEASURE_
     return rows
 
 
-def _fixed_paper_epoch(pair: _Pair, batches: Sequence[torch.Tensor], sub: Sequence[torch.Tensor], k: int,
+def _fixed_paper_epoch(pair: ModelPair, batches: Sequence[torch.Tensor], sub: Sequence[torch.Tensor], k: int,
                        seed: int) -> Callable[[], Dict[str, Any]]:
     """The paper's loop over the updates of ``sub``, each after ``k`` inner steps whose further batches
     are drawn from all of ``batches`` (as ours draws from ``sub``: the same shapes, so the same work)."""
